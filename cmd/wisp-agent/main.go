@@ -1,0 +1,49 @@
+// Command wisp-agent is the guest agent: PID 1 inside every sprite. In a VM
+// it brings the root filesystem up from the initramfs and serves the host
+// over a virtio-serial port; under gVisor (--socket) it serves over a unix
+// socket the host listens on.
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/guest"
+)
+
+func main() {
+	socket := flag.String("socket", "", "serve over this unix socket (the host listens) instead of a virtio port")
+	port := flag.String("port", "wisp.agent", "name of the virtio-serial port")
+	hostname := flag.String("hostname", "", "hostname to set (gVisor mode)")
+	flag.Parse()
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	srv := &guest.Server{Log: log, Reaper: guest.NewReaper()}
+	var open func() (io.ReadWriteCloser, error)
+	if *socket != "" {
+		if *hostname != "" {
+			if err := guest.SetHostname(*hostname); err != nil {
+				log.Warn("hostname", "err", err)
+			}
+		}
+		open = func() (io.ReadWriteCloser, error) {
+			return net.DialTimeout("unix", *socket, 5*time.Second)
+		}
+	} else {
+		if err := guest.InitVM(log, guest.VMConfigFromEnv()); err != nil {
+			log.Error("init failed", "err", err)
+			// PID 1 must not exit: the kernel would panic and the host
+			// would see a dead VM with no reason. Stay up for the console.
+			select {}
+		}
+		srv.Shutdown = guest.ShutdownRoot
+		open = guest.OpenVirtioPort(*port)
+	}
+	log.Info("wisp-agent ready")
+	srv.Serve(context.Background(), open)
+}

@@ -1,0 +1,248 @@
+// Package agent is the host-side client of the guest agent. It speaks the
+// protocol in package proto over one byte stream and treats the guest as
+// hostile: every read is bounded in size and time.
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/wisp-sh/wisp/internal/agent/proto"
+)
+
+// maxHandshakeJunk bounds the bytes discarded while looking for the guest's
+// Ready line (stale bytes from an earlier host session may precede it).
+const maxHandshakeJunk = 4 << 20
+
+// maxResponse bounds a JSON response frame from the guest.
+const maxResponse = proto.MaxFrame
+
+// ErrAgent wraps failures the guest reported.
+var ErrAgent = errors.New("guest agent")
+
+// Client is a connection to one guest agent. It is safe for concurrent use.
+type Client struct {
+	conn net.Conn
+	sess *yamux.Session
+}
+
+// Connect performs the handshake on conn and starts multiplexing. Hello is
+// re-sent every resend until the guest answers (a guest still busy with a
+// previous host session drops the first), until ctx ends.
+func Connect(ctx context.Context, conn net.Conn, resend time.Duration) (*Client, error) {
+	var raw [proto.NonceLen / 2]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, err
+	}
+	nonce := hex.EncodeToString(raw[:])
+	hello := []byte(proto.Hello + nonce + "\n")
+
+	done := make(chan error, 1)
+	go func() {
+		for {
+			_, got, err := proto.ScanLine(conn, maxHandshakeJunk, nil, proto.Ready)
+			if err != nil || got == nonce {
+				done <- err
+				return
+			}
+		}
+	}()
+	send := func(b []byte) error {
+		conn.SetWriteDeadline(time.Now().Add(resend))
+		_, err := conn.Write(b)
+		conn.SetWriteDeadline(time.Time{})
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return nil // the guest is not reading yet; the next resend tries again
+		}
+		return err
+	}
+	tick := time.NewTicker(resend)
+	defer tick.Stop()
+	err := send(hello)
+	for err == nil {
+		select {
+		case err = <-done:
+			if err == nil {
+				goto ready
+			}
+		case <-tick.C:
+			err = send(hello)
+		case <-ctx.Done():
+			err = context.Cause(ctx)
+		}
+	}
+	conn.SetReadDeadline(time.Now()) // unblock the scanner
+	return nil, fmt.Errorf("agent handshake: %w", err)
+ready:
+	if err := send([]byte(proto.Go + nonce + "\n")); err != nil {
+		return nil, fmt.Errorf("agent handshake: %w", err)
+	}
+	sess, err := yamux.Client(conn, Config())
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn, sess: sess}, nil
+}
+
+// Config is the yamux configuration both ends use: large windows for bulk
+// throughput, no keepalive (a sleeping VM must not be declared dead).
+func Config() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.MaxStreamWindowSize = 16 << 20
+	c.EnableKeepAlive = false
+	c.ConnectionWriteTimeout = 30 * time.Second
+	c.StreamOpenTimeout = 30 * time.Second
+	c.LogOutput = io.Discard
+	return c
+}
+
+// Close ends the session and the underlying connection.
+func (c *Client) Close() error {
+	c.sess.Close()
+	return c.conn.Close()
+}
+
+// Closed is closed when the session ends (guest gone, channel broken).
+func (c *Client) Closed() <-chan struct{} { return c.sess.CloseChan() }
+
+// Stream is one request's stream. Reads are framed and bounded.
+type Stream struct {
+	s  *yamux.Stream
+	br *bufio.Reader
+}
+
+// Open opens a stream and sends req as its first frame.
+func (c *Client) Open(ctx context.Context, req proto.Request) (*Stream, error) {
+	s, err := c.sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("%w: open stream: %w", ErrAgent, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		s.SetWriteDeadline(dl)
+	}
+	if err := proto.WriteJSON(s, proto.TRequest, req); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%w: send request: %w", ErrAgent, err)
+	}
+	s.SetWriteDeadline(time.Time{})
+	return &Stream{s: s, br: bufio.NewReaderSize(s, 64<<10)}, nil
+}
+
+// ReadFrame reads the next frame (payload at most proto.MaxFrame).
+func (s *Stream) ReadFrame() (byte, []byte, error) { return proto.ReadFrame(s.br, proto.MaxFrame) }
+
+// WriteFrame writes one frame.
+func (s *Stream) WriteFrame(t byte, p []byte) error { return proto.WriteFrame(s.s, t, p) }
+
+// SetDeadline bounds both directions.
+func (s *Stream) SetDeadline(t time.Time) error { return s.s.SetDeadline(t) }
+
+// Close closes the stream both ways.
+func (s *Stream) Close() error { return s.s.Close() }
+
+// Response reads one TResponse frame and converts a guest error into a Go
+// error that wraps ErrAgent.
+func (s *Stream) Response() (proto.Response, error) {
+	var r proto.Response
+	if err := proto.ReadJSON(s.br, proto.TResponse, maxResponse, &r); err != nil {
+		return r, fmt.Errorf("%w: %w", ErrAgent, err)
+	}
+	if r.Error != "" {
+		return r, &GuestError{Kind: r.Kind, Msg: r.Error}
+	}
+	return r, nil
+}
+
+// GuestError is an error the agent reported for a request.
+type GuestError struct {
+	Kind string // a proto.Kind* constant
+	Msg  string
+}
+
+func (e *GuestError) Error() string { return e.Msg }
+func (e *GuestError) Unwrap() error { return ErrAgent }
+
+// call runs a request that has a single response.
+func (c *Client) call(ctx context.Context, req proto.Request) (proto.Response, error) {
+	s, err := c.Open(ctx, req)
+	if err != nil {
+		return proto.Response{}, err
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		s.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { s.SetDeadline(time.Now()) })
+	defer stop()
+	return s.Response()
+}
+
+// Info asks the guest for its uptime, kernel and memory.
+func (c *Client) Info(ctx context.Context) (proto.Info, error) {
+	r, err := c.call(ctx, proto.Request{Op: proto.OpInfo})
+	if err != nil {
+		return proto.Info{}, err
+	}
+	if r.Info == nil {
+		return proto.Info{}, fmt.Errorf("%w: info response without info", ErrAgent)
+	}
+	return *r.Info, nil
+}
+
+// Stat describes one guest path.
+func (c *Client) Stat(ctx context.Context, path string) (proto.FileInfo, error) {
+	r, err := c.call(ctx, proto.Request{Op: proto.OpStat, Path: path})
+	if err != nil {
+		return proto.FileInfo{}, err
+	}
+	if r.File == nil {
+		return proto.FileInfo{}, fmt.Errorf("%w: stat response without file", ErrAgent)
+	}
+	return *r.File, nil
+}
+
+// List lists a guest directory (at most proto.MaxList entries).
+func (c *Client) List(ctx context.Context, path string) ([]proto.FileInfo, bool, error) {
+	r, err := c.call(ctx, proto.Request{Op: proto.OpList, Path: path})
+	return r.Files, r.Truncated, err
+}
+
+// Mkdir creates a guest directory (and parents when recursive).
+func (c *Client) Mkdir(ctx context.Context, path string, mode uint32, recursive bool) error {
+	_, err := c.call(ctx, proto.Request{Op: proto.OpMkdir, Path: path, Mode: mode, Recursive: recursive})
+	return err
+}
+
+// Remove removes a guest path (recursively when asked).
+func (c *Client) Remove(ctx context.Context, path string, recursive bool) error {
+	_, err := c.call(ctx, proto.Request{Op: proto.OpRemove, Path: path, Recursive: recursive})
+	return err
+}
+
+// Sync flushes the guest's filesystems.
+func (c *Client) Sync(ctx context.Context) error {
+	_, err := c.call(ctx, proto.Request{Op: proto.OpSync})
+	return err
+}
+
+// Shutdown syncs and remounts the guest's root read-only; the VMM may then
+// be stopped without losing data.
+func (c *Client) Shutdown(ctx context.Context) error {
+	_, err := c.call(ctx, proto.Request{Op: proto.OpShutdown})
+	return err
+}
+
+// SetTime sets the guest clock and mixes seed into its entropy pool.
+func (c *Client) SetTime(ctx context.Context, t time.Time, seed []byte) error {
+	_, err := c.call(ctx, proto.Request{Op: proto.OpSetTime, Time: t, Seed: seed})
+	return err
+}

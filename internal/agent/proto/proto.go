@@ -1,0 +1,290 @@
+// Package proto holds the wire types shared by the host and the guest agent.
+//
+// The channel between host and guest is one byte stream (virtio-serial, or a
+// unix socket for gVisor). After a handshake (Hello/Ready lines carrying a
+// nonce) it is multiplexed with yamux; the host is the yamux client. Every
+// yamux stream carries frames: a 1-byte type, a 4-byte big-endian length and
+// the payload. The first frame on a stream is a TRequest from the host; what
+// follows depends on the request's Op (see the Op constants).
+//
+// The guest is hostile: every reader of frames bounds the payload size.
+package proto
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Frame types.
+const (
+	TRequest    byte = 1  // host->guest, JSON Request, first frame of a stream
+	TResponse   byte = 2  // guest->host, JSON Response
+	TStdin      byte = 3  // host->guest, raw bytes for the process's stdin
+	TCloseStdin byte = 4  // host->guest, empty: stdin reached EOF
+	TStdout     byte = 5  // guest->host, raw bytes
+	TStderr     byte = 6  // guest->host, raw bytes
+	TResize     byte = 7  // host->guest, JSON Resize
+	TSignal     byte = 8  // host->guest, JSON Signal
+	TExit       byte = 9  // guest->host, JSON Exit; last frame of an exec
+	TData       byte = 10 // either way, raw bytes of a file or tar stream
+	TEnd        byte = 11 // either way, empty: the data stream is complete
+)
+
+// MaxFrame bounds a frame's payload. Writers split larger data.
+const MaxFrame = 1 << 20
+
+// ChunkSize is the payload size writers use for bulk data.
+const ChunkSize = 256 << 10
+
+// Handshake lines, each followed by a 16-hex-digit nonce and "\n". The host
+// sends Hello (repeatedly, until answered), the guest answers the first
+// Hello of a nonce with Ready and ignores repeats, and the host sends Go.
+// Yamux starts on both sides right after Go, so no handshake line is ever
+// read by yamux, and bytes left from an earlier session are skipped by the
+// line scanners on both sides.
+const (
+	Hello = "WISP-HELLO "
+	Ready = "WISP-READY "
+	Go    = "WISP-GO "
+)
+
+// NonceLen is the length of a handshake nonce in hex digits.
+const NonceLen = 16
+
+// ScanLine reads r one byte at a time (so nothing beyond the line is
+// consumed) until a line ends with prefix followed by a valid nonce, and
+// returns the nonce. Other bytes are skipped, at most max of them. Reading
+// zero bytes with a nil error or io.EOF calls onEOF, which may return an
+// error to stop or nil to go on reading.
+func ScanLine(r io.Reader, max int, onEOF func() error, prefixes ...string) (prefix, nonce string, err error) {
+	line := make([]byte, 0, 64)
+	var one [1]byte
+	for n := 0; n < max; {
+		k, err := r.Read(one[:])
+		if k == 0 {
+			if err == nil || errors.Is(err, io.EOF) {
+				if onEOF == nil {
+					return "", "", io.EOF
+				}
+				if err := onEOF(); err != nil {
+					return "", "", err
+				}
+				continue
+			}
+			return "", "", err
+		}
+		n++
+		if one[0] != '\n' {
+			if len(line) == cap(line) {
+				copy(line, line[1:])
+				line = line[:len(line)-1]
+			}
+			line = append(line, one[0])
+			continue
+		}
+		for _, p := range prefixes {
+			want := len(p) + NonceLen
+			if len(line) < want || string(line[len(line)-want:len(line)-NonceLen]) != p {
+				continue
+			}
+			cand := string(line[len(line)-NonceLen:])
+			if isHex(cand) {
+				return p, cand, nil
+			}
+		}
+		line = line[:0]
+	}
+	return "", "", fmt.Errorf("no handshake line in %d bytes", max)
+}
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Ops a Request may name.
+const (
+	OpExec     = "exec"     // then stdin/resize/signal frames in; stdout/stderr frames and one TExit out
+	OpInfo     = "info"     // TResponse with Info
+	OpStat     = "stat"     // TResponse with File
+	OpList     = "list"     // TResponse with Files
+	OpMkdir    = "mkdir"    // TResponse
+	OpRemove   = "remove"   // TResponse
+	OpRead     = "read"     // TResponse with File, then TData... TEnd (or TResponse with Error)
+	OpWrite    = "write"    // host sends TData... TEnd, then TResponse
+	OpTarOut   = "tar-out"  // TResponse, then TData (a tar stream of Path)... TEnd
+	OpTarIn    = "tar-in"   // host sends TData (a tar stream to unpack in Path)... TEnd, then TResponse
+	OpSync     = "sync"     // flush filesystems; TResponse
+	OpShutdown = "shutdown" // sync and remount read-only before the VMM stops; TResponse
+	OpSetTime  = "settime"  // set the guest clock to Request.Time and reseed; TResponse
+)
+
+// Request is the first frame of every stream.
+type Request struct {
+	Op        string       `json:"op"`
+	Exec      *ExecRequest `json:"exec,omitempty"`
+	Path      string       `json:"path,omitempty"`
+	Mode      uint32       `json:"mode,omitempty"`
+	Recursive bool         `json:"recursive,omitempty"`
+	User      string       `json:"user,omitempty"` // owner for write/mkdir/tar-in; default the sprite user
+	Time      time.Time    `json:"time,omitempty"`
+	Seed      []byte       `json:"seed,omitempty"`
+}
+
+// ExecRequest describes a process to start.
+type ExecRequest struct {
+	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"`  // KEY=VALUE, added to the user's defaults
+	Dir  string   `json:"dir,omitempty"`  // default: the user's home
+	User string   `json:"user,omitempty"` // default: "sprite" if it exists, else root
+	TTY  bool     `json:"tty,omitempty"`
+	Rows uint16   `json:"rows,omitempty"`
+	Cols uint16   `json:"cols,omitempty"`
+}
+
+// Resize is the payload of TResize.
+type Resize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// Signal is the payload of TSignal; Name is like "TERM" or "KILL".
+type Signal struct {
+	Name string `json:"name"`
+}
+
+// Exit is the payload of TExit.
+type Exit struct {
+	Code   int    `json:"code"`             // exit status, or 128+signal
+	Signal string `json:"signal,omitempty"` // set when the process died of a signal
+	Error  string `json:"error,omitempty"`  // set when the process could not start (Code 126/127)
+}
+
+// FileInfo describes one file in the guest.
+type FileInfo struct {
+	Name    string    `json:"name"`
+	Size    int64     `json:"size"`
+	Mode    uint32    `json:"mode"` // Unix permission and type bits as Go's fs.FileMode
+	ModTime time.Time `json:"mod_time"`
+	IsDir   bool      `json:"is_dir"`
+	Link    string    `json:"link,omitempty"`
+}
+
+// Info describes the running guest.
+type Info struct {
+	Uptime       float64   `json:"uptime_seconds"`
+	Kernel       string    `json:"kernel"`
+	Hostname     string    `json:"hostname"`
+	MemTotal     uint64    `json:"mem_total_bytes"`
+	MemAvailable uint64    `json:"mem_available_bytes"`
+	Time         time.Time `json:"time"`
+}
+
+// Error kinds a Response may carry in Kind.
+const (
+	KindNotFound = "not_found"
+	KindInvalid  = "invalid"
+	KindExists   = "exists"
+	KindPerm     = "permission"
+	KindInternal = "internal"
+)
+
+// MaxList bounds the entries of one list response.
+const MaxList = 10000
+
+// Response answers a Request.
+type Response struct {
+	Error     string     `json:"error,omitempty"`
+	Kind      string     `json:"kind,omitempty"`
+	Info      *Info      `json:"info,omitempty"`
+	File      *FileInfo  `json:"file,omitempty"`
+	Files     []FileInfo `json:"files,omitempty"`
+	Truncated bool       `json:"truncated,omitempty"`
+}
+
+// ErrFrameTooLarge is returned for a frame over the reader's bound.
+var ErrFrameTooLarge = errors.New("frame too large")
+
+// WriteFrame writes one frame. p must not exceed MaxFrame.
+func WriteFrame(w io.Writer, t byte, p []byte) error {
+	if len(p) > MaxFrame {
+		return fmt.Errorf("write frame type %d: %d bytes: %w", t, len(p), ErrFrameTooLarge)
+	}
+	var hdr [5]byte
+	hdr[0] = t
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(p)))
+	if len(p) == 0 {
+		_, err := w.Write(hdr[:])
+		return err
+	}
+	// One write keeps a frame whole on streams shared by goroutines.
+	buf := make([]byte, 5+len(p))
+	copy(buf, hdr[:])
+	copy(buf[5:], p)
+	_, err := w.Write(buf)
+	return err
+}
+
+// WriteJSON writes v as the payload of a frame of type t.
+func WriteJSON(w io.Writer, t byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return WriteFrame(w, t, b)
+}
+
+// ReadFrame reads one frame whose payload is at most max bytes (max <= MaxFrame).
+// The returned payload is freshly allocated.
+func ReadFrame(r io.Reader, max int) (byte, []byte, error) {
+	if max <= 0 || max > MaxFrame {
+		max = MaxFrame
+	}
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > uint32(max) {
+		return 0, nil, fmt.Errorf("frame type %d: %d bytes, limit %d: %w", hdr[0], n, max, ErrFrameTooLarge)
+	}
+	if hdr[0] < TRequest || hdr[0] > TEnd {
+		return 0, nil, fmt.Errorf("unknown frame type %d", hdr[0])
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(r, p); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	return hdr[0], p, nil
+}
+
+// DecodeJSON unmarshals a JSON payload into v, rejecting trailing data.
+func DecodeJSON(p []byte, v any) error {
+	if err := json.Unmarshal(p, v); err != nil {
+		return fmt.Errorf("decode %T: %w", v, err)
+	}
+	return nil
+}
+
+// ReadJSON reads one frame, checks its type and decodes it into v.
+func ReadJSON(r io.Reader, want byte, max int, v any) error {
+	t, p, err := ReadFrame(r, max)
+	if err != nil {
+		return err
+	}
+	if t != want {
+		return fmt.Errorf("got frame type %d, want %d", t, want)
+	}
+	return DecodeJSON(p, v)
+}

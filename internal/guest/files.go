@@ -1,0 +1,402 @@
+package guest
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/wisp-sh/wisp/internal/agent/proto"
+)
+
+var (
+	fsErrNotExist   = fs.ErrNotExist
+	fsErrExist      = fs.ErrExist
+	fsErrPermission = fs.ErrPermission
+)
+
+func fileInfo(name string, fi fs.FileInfo, full string) proto.FileInfo {
+	p := proto.FileInfo{Name: name, Size: fi.Size(), Mode: uint32(fi.Mode()), ModTime: fi.ModTime(), IsDir: fi.IsDir()}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		p.Link, _ = os.Readlink(full)
+	}
+	return p
+}
+
+func absPath(p string) (string, error) {
+	if p == "" || !filepath.IsAbs(p) {
+		return "", invalid("path %q must be absolute", p)
+	}
+	return filepath.Clean(p), nil
+}
+
+func stat(path string) (proto.FileInfo, error) {
+	p, err := absPath(path)
+	if err != nil {
+		return proto.FileInfo{}, err
+	}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return proto.FileInfo{}, err
+	}
+	return fileInfo(filepath.Base(p), fi, p), nil
+}
+
+func list(path string) ([]proto.FileInfo, bool, error) {
+	p, err := absPath(path)
+	if err != nil {
+		return nil, false, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	ents, err := f.ReadDir(proto.MaxList + 1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, false, err
+	}
+	truncated := len(ents) > proto.MaxList
+	if truncated {
+		ents = ents[:proto.MaxList]
+	}
+	out := make([]proto.FileInfo, 0, len(ents))
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		out = append(out, fileInfo(e.Name(), fi, filepath.Join(p, e.Name())))
+	}
+	return out, truncated, nil
+}
+
+func mkdir(req proto.Request) error {
+	p, err := absPath(req.Path)
+	if err != nil {
+		return err
+	}
+	mode := fs.FileMode(req.Mode & 0o7777)
+	if mode == 0 {
+		mode = 0o755
+	}
+	u, err := lookupUser(req.User)
+	if err != nil {
+		return err
+	}
+	if req.Recursive {
+		if err := os.MkdirAll(p, mode); err != nil {
+			return err
+		}
+	} else if err := os.Mkdir(p, mode); err != nil {
+		return err
+	}
+	return os.Lchown(p, u.uid, u.gid)
+}
+
+func remove(req proto.Request) error {
+	p, err := absPath(req.Path)
+	if err != nil {
+		return err
+	}
+	if p == "/" {
+		return invalid("refusing to remove /")
+	}
+	if _, err := os.Lstat(p); err != nil {
+		return err
+	}
+	if req.Recursive {
+		return os.RemoveAll(p)
+	}
+	return os.Remove(p)
+}
+
+// frameWriter turns writes into TData frames.
+type frameWriter struct{ w io.Writer }
+
+func (fw frameWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		c := min(len(p), proto.ChunkSize)
+		if err := proto.WriteFrame(fw.w, proto.TData, p[:c]); err != nil {
+			return n, err
+		}
+		n += c
+		p = p[c:]
+	}
+	return n, nil
+}
+
+// frameReader reads TData frames until TEnd.
+type frameReader struct {
+	r   io.Reader
+	buf []byte
+	end bool
+}
+
+func (fr *frameReader) Read(p []byte) (int, error) {
+	for len(fr.buf) == 0 {
+		if fr.end {
+			return 0, io.EOF
+		}
+		t, b, err := proto.ReadFrame(fr.r, proto.MaxFrame)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		switch t {
+		case proto.TData:
+			fr.buf = b
+		case proto.TEnd:
+			fr.end = true
+		default:
+			return 0, fmt.Errorf("unexpected frame type %d in data stream", t)
+		}
+	}
+	n := copy(p, fr.buf)
+	fr.buf = fr.buf[n:]
+	return n, nil
+}
+
+func (s *Server) readFile(st io.ReadWriter, req proto.Request) {
+	fail := func(err error) { proto.WriteJSON(st, proto.TResponse, errResponse(err)) }
+	p, err := absPath(req.Path)
+	if err != nil {
+		fail(err)
+		return
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		fail(err)
+		return
+	}
+	if fi.IsDir() {
+		fail(invalid("%s is a directory", p))
+		return
+	}
+	info := fileInfo(filepath.Base(p), fi, p)
+	if err := proto.WriteJSON(st, proto.TResponse, proto.Response{File: &info}); err != nil {
+		return
+	}
+	if _, err := io.Copy(frameWriter{st}, f); err != nil {
+		fail(err)
+		return
+	}
+	proto.WriteFrame(st, proto.TEnd, nil)
+}
+
+// writeFile writes the data stream to a temporary file beside Path and
+// renames it into place, so a broken stream leaves the old file intact.
+func writeFile(st io.Reader, req proto.Request) error {
+	fr := &frameReader{r: st}
+	p, err := absPath(req.Path)
+	if err != nil {
+		io.Copy(io.Discard, fr)
+		return err
+	}
+	u, err := lookupUser(req.User)
+	if err != nil {
+		io.Copy(io.Discard, fr)
+		return err
+	}
+	mode := fs.FileMode(req.Mode & 0o7777)
+	if mode == 0 {
+		mode = 0o644
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".wisp-*")
+	if err != nil {
+		io.Copy(io.Discard, fr)
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, fr); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chown(u.uid, u.gid); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), p)
+}
+
+// tarOut streams a tar of Path whose entries are named from Path's base name.
+func tarOut(st io.ReadWriter, req proto.Request) {
+	p, err := absPath(req.Path)
+	if err == nil {
+		_, err = os.Lstat(p)
+	}
+	if err != nil {
+		proto.WriteJSON(st, proto.TResponse, errResponse(err))
+		return
+	}
+	if err := proto.WriteJSON(st, proto.TResponse, proto.Response{}); err != nil {
+		return
+	}
+	tw := tar.NewWriter(frameWriter{st})
+	base := filepath.Dir(p)
+	err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			link, _ = os.Readlink(path)
+		}
+		hdr, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return nil // sockets and the like are skipped
+		}
+		rel, _ := filepath.Rel(base, path)
+		hdr.Name = filepath.ToSlash(rel)
+		if fi.IsDir() {
+			hdr.Name += "/"
+		}
+		hdr.Uname, hdr.Gname = "", ""
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			f, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			_, err = io.CopyN(tw, f, hdr.Size)
+			f.Close()
+			return err
+		}
+		return nil
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err != nil {
+		proto.WriteJSON(st, proto.TResponse, errResponse(err))
+		return
+	}
+	proto.WriteFrame(st, proto.TEnd, nil)
+}
+
+// tarIn unpacks the data stream under the directory Path. Entries may not
+// leave it; files are owned by the request's user.
+func tarIn(st io.Reader, req proto.Request) error {
+	fr := &frameReader{r: st}
+	defer io.Copy(io.Discard, fr)
+	dst, err := absPath(req.Path)
+	if err != nil {
+		return err
+	}
+	u, err := lookupUser(req.User)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(dst); err != nil {
+		return err
+	} else if !fi.IsDir() {
+		return invalid("%s is not a directory", dst)
+	}
+	tr := tar.NewReader(fr)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// Rooting the name at "/" before cleaning keeps ".." inside dst.
+		name := filepath.Clean("/" + hdr.Name)
+		if name == "/" {
+			continue // the destination itself
+		}
+		target := filepath.Join(dst, name)
+		if err := noSymlinkParents(dst, target); err != nil {
+			return err
+		}
+		mode := fs.FileMode(hdr.Mode) & 0o7777
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(target, mode|0o700); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := writeTarFile(target, tr, mode); err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			os.Remove(target)
+			if err := os.Symlink(hdr.Linkname, target); err != nil {
+				return err
+			}
+		default:
+			continue
+		}
+		os.Lchown(target, u.uid, u.gid)
+	}
+}
+
+func writeTarFile(target string, r io.Reader, mode fs.FileMode) error {
+	os.Remove(target) // replace, never write through, an existing symlink
+	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// noSymlinkParents refuses a target whose parents under root are symlinks,
+// so a tar cannot write through a link it planted earlier.
+func noSymlinkParents(root, target string) error {
+	rel, err := filepath.Rel(root, filepath.Dir(target))
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return invalid("tar entry %q leaves the destination", target)
+	}
+	cur := root
+	if rel == "." {
+		return nil
+	}
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		cur = filepath.Join(cur, part)
+		fi, err := os.Lstat(cur)
+		if errors.Is(err, fs.ErrNotExist) {
+			if err := os.Mkdir(cur, 0o755); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return invalid("tar entry %q: parent %s is not a directory", target, cur)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,241 @@
+package guest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// mount is one mount of the init sequence, as data.
+type mount struct {
+	source, target, fstype string
+	flags                  uintptr
+	data                   string
+}
+
+// early mounts happen in the initramfs, late ones in the switched root.
+var (
+	earlyMounts = []mount{
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+	}
+	lateMounts = []mount{
+		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+	}
+)
+
+func doMounts(ms []mount) error {
+	for _, m := range ms {
+		if err := os.MkdirAll(m.target, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err)
+		}
+	}
+	return nil
+}
+
+// VMConfig is what init needs to know, read from the kernel command line
+// (unknown key=value words reach PID 1 as environment variables).
+type VMConfig struct {
+	Hostname string // wisp_name
+	RootDev  string // wisp_root, default /dev/vda
+}
+
+// VMConfigFromEnv reads the config PID 1 received.
+func VMConfigFromEnv() VMConfig {
+	c := VMConfig{Hostname: os.Getenv("wisp_name"), RootDev: os.Getenv("wisp_root")}
+	if c.RootDev == "" {
+		c.RootDev = "/dev/vda"
+	}
+	return c
+}
+
+// InitVM brings a VM guest up from the initramfs: mounts, modules, root
+// disk, switch of root, hostname, network.
+func InitVM(log *slog.Logger, c VMConfig) error {
+	if err := doMounts(earlyMounts); err != nil {
+		return err
+	}
+	if err := loadModules(log, "/modules"); err != nil {
+		return err
+	}
+	if err := waitFor(c.RootDev, 10*time.Second); err != nil {
+		return err
+	}
+	if err := os.MkdirAll("/newroot", 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(c.RootDev, "/newroot", "ext4", 0, ""); err != nil {
+		return fmt.Errorf("mount root %s: %w", c.RootDev, err)
+	}
+	for _, m := range earlyMounts {
+		t := "/newroot" + m.target
+		os.MkdirAll(t, 0o755)
+		if err := unix.Mount(m.target, t, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s: %w", m.target, err)
+		}
+	}
+	// Free the initramfs' bulk before leaving it.
+	os.RemoveAll("/modules")
+	if err := os.Chdir("/newroot"); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move root: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return err
+	}
+	if err := os.Chdir("/"); err != nil {
+		return err
+	}
+	if err := doMounts(lateMounts); err != nil {
+		return err
+	}
+	if _, err := os.Lstat("/dev/ptmx"); err != nil {
+		os.Symlink("pts/ptmx", "/dev/ptmx")
+	}
+	if c.Hostname != "" {
+		if err := SetHostname(c.Hostname); err != nil {
+			log.Warn("hostname", "err", err)
+		}
+	}
+	if err := setupNetwork(); err != nil {
+		log.Warn("network", "err", err)
+	}
+	return nil
+}
+
+// SetHostname sets the kernel hostname and keeps /etc/hostname and
+// /etc/hosts in step, so tools that resolve their own name work.
+func SetHostname(name string) error {
+	if err := unix.Sethostname([]byte(name)); err != nil {
+		return err
+	}
+	os.WriteFile("/etc/hostname", []byte(name+"\n"), 0o644)
+	hosts, _ := os.ReadFile("/etc/hosts")
+	line := "127.0.1.1\t" + name
+	var out []string
+	for _, l := range strings.Split(strings.TrimRight(string(hosts), "\n"), "\n") {
+		if strings.HasPrefix(l, "127.0.1.1") || l == "" {
+			continue
+		}
+		out = append(out, l)
+	}
+	if len(out) == 0 {
+		out = append(out, "127.0.0.1\tlocalhost")
+	}
+	out = append(out, line)
+	return os.WriteFile("/etc/hosts", []byte(strings.Join(out, "\n")+"\n"), 0o644)
+}
+
+// loadModules loads dir/*.ko in the order listed in dir/order.
+func loadModules(log *slog.Logger, dir string) error {
+	f, err := os.Open(filepath.Join(dir, "order"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name := strings.TrimSpace(sc.Text())
+		if name == "" {
+			continue
+		}
+		m, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		err = unix.FinitModule(int(m.Fd()), "", 0)
+		m.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			log.Warn("load module", "module", name, "err", err)
+		}
+	}
+	return sc.Err()
+}
+
+// waitFor waits for a device node to appear (devtmpfs creates it when the
+// driver probes the device).
+func waitFor(path string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not appear within %s", path, limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// setupNetwork configures QEMU user-mode networking's fixed addresses.
+func setupNetwork() error {
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		netlink.LinkSetUp(lo)
+	}
+	eth, err := netlink.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	addr, _ := netlink.ParseAddr("10.0.2.15/24")
+	if err := netlink.AddrAdd(eth, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	if err := netlink.LinkSetUp(eth); err != nil {
+		return err
+	}
+	gw := net.ParseIP("10.0.2.2")
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw}); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	if _, err := os.Stat("/etc/resolv.conf"); err != nil {
+		os.WriteFile("/etc/resolv.conf", []byte("nameserver 10.0.2.3\n"), 0o644)
+	}
+	return nil
+}
+
+// OpenVirtioPort returns an opener for the virtio-serial port named name.
+func OpenVirtioPort(name string) func() (io.ReadWriteCloser, error) {
+	return func() (io.ReadWriteCloser, error) {
+		ms, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+		for _, m := range ms {
+			b, err := os.ReadFile(m)
+			if err != nil || strings.TrimSpace(string(b)) != name {
+				continue
+			}
+			dev := "/dev/" + filepath.Base(filepath.Dir(m))
+			return os.OpenFile(dev, os.O_RDWR, 0)
+		}
+		return nil, fmt.Errorf("virtio port %q not found", name)
+	}
+}
+
+// Shutdown syncs and remounts the root read-only.
+func ShutdownRoot() error {
+	unix.Sync()
+	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		return err
+	}
+	return nil
+}

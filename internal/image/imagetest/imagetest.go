@@ -1,0 +1,112 @@
+// Package imagetest prepares the real kernel, initramfs and root images that
+// tests boot, once per machine: they are cached under WISP_TEST_CACHE
+// (default: the user cache dir), guarded by a file lock so parallel test
+// packages share one build.
+package imagetest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/image"
+)
+
+// Fixture is what a sprite boots from.
+type Fixture struct {
+	Kernel image.Kernel
+	Initrd string // initramfs with the freshly built agent
+	Agent  string // the agent binary
+	Root   string // the minimal root image
+	Store  *image.Store
+}
+
+// CacheDir is where test images are kept between runs.
+func CacheDir() string {
+	if d := os.Getenv("WISP_TEST_CACHE"); d != "" {
+		return d
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		d = os.TempDir()
+	}
+	return filepath.Join(d, "wisp-test")
+}
+
+// Need returns the fixture, building what is missing. It skips the test
+// only when the host lacks the tools to build images at all.
+func Need(t testing.TB) Fixture {
+	t.Helper()
+	for _, tool := range []string{"apt-get", "dpkg-deb", "mkfs.ext4", "lz4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (run `make deps`): cannot build guest images", tool)
+		}
+	}
+	dir := CacheDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unlock := flock(t, filepath.Join(dir, "lock"))
+	defer unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	agentBin := filepath.Join(dir, "wisp-agent")
+	buildAgent(t, agentBin)
+	st := &image.Store{Dir: filepath.Join(dir, "images"), Log: slog.New(slog.DiscardHandler)}
+	k, err := st.Kernel(ctx, io.Discard)
+	if err != nil {
+		t.Fatalf("kernel: %v", err)
+	}
+	initrd, err := st.Initramfs(ctx, k, agentBin)
+	if err != nil {
+		t.Fatalf("initramfs: %v", err)
+	}
+	root, err := st.Root("minimal")
+	if err != nil {
+		if _, err := st.Build(ctx, "minimal", io.Discard); err != nil {
+			t.Fatalf("build minimal: %v", err)
+		}
+		if root, err = st.Root("minimal"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return Fixture{Kernel: k, Initrd: initrd, Agent: agentBin, Root: root, Store: st}
+}
+
+// buildAgent compiles cmd/wisp-agent statically (go build caches it).
+func buildAgent(t testing.TB, out string) {
+	t.Helper()
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	modDir := filepath.Dir(strings.TrimSpace(string(gomod)))
+	cmd := exec.Command("go", "build", "-o", out+".tmp", "./cmd/wisp-agent")
+	cmd.Dir = modDir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build agent: %v\n%s", err, b)
+	}
+	if err := os.Rename(out+".tmp", out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func flock(t testing.TB, path string) func() {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }
+}

@@ -1,0 +1,65 @@
+// Package storage makes and removes the sprites' disks.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"github.com/wisp-sh/wisp/internal/errdefs"
+)
+
+// CreateDisk makes dst a writable copy of the root image src, grown to
+// sizeGiB (sparse: only written blocks take space) with its ext4 filesystem
+// resized to fill it, so the guest sees the full size. The copy is a reflink
+// where the filesystem has them and a sparse copy elsewhere. On failure dst
+// is removed.
+func CreateDisk(ctx context.Context, src, dst string, sizeGiB int) (err error) {
+	defer func() {
+		if err != nil {
+			os.Remove(dst)
+		}
+	}()
+	if out, err := exec.CommandContext(ctx, "cp", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput(); err != nil {
+		return diskErr("copy image", out, err)
+	}
+	size := int64(sizeGiB) << 30
+	fi, err := os.Stat(dst)
+	if err != nil {
+		return err
+	}
+	if fi.Size() > size {
+		return fmt.Errorf("disk of %d GiB is smaller than the image (%d MiB): %w", sizeGiB, fi.Size()>>20, errdefs.ErrInvalid)
+	}
+	if err := os.Truncate(dst, size); err != nil {
+		return diskErr("grow disk", nil, err)
+	}
+	if out, err := exec.CommandContext(ctx, "resize2fs", "-f", dst).CombinedOutput(); err != nil {
+		return diskErr("resize2fs", out, err)
+	}
+	return nil
+}
+
+func diskErr(op string, out []byte, err error) error {
+	msg := strings.TrimSpace(string(out))
+	if errors.Is(err, syscall.ENOSPC) || strings.Contains(msg, "No space left") {
+		return fmt.Errorf("%s: %w: %s", op, errdefs.ErrNoSpace, msg)
+	}
+	if msg != "" {
+		return fmt.Errorf("%s: %w: %s", op, err, msg)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// Usage returns the bytes a file really occupies (its allocated blocks).
+func Usage(path string) (int64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Blocks * 512, nil
+}

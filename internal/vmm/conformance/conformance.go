@@ -1,0 +1,203 @@
+// Package conformance is the suite every vmm.Driver must pass, run against
+// real instances of each backend.
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/agent"
+	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/vmm"
+)
+
+// Fixture supplies a driver and fresh specs (each with its own folder and
+// writable disk made from the test image).
+type Fixture struct {
+	Driver  vmm.Driver
+	NewSpec func(t *testing.T, name string) vmm.Spec
+}
+
+// Run runs the suite.
+func Run(t *testing.T, f Fixture) {
+	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, f) })
+	t.Run("Exec", func(t *testing.T) { testExec(t, f) })
+	t.Run("AdoptAfterClose", func(t *testing.T) { testAdopt(t, f) })
+}
+
+func start(t *testing.T, f Fixture, spec vmm.Spec) vmm.Instance {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	inst, err := f.Driver.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { inst.Kill(); <-inst.Done() })
+	return inst
+}
+
+func run(t *testing.T, ag *agent.Client, stdin []byte, argv ...string) (string, string, proto.Exit) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	sio := agent.ExecIO{Stdout: &out, Stderr: &errb}
+	if stdin != nil {
+		sio.Stdin = bytes.NewReader(stdin)
+	}
+	exit, err := ag.Exec(ctx, proto.ExecRequest{Argv: argv}, sio)
+	if err != nil {
+		t.Fatalf("exec %q: %v", argv, err)
+	}
+	return out.String(), errb.String(), exit
+}
+
+// testLifecycle: boot, identity, files persist across Stop/Start, Done.
+func testLifecycle(t *testing.T, f Fixture) {
+	spec := f.NewSpec(t, "conf-life")
+	inst := start(t, f, spec)
+	info := inst.Info()
+	if info.Backend != f.Driver.Name() || info.Accel == "" || info.Pid <= 0 {
+		t.Fatalf("Info() = %+v", info)
+	}
+	ctx := context.Background()
+	gi, err := inst.Agent().Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gi.Hostname != spec.Name || gi.Kernel == "" || gi.MemTotal == 0 {
+		t.Fatalf("guest info = %+v, want hostname %q", gi, spec.Name)
+	}
+	out, _, exit := run(t, inst.Agent(), nil, "sh", "-c", "echo persisted > $HOME/mark && sync && cat $HOME/mark")
+	if exit.Code != 0 || out != "persisted\n" {
+		t.Fatalf("write mark: %q %+v", out, exit)
+	}
+	if err := inst.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	select {
+	case <-inst.Done():
+	default:
+		t.Fatal("Done not closed after Stop")
+	}
+	if err := inst.Stop(ctx); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if _, err := f.Driver.Adopt(ctx, spec); !errors.Is(err, vmm.ErrNotRunning) {
+		t.Fatalf("Adopt of a stopped instance: %v, want ErrNotRunning", err)
+	}
+	inst2 := start(t, f, spec)
+	out, _, exit = run(t, inst2.Agent(), nil, "sh", "-c", "cat $HOME/mark")
+	if exit.Code != 0 || out != "persisted\n" {
+		t.Fatalf("after restart: %q %+v", out, exit)
+	}
+	if err := inst2.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-inst2.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("Done not closed after Kill")
+	}
+}
+
+// testExec: exit codes, signals, stdin, large output, concurrency, files.
+func testExec(t *testing.T, f Fixture) {
+	inst := start(t, f, f.NewSpec(t, "conf-exec"))
+	ag := inst.Agent()
+
+	out, errOut, exit := run(t, ag, nil, "sh", "-c", "echo out; echo err >&2; exit 3")
+	if out != "out\n" || errOut != "err\n" || exit.Code != 3 {
+		t.Errorf("exit 3: out=%q err=%q exit=%+v", out, errOut, exit)
+	}
+	_, _, exit = run(t, ag, nil, "sh", "-c", "kill -9 $$")
+	if exit.Code != 137 || exit.Signal != "SIGKILL" {
+		t.Errorf("kill -9: %+v, want code 137 SIGKILL", exit)
+	}
+	_, _, exit = run(t, ag, nil, "no-such-command-wisp")
+	if exit.Code != 127 || !strings.Contains(exit.Error, "not found") {
+		t.Errorf("missing command: %+v, want 127 and a reason", exit)
+	}
+	in := make([]byte, 1<<20)
+	rand.Read(in)
+	out, _, exit = run(t, ag, in, "cat")
+	if exit.Code != 0 || out != string(in) {
+		t.Errorf("stdin round trip: %d bytes back, exit %+v", len(out), exit)
+	}
+	// 10 MB of output, intact.
+	out, _, exit = run(t, ag, nil, "sh", "-c", "head -c 10000000 /dev/urandom > /tmp/big && sha256sum /tmp/big")
+	if exit.Code != 0 {
+		t.Fatalf("make big: %+v", exit)
+	}
+	want := strings.Fields(out)[0]
+	out, _, exit = run(t, ag, nil, "cat", "/tmp/big")
+	if got := fmt.Sprintf("%x", sha256.Sum256([]byte(out))); exit.Code != 0 || got != want || len(out) != 10000000 {
+		t.Errorf("10 MB output: %d bytes, sha %s, want %s", len(out), got, want)
+	}
+	// Concurrent execs share the channel.
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var b bytes.Buffer
+			e, err := ag.Exec(context.Background(), proto.ExecRequest{Argv: []string{"sh", "-c", fmt.Sprintf("echo %d", i)}}, agent.ExecIO{Stdout: &b})
+			if err != nil || e.Code != 0 || b.String() != fmt.Sprintf("%d\n", i) {
+				errs <- fmt.Errorf("concurrent exec %d: %q %+v %v", i, b.String(), e, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// A PTY: the process sees a terminal of the requested size.
+	var b bytes.Buffer
+	e, err := ag.Exec(context.Background(), proto.ExecRequest{Argv: []string{"sh", "-c", "stty size; tty"}, TTY: true, Rows: 33, Cols: 101}, agent.ExecIO{Stdout: &b})
+	if err != nil || e.Code != 0 || !strings.Contains(b.String(), "33 101") || !strings.Contains(b.String(), "/dev/pts/") {
+		t.Errorf("pty: %q %+v %v", b.String(), e, err)
+	}
+	// Files: stat of a missing path is a not-found error.
+	if _, err := ag.Stat(context.Background(), "/no/such/file"); err == nil {
+		t.Error("stat of a missing file succeeded")
+	} else if ge := (*agent.GuestError)(nil); !errors.As(err, &ge) || ge.Kind != proto.KindNotFound {
+		t.Errorf("stat missing: %v, want kind not_found", err)
+	}
+}
+
+// testAdopt: a daemon that lets go of an instance (Close) can adopt it again.
+func testAdopt(t *testing.T, f Fixture) {
+	spec := f.NewSpec(t, "conf-adopt")
+	inst := start(t, f, spec)
+	run(t, inst.Agent(), nil, "sh", "-c", "echo before > /tmp/adopt")
+	if err := inst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // twice: the guest must accept a new host more than once
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		again, err := f.Driver.Adopt(ctx, spec)
+		cancel()
+		if err != nil {
+			t.Fatalf("Adopt: %v", err)
+		}
+		if again.Info().Pid != inst.Info().Pid {
+			t.Fatalf("adopted pid %d, started %d", again.Info().Pid, inst.Info().Pid)
+		}
+		out, _, exit := run(t, again.Agent(), nil, "cat", "/tmp/adopt")
+		if exit.Code != 0 || out != "before\n" {
+			t.Fatalf("after adopt: %q %+v", out, exit)
+		}
+		again.Close()
+	}
+}

@@ -1,0 +1,74 @@
+package qemu
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/wisp-sh/wisp/internal/vmm"
+)
+
+// Files in a sprite's folder that belong to the QEMU backend.
+const (
+	agentSock  = "agent.sock"
+	qmpSock    = "qmp.sock"
+	pidFile    = "qemu.pid"
+	consoleLog = "console.log"
+	qemuLog    = "qemu.log"
+	memFile    = "memory"
+)
+
+// AgentPort is the virtio-serial port name the agent looks for.
+const AgentPort = "wisp.agent"
+
+// bootArgs is the guest kernel command line; HOST.md measured these as the
+// fastest boot. Unknown key=value words reach the agent as environment.
+var bootArgs = []string{
+	"console=ttyS0", "panic=-1", "quiet", "tsc=reliable", "no_timer_check",
+	"mitigations=off", "random.trust_cpu=on", "cryptomgr.notests",
+}
+
+// sandboxArg confines QEMU with seccomp: no obsolete syscalls, no privilege
+// changes, no spawning of processes, no resource-control calls.
+const sandboxArg = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+// Argv builds QEMU's arguments for spec. Under TCG the guest's TSC runs at
+// the host's rate, and its calibration against the emulated PIT fails on a
+// busy host (then the boot hangs), so tscKHz, when known, is handed to the
+// kernel instead.
+func Argv(spec vmm.Spec, accel string, sandbox bool, tscKHz int) []string {
+	p := func(name string) string { return filepath.Join(spec.Dir, name) }
+	cmdline := append(append([]string(nil), bootArgs...), "wisp_name="+spec.Name)
+	if accel == "tcg" && tscKHz > 0 {
+		cmdline = append(cmdline, fmt.Sprintf("tsc_early_khz=%d", tscKHz))
+	}
+	a := []string{
+		"-name", "wisp-" + spec.ID + ",debug-threads=on",
+		"-M", "microvm,accel=" + accel + ",memory-backend=mem",
+		"-smp", fmt.Sprint(spec.CPUs),
+		"-m", fmt.Sprintf("%dM", spec.MemoryMiB),
+		"-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=on", spec.MemoryMiB, p(memFile)),
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-kernel", spec.Kernel,
+		"-initrd", spec.Initrd,
+		"-append", strings.Join(cmdline, " "),
+		"-chardev", "file,id=con,path=" + p(consoleLog) + ",append=on",
+		"-serial", "chardev:con",
+		"-drive", "id=root,file=" + spec.Disk + ",format=raw,if=none,discard=unmap",
+		"-device", "virtio-blk-device,drive=root",
+		"-netdev", "user,id=net0",
+		"-device", "virtio-net-device,netdev=net0,mac=" + spec.MAC,
+		"-device", "virtio-serial-device",
+		"-chardev", "socket,id=agent,path=" + p(agentSock) + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=agent,name=" + AgentPort,
+		"-qmp", "unix:" + p(qmpSock) + ",server=on,wait=off",
+		"-pidfile", p(pidFile),
+	}
+	if accel == "kvm" {
+		a = append(a, "-cpu", "host")
+	}
+	if sandbox {
+		a = append(a, "-sandbox", sandboxArg)
+	}
+	return a
+}

@@ -1,0 +1,307 @@
+// Package qemu is the QEMU microVM backend: PVH kernel, initramfs with the
+// agent, virtio-blk root, virtio-serial agent channel, file-backed RAM.
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+	"golang.org/x/sys/unix"
+
+	"github.com/wisp-sh/wisp/internal/agent"
+	"github.com/wisp-sh/wisp/internal/vmm"
+)
+
+// Driver runs sprites as QEMU microVMs.
+type Driver struct {
+	Binary       string        // qemu-system-x86_64
+	Accel        string        // "kvm" or "tcg"; empty: detect
+	Sandbox      bool          // pass -sandbox
+	BootTimeout  time.Duration // watchdog: a boot whose agent has not answered by then is retried
+	BootAttempts int
+	TSCKHz       int // see Argv
+	Log          *slog.Logger
+}
+
+var _ vmm.Driver = (*Driver)(nil)
+
+// New returns a driver configured from what the host offers.
+func New(log *slog.Logger, binary string) *Driver {
+	h := Detect(binary)
+	return &Driver{Binary: h.Binary, Accel: h.Accel, Sandbox: h.Sandbox, TSCKHz: h.TSCKHz,
+		BootTimeout: 20 * time.Second, BootAttempts: 3, Log: log}
+}
+
+func (d *Driver) Name() string { return "qemu" }
+
+// errBootHang marks a boot the watchdog gave up on.
+var errBootHang = errors.New("boot watchdog: agent did not answer")
+
+// Start boots spec, retrying a boot that hangs.
+func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+	if len(filepath.Join(spec.Dir, agentSock)) > 100 {
+		return nil, fmt.Errorf("sprite folder %s is too deep for a unix socket path; use a shorter data dir", spec.Dir)
+	}
+	var err error
+	for attempt := 1; attempt <= max(d.BootAttempts, 1); attempt++ {
+		var inst *Instance
+		inst, err = d.boot(ctx, spec)
+		if err == nil {
+			return inst, nil
+		}
+		if !errors.Is(err, errBootHang) || ctx.Err() != nil {
+			return nil, err
+		}
+		d.Log.Warn("boot hung, retrying", "sprite", spec.Name, "attempt", attempt, "err", err)
+	}
+	return nil, err
+}
+
+func (d *Driver) boot(ctx context.Context, spec vmm.Spec) (*Instance, error) {
+	for _, f := range []string{agentSock, qmpSock, pidFile} {
+		os.Remove(filepath.Join(spec.Dir, f))
+	}
+	logf, err := os.OpenFile(filepath.Join(spec.Dir, qemuLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	// The VM's life is not the request's: no CommandContext, a session of
+	// its own so signals to the daemon's group do not reach it.
+	cmd := exec.Command(d.Binary, Argv(spec, d.Accel, d.Sandbox, d.TSCKHz)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", d.Binary, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	inst := &Instance{spec: spec, d: d, pid: cmd.Process.Pid, done: done}
+
+	bctx, cancel := context.WithTimeoutCause(ctx, d.BootTimeout, errBootHang)
+	defer cancel()
+	if err := inst.connect(bctx); err != nil {
+		inst.Kill()
+		<-done
+		return nil, fmt.Errorf("boot %s: %w%s", spec.Name, err, d.diagnose(spec))
+	}
+	return inst, nil
+}
+
+// diagnose returns the tails of QEMU's log and the console for an error.
+func (d *Driver) diagnose(spec vmm.Spec) string {
+	var b strings.Builder
+	for _, f := range []string{qemuLog, consoleLog} {
+		data, _ := os.ReadFile(filepath.Join(spec.Dir, f))
+		data = bytes.TrimSpace(data)
+		if len(data) > 1500 {
+			data = data[len(data)-1500:]
+		}
+		if len(data) > 0 {
+			fmt.Fprintf(&b, "\n--- %s (tail) ---\n%s", f, data)
+		}
+	}
+	return b.String()
+}
+
+// Adopt re-attaches to a QEMU that kept running while the daemon was down.
+func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+	pid, err := livePid(spec)
+	if err != nil {
+		return nil, err
+	}
+	done, err := watchPid(pid)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", vmm.ErrNotRunning, err)
+	}
+	inst := &Instance{spec: spec, d: d, pid: pid, done: done}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := inst.connect(cctx); err != nil {
+		return nil, fmt.Errorf("adopt %s (pid %d): %w", spec.Name, pid, err)
+	}
+	return inst, nil
+}
+
+// livePid reads the pid file and checks the process is this sprite's QEMU
+// (not a recycled pid) and not a zombie.
+func livePid(spec vmm.Spec) (int, error) {
+	b, err := os.ReadFile(filepath.Join(spec.Dir, pidFile))
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", vmm.ErrNotRunning, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("%w: bad pid file", vmm.ErrNotRunning)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(cmdline, []byte("wisp-"+spec.ID+",")) {
+		return 0, fmt.Errorf("%w: pid %d is not this sprite's VMM", vmm.ErrNotRunning, pid)
+	}
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'Z' {
+		return 0, fmt.Errorf("%w: pid %d is a zombie", vmm.ErrNotRunning, pid)
+	}
+	return pid, nil
+}
+
+// watchPid returns a channel closed when pid exits (pidfd: no polling, no
+// pid reuse race).
+func watchPid(pid int) (<-chan struct{}, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer unix.Close(fd)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+				return
+			}
+		}
+	}()
+	return done, nil
+}
+
+// Instance is one QEMU process.
+type Instance struct {
+	spec vmm.Spec
+	d    *Driver
+	pid  int
+	done <-chan struct{}
+
+	mu sync.Mutex
+	ag *agent.Client
+}
+
+var _ vmm.Instance = (*Instance)(nil)
+
+// connect dials the agent socket (QEMU creates it early in its start-up)
+// and performs the handshake.
+func (i *Instance) connect(ctx context.Context) error {
+	path := filepath.Join(i.spec.Dir, agentSock)
+	var conn net.Conn
+	for {
+		var err error
+		conn, err = net.Dial("unix", path)
+		if err == nil {
+			break
+		}
+		select {
+		case <-i.done:
+			return errors.New("QEMU exited during start-up")
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(2 * time.Millisecond): // the socket file appears within milliseconds
+		}
+	}
+	hctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-i.done:
+			cancel(errors.New("QEMU exited during start-up"))
+		case <-hctx.Done():
+		}
+	}()
+	ag, err := agent.Connect(hctx, conn, 250*time.Millisecond)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	i.mu.Lock()
+	i.ag = ag
+	i.mu.Unlock()
+	return nil
+}
+
+func (i *Instance) Info() vmm.Info {
+	return vmm.Info{Backend: "qemu", Accel: i.d.Accel, Pid: i.pid}
+}
+
+func (i *Instance) Agent() *agent.Client {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.ag
+}
+
+func (i *Instance) Done() <-chan struct{} { return i.done }
+
+// Stop flushes the guest, then quits QEMU through QMP; SIGKILL if it does
+// not go in time.
+func (i *Instance) Stop(ctx context.Context) error {
+	select {
+	case <-i.done:
+		return nil
+	default:
+	}
+	if ag := i.Agent(); ag != nil {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := ag.Shutdown(sctx); err != nil {
+			i.d.Log.Warn("guest shutdown", "sprite", i.spec.Name, "err", err)
+		}
+		cancel()
+	}
+	if err := i.qmp(`{"execute":"quit"}`); err != nil {
+		i.d.Log.Warn("qmp quit", "sprite", i.spec.Name, "err", err)
+	}
+	select {
+	case <-i.done:
+	case <-time.After(10 * time.Second):
+		i.Kill()
+		<-i.done
+	case <-ctx.Done():
+		i.Kill()
+		<-i.done
+	}
+	i.Close()
+	return nil
+}
+
+// qmp runs one command on a fresh QMP connection.
+func (i *Instance) qmp(cmd string) error {
+	mon, err := qmp.NewSocketMonitor("unix", filepath.Join(i.spec.Dir, qmpSock), 2*time.Second)
+	if err != nil {
+		return err
+	}
+	if err := mon.Connect(); err != nil {
+		return err
+	}
+	defer mon.Disconnect()
+	_, err = mon.Run([]byte(cmd))
+	return err
+}
+
+func (i *Instance) Kill() error {
+	err := syscall.Kill(i.pid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+func (i *Instance) Close() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.ag != nil {
+		i.ag.Close()
+		i.ag = nil
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+// Package vmm defines the Driver interface every isolation backend meets
+// (QEMU microVMs, gVisor sandboxes), and what they are given and return.
+package vmm
+
+import (
+	"context"
+	"errors"
+
+	"github.com/wisp-sh/wisp/internal/agent"
+)
+
+// Spec is everything a backend needs to run one sprite. Dir is the sprite's
+// own folder: the backend keeps its sockets, pid file, console log and
+// memory file there, so a restarted daemon finds them again.
+type Spec struct {
+	ID        string // stable, unique, short (used in socket paths)
+	Name      string // the sprite's hostname
+	Dir       string
+	CPUs      int
+	MemoryMiB int
+	Disk      string // the writable root disk (raw ext4 image)
+	DiskGiB   int
+	Kernel    string // PVH vmlinux (VM backends)
+	Initrd    string // initramfs holding the agent (VM backends)
+	Agent     string // the agent binary (sandbox backends)
+	MAC       string
+}
+
+// Info describes a running instance.
+type Info struct {
+	Backend string `json:"backend"` // "qemu", "gvisor"
+	Accel   string `json:"accel"`   // "kvm", "tcg", "systrap"
+	Pid     int    `json:"pid"`     // the VMM / sandbox process on the host
+}
+
+// ErrNotRunning is returned by Adopt when no instance of the spec runs.
+var ErrNotRunning = errors.New("not running")
+
+// Driver starts and adopts instances of one backend.
+//
+// Lifecycle: Start boots a new instance and returns once its agent answered
+// the handshake (a boot that hangs is retried by the driver's watchdog).
+// After a daemon restart, Adopt re-attaches to an instance that kept running,
+// or fails with ErrNotRunning (and cleans up stale files) when it did not.
+// The instance's life never depends on the ctx passed to either: ctx bounds
+// only the wait.
+type Driver interface {
+	Name() string
+	Start(ctx context.Context, spec Spec) (Instance, error)
+	Adopt(ctx context.Context, spec Spec) (Instance, error)
+}
+
+// Instance is one running sprite.
+//
+// Stop is graceful and idempotent: it asks the agent to flush and then ends
+// the backend process; it returns when the process is gone. Kill ends it at
+// once. Close lets go of host-side handles (agent connection, monitor) and
+// leaves the instance running: the daemon calls it when it exits.
+type Instance interface {
+	Info() Info
+	Agent() *agent.Client
+	Stop(ctx context.Context) error
+	Kill() error
+	Close() error
+	// Done is closed when the backend process has exited.
+	Done() <-chan struct{}
+}
+
+// Sleeper is implemented by backends that can park an instance's memory and
+// device state on disk and end its process (optional capability).
+type Sleeper interface {
+	Sleep(ctx context.Context, inst Instance) error
+	Wake(ctx context.Context, spec Spec) (Instance, error)
+}
