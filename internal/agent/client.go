@@ -246,3 +246,6 @@ func (c *Client) SetTime(ctx context.Context, t time.Time, seed []byte) error {
 	_, err := c.call(ctx, proto.Request{Op: proto.OpSetTime, Time: t, Seed: seed})
 	return err
 }
+
+// Buffered reports how many bytes of the stream are read but not consumed.
+func (s *Stream) Buffered() int { return s.br.Buffered() }

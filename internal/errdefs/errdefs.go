@@ -23,3 +23,24 @@ func Kind(err error) error {
 	}
 	return nil
 }
+
+// hinted attaches a suggestion for the user to an error.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h *hinted) Error() string { return h.err.Error() }
+func (h *hinted) Unwrap() error { return h.err }
+
+// WithHint returns err carrying a suggestion of what to do about it.
+func WithHint(err error, hint string) error { return &hinted{err, hint} }
+
+// Hint returns the suggestion attached to err, if any.
+func Hint(err error) string {
+	var h *hinted
+	if errors.As(err, &h) {
+		return h.hint
+	}
+	return ""
+}

@@ -79,6 +79,9 @@ func (s *Store) Initramfs(ctx context.Context, k Kernel, agentPath string) (stri
 // writeInitramfs writes the cpio archive. Modules come from modDir (*.ko,
 // uncompressed); their order is computed from modinfo.
 func writeInitramfs(w io.Writer, agent []byte, modDir string) error {
+	if _, err := os.Stat(modDir); err != nil {
+		return fmt.Errorf("kernel modules: %w", err)
+	}
 	paths, err := filepath.Glob(filepath.Join(modDir, "*.ko"))
 	if err != nil {
 		return err

@@ -149,16 +149,18 @@ func extractVmlinux(ctx context.Context, bzImage, dst string) error {
 	if err != nil {
 		return err
 	}
-	for off := 0; ; {
+	var last error
+	for off := 0; ; off += len(lz4Legacy) {
 		i := bytes.Index(data[off:], lz4Legacy)
 		if i < 0 {
-			return fmt.Errorf("%s: no LZ4 payload holding an ELF vmlinux", bzImage)
+			return fmt.Errorf("%s: no LZ4 payload holding an ELF vmlinux (last try: %v)", bzImage, last)
 		}
 		off += i
-		if err := lz4Decompress(ctx, data[off:], dst); err == nil {
-			return nil
+		last = lz4Decompress(ctx, data[off:], dst)
+		var ee *exec.Error // lz4 not installed
+		if last == nil || ctx.Err() != nil || errors.As(last, &ee) {
+			return last
 		}
-		off += len(lz4Legacy)
 	}
 }
 
@@ -171,11 +173,8 @@ func lz4Decompress(ctx context.Context, src []byte, dst string) error {
 	cmd := exec.CommandContext(ctx, "lz4", "-dc")
 	cmd.Stdin, cmd.Stdout = bytes.NewReader(src), f
 	runErr := cmd.Run()
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if ee := (*exec.Error)(nil); errors.As(runErr, &ee) {
-		return runErr // lz4 is not installed
+	if ee := (*exec.Error)(nil); ctx.Err() != nil || errors.As(runErr, &ee) {
+		return runErr
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
@@ -286,4 +285,14 @@ func decompressModule(ctx context.Context, src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// CachedKernelVersion returns the version of the cached kernel, or "" when
+// none has been fetched. It does not verify or fetch.
+func (s *Store) CachedKernelVersion() string {
+	var rec kernelRecord
+	if readJSON(filepath.Join(s.Dir, "kernel", "meta.json"), &rec) != nil {
+		return ""
+	}
+	return rec.Version
 }

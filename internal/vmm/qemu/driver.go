@@ -38,9 +38,8 @@ type Driver struct {
 
 var _ vmm.Driver = (*Driver)(nil)
 
-// New returns a driver configured from what the host offers.
-func New(log *slog.Logger, binary string) *Driver {
-	h := Detect(binary)
+// New returns a driver configured from what the host offers (see Detect).
+func New(log *slog.Logger, h HostInfo) *Driver {
 	return &Driver{Binary: h.Binary, Accel: h.Accel, Sandbox: h.Sandbox, TSCKHz: h.TSCKHz,
 		BootTimeout: 20 * time.Second, BootAttempts: 3, Log: log}
 }

@@ -42,7 +42,7 @@ func TestConformance(t *testing.T) {
 		t.Skip("qemu-system-x86_64 not installed (run `make deps`)")
 	}
 	fx := imagetest.Need(t)
-	d := New(slog.New(slog.NewTextHandler(os.Stderr, nil)), "qemu-system-x86_64")
+	d := New(slog.New(slog.NewTextHandler(os.Stderr, nil)), Detect("qemu-system-x86_64"))
 	n := 0
 	conformance.Run(t, conformance.Fixture{
 		Driver: d,

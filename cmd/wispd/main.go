@@ -1,0 +1,160 @@
+// Command wispd is the wisp daemon: it owns the sprites on this host and
+// serves the wisp API on a unix socket.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/config"
+	"github.com/wisp-sh/wisp/internal/doctor"
+	"github.com/wisp-sh/wisp/internal/image"
+	"github.com/wisp-sh/wisp/internal/server"
+	"github.com/wisp-sh/wisp/internal/sprite"
+	"github.com/wisp-sh/wisp/internal/vmm"
+	"github.com/wisp-sh/wisp/internal/vmm/qemu"
+)
+
+var version = "dev"
+
+func main() {
+	cfg := config.Default()
+	flag.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "metadata, images and sprite disks")
+	flag.StringVar(&cfg.Socket, "socket", cfg.Socket, "the API's unix socket")
+	flag.StringVar(&cfg.Backend, "backend", cfg.Backend, "default isolation backend: auto, qemu or gvisor")
+	flag.StringVar(&cfg.QEMU, "qemu", cfg.QEMU, "qemu-system-x86_64 binary")
+	flag.StringVar(&cfg.Runsc, "runsc", cfg.Runsc, "runsc binary (default: $WISP_RUNSC or /usr/local/libexec/wisp/runsc)")
+	flag.StringVar(&cfg.Agent, "agent", cfg.Agent, "wisp-agent binary (default: beside wispd)")
+	flag.IntVar(&cfg.CPUs, "default-cpus", cfg.CPUs, "cpus of a sprite when create does not say")
+	flag.IntVar(&cfg.MemoryMiB, "default-memory", cfg.MemoryMiB, "memory (MiB) of a sprite when create does not say")
+	flag.IntVar(&cfg.DiskGiB, "default-disk", cfg.DiskGiB, "disk (GiB) of a sprite when create does not say")
+	flag.StringVar(&cfg.Image, "default-image", cfg.Image, "image of a sprite when create does not say")
+	debug := flag.Bool("debug", false, "log at debug level")
+	flag.Parse()
+
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(log, cfg); err != nil {
+		log.Error("wispd failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger, cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	agentPath, err := cfg.AgentPath()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	images := &image.Store{Dir: filepath.Join(cfg.DataDir, "images"), Log: log}
+	drivers, choice := backends(log, cfg)
+	if _, ok := drivers[choice.Auto]; !ok && cfg.Backend != "auto" {
+		return fmt.Errorf("backend %s is not available on this host", cfg.Backend)
+	}
+	mgr, err := sprite.NewManager(log, sprite.Options{
+		DataDir:   cfg.DataDir,
+		AgentPath: agentPath,
+		Backend:   choice.Auto,
+		Drivers:   drivers,
+		Images:    &image.Boot{Store: images, AgentPath: agentPath},
+		Defaults:  sprite.CreateOptions{CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, DiskGiB: cfg.DiskGiB, Image: cfg.Image},
+		Limits:    sprite.Limits{MaxCPUs: cfg.MaxCPUs, MaxMemoryMiB: cfg.MaxMemoryMiB, MaxDiskGiB: cfg.MaxDiskGiB},
+	})
+	if err != nil {
+		return err
+	}
+	defer mgr.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ln, err := listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := mgr.Recover(ctx); err != nil {
+		return fmt.Errorf("recover sprites: %w", err)
+	}
+	log.Info("sprites recovered", "count", len(mgr.List()), "took", time.Since(t0).Round(time.Millisecond))
+
+	srv := &server.Server{
+		Log: log, Sprites: mgr, Images: images, Version: version,
+		Doctor: func(context.Context) any {
+			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice})
+		},
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		log.Info("shutting down; sprites keep running")
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		hs.Shutdown(sctx)
+	}()
+	log.Info("wispd listening", "socket", cfg.Socket, "data_dir", cfg.DataDir, "backend", choice.Auto)
+	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// backends builds the drivers this host can run and decides what auto means.
+func backends(log *slog.Logger, cfg config.Config) (map[string]vmm.Driver, doctor.BackendChoice) {
+	drivers := map[string]vmm.Driver{}
+	host := qemu.Detect(cfg.QEMU)
+	if len(host.Problems) == 0 {
+		drivers["qemu"] = qemu.New(log, host)
+	}
+	choice := doctor.BackendChoice{Configured: cfg.Backend, Auto: "qemu"}
+	switch {
+	case host.KVM:
+		choice.Reason = "hardware KVM is available: QEMU microVMs with KVM"
+	default:
+		choice.Reason = "no hardware KVM (" + host.KVMWhy + "): QEMU runs under TCG emulation"
+	}
+	if cfg.Backend != "auto" {
+		choice.Auto = cfg.Backend
+		choice.Reason = "set by --backend"
+	}
+	return drivers, choice
+}
+
+// listen opens the API socket (mode 0660), replacing a stale socket file
+// but refusing to steal one a live daemon answers on.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another wispd is already listening on %s", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}

@@ -1,0 +1,44 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wisp-sh/wisp/internal/sprite"
+)
+
+func newCreate(e *env) *cobra.Command {
+	var o sprite.CreateOptions
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a sprite and boot it",
+		Example: `  wisp create dev
+  wisp create scratch --image minimal --cpus 2 --memory 2048 --disk 20`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Name = args[0]
+			t0 := time.Now()
+			sp, err := e.client().Create(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, sp)
+			}
+			fmt.Fprintf(e.stdout, "created %s (%s/%s, %d cpu, %d MiB, %d GiB, image %s) in %s\n",
+				sp.Name, sp.Backend, sp.Accel, sp.CPUs, sp.MemoryMiB, sp.DiskGiB, sp.Image, time.Since(t0).Round(time.Millisecond))
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.IntVar(&o.CPUs, "cpus", 0, "virtual CPUs (default from wispd, 1)")
+	f.IntVar(&o.MemoryMiB, "memory", 0, "memory in MiB (default from wispd, 1024)")
+	f.IntVar(&o.DiskGiB, "disk", 0, "disk size in GiB (default from wispd, 10)")
+	f.StringVar(&o.Image, "image", "", "root image: dev or minimal (default from wispd, dev)")
+	f.StringVar(&o.Backend, "backend", "", "isolation backend: auto, qemu or gvisor (default from wispd)")
+	f.BoolVar(&asJSON, "json", false, "print the sprite as JSON")
+	return c
+}

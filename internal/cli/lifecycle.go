@@ -1,0 +1,77 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newStart(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "start NAME",
+		Short: "Boot a stopped sprite",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t0 := time.Now()
+			s, err := e.client().Start(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s %s in %s\n", s.Name, s.State, time.Since(t0).Round(time.Millisecond))
+			return nil
+		},
+	}
+}
+
+func newStop(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop NAME",
+		Short: "Shut a sprite down (its disk keeps everything)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := e.client().Stop(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s %s\n", s.Name, s.State)
+			return nil
+		},
+	}
+}
+
+func newDestroy(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "destroy NAME",
+		Short: "Remove a sprite and its disk",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := e.client().Destroy(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s destroyed\n", args[0])
+			return nil
+		},
+	}
+}
+
+func newLogs(e *env) *cobra.Command {
+	var tail int64
+	c := &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print a sprite's serial console",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rc, err := e.client().Logs(cmd.Context(), args[0], tail)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			_, err = io.Copy(e.stdout, rc)
+			return err
+		},
+	}
+	c.Flags().Int64Var(&tail, "tail-bytes", 0, "print only the last N bytes")
+	return c
+}

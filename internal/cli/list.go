@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newList(e *env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List sprites",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			list, err := e.client().List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, list)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSTATE\tBACKEND\tCPUS\tMEMORY\tDISK\tIMAGE\tCREATED")
+			for _, s := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%d\t%d MiB\t%d GiB\t%s\t%s\n", s.Name, s.State, s.Backend, s.Accel,
+					s.CPUs, s.MemoryMiB, s.DiskGiB, s.Image, s.CreatedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return c
+}
+
+func newInfo(e *env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "info NAME",
+		Short: "Show one sprite",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := e.client().Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, s)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
+			row("name", s.Name)
+			row("state", s.State)
+			row("backend", s.Backend)
+			row("accel", s.Accel)
+			row("cpus", s.CPUs)
+			row("memory", fmt.Sprintf("%d MiB", s.MemoryMiB))
+			row("disk", fmt.Sprintf("%d GiB (%.1f MiB used on the host)", s.DiskGiB, float64(s.DiskUsedBytes)/(1<<20)))
+			row("image", s.Image)
+			row("created", s.CreatedAt.Local().Format(time.RFC3339))
+			if s.Pid > 0 {
+				row("pid", s.Pid)
+			}
+			if s.LastError != "" {
+				row("last error", s.LastError)
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return c
+}

@@ -1,0 +1,78 @@
+// Package cli implements the wisp command line, one file per verb. It talks
+// to wispd only through package client.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wisp-sh/wisp/internal/client"
+	"github.com/wisp-sh/wisp/internal/config"
+)
+
+// exitError carries an exit code out of a command without printing.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// env is what every command gets.
+type env struct {
+	socket string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func (e *env) client() *client.Client { return client.New(e.socket) }
+
+// Main runs the CLI and returns the process exit code.
+func Main(args []string) int {
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	root := newRoot(e)
+	root.SetArgs(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintln(e.stderr, "wisp:", err)
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Hint != "" {
+		fmt.Fprintln(e.stderr, "hint:", ce.Hint)
+	}
+	return 1
+}
+
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "wisp",
+		Short:         "Persistent, isolated Linux computers (sprites) for coding agents",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&e.socket, "socket", client.SocketFromEnv(config.DefaultSocket), "wispd's API socket (env WISP_SOCKET)")
+	root.AddCommand(
+		newCreate(e), newList(e), newInfo(e), newExec(e), newConsole(e), newCp(e), newLogs(e),
+		newStart(e), newStop(e), newDestroy(e), newImage(e), newDoctor(e), newBench(e),
+	)
+	return root
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,114 @@
+// Package config is wispd's one configuration struct: defaults, validation,
+// and the environment knobs, in one place.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Config configures wispd.
+type Config struct {
+	DataDir string // metadata, images and sprites
+	Socket  string // the API's unix socket
+	Backend string // auto, qemu or gvisor
+	QEMU    string // the qemu-system-x86_64 binary
+	Runsc   string // the runsc binary; empty: look in the usual places
+	Agent   string // the wisp-agent binary; empty: next to wispd
+
+	// Defaults for wisp create.
+	CPUs      int
+	MemoryMiB int
+	DiskGiB   int
+	Image     string
+
+	// Limits for wisp create.
+	MaxCPUs      int
+	MaxMemoryMiB int
+	MaxDiskGiB   int
+}
+
+// Default socket and data dir.
+const (
+	DefaultDataDir = "/var/lib/wisp"
+	DefaultSocket  = "/run/wisp/wisp.sock"
+)
+
+// Default returns the configuration with every default filled in.
+func Default() Config {
+	return Config{
+		DataDir:      DefaultDataDir,
+		Socket:       DefaultSocket,
+		Backend:      "auto",
+		QEMU:         "qemu-system-x86_64",
+		CPUs:         1,
+		MemoryMiB:    1024,
+		DiskGiB:      10,
+		Image:        "dev",
+		MaxCPUs:      runtime.NumCPU(),
+		MaxMemoryMiB: hostMemMiB(),
+		MaxDiskGiB:   1024,
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if !filepath.IsAbs(c.DataDir) {
+		errs = append(errs, fmt.Errorf("data dir %q must be absolute", c.DataDir))
+	}
+	if c.Socket == "" {
+		errs = append(errs, errors.New("socket path is empty"))
+	}
+	if !slices.Contains([]string{"auto", "qemu", "gvisor"}, c.Backend) {
+		errs = append(errs, fmt.Errorf("backend %q: want auto, qemu or gvisor", c.Backend))
+	}
+	if c.CPUs < 1 || c.CPUs > c.MaxCPUs {
+		errs = append(errs, fmt.Errorf("default cpus %d out of range 1-%d", c.CPUs, c.MaxCPUs))
+	}
+	if c.MemoryMiB < 128 || c.MemoryMiB > c.MaxMemoryMiB {
+		errs = append(errs, fmt.Errorf("default memory %d MiB out of range 128-%d", c.MemoryMiB, c.MaxMemoryMiB))
+	}
+	if c.DiskGiB < 1 || c.DiskGiB > c.MaxDiskGiB {
+		errs = append(errs, fmt.Errorf("default disk %d GiB out of range 1-%d", c.DiskGiB, c.MaxDiskGiB))
+	}
+	return errors.Join(errs...)
+}
+
+// AgentPath returns the agent binary: the configured one, else wisp-agent
+// beside the running executable.
+func (c *Config) AgentPath() (string, error) {
+	if c.Agent != "" {
+		return c.Agent, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(filepath.Dir(exe), "wisp-agent")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("agent binary not found at %s (build it with `make`, or pass --agent): %w", p, err)
+	}
+	return p, nil
+}
+
+// hostMemMiB is the host's RAM; a sprite may ask for at most half of it.
+func hostMemMiB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 4096
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.Atoi(f[1])
+			return kb / 1024 / 2
+		}
+	}
+	return 4096
+}

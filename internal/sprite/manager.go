@@ -1,0 +1,532 @@
+package sprite
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/agent"
+	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/storage"
+	"github.com/wisp-sh/wisp/internal/vmm"
+)
+
+// Images supplies what sprites boot from.
+type Images interface {
+	// Root returns the root image file of a built image.
+	Root(name string) (string, error)
+	// Boot returns the kernel and initramfs VM backends boot, fetching or
+	// building them when missing.
+	Boot(ctx context.Context) (kernel, initrd string, err error)
+}
+
+// Limits bound what a create may ask for.
+type Limits struct {
+	MaxCPUs      int
+	MaxMemoryMiB int
+	MaxDiskGiB   int
+}
+
+// Options configure a Manager.
+type Options struct {
+	DataDir     string // sprites live in DataDir/sprites/<id>
+	AgentPath   string // the agent binary, for sandbox backends
+	Backend     string // default backend name: a key of Drivers
+	Drivers     map[string]vmm.Driver
+	Images      Images
+	Defaults    CreateOptions // CPUs, MemoryMiB, DiskGiB, Image when a create leaves them zero
+	Limits      Limits
+	BootTimeout time.Duration // bounds one start, watchdog retries included
+}
+
+// CreateOptions is what a user asks for.
+type CreateOptions struct {
+	Name      string `json:"name"`
+	CPUs      int    `json:"cpus,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskGiB   int    `json:"disk_gib,omitempty"`
+	Image     string `json:"image,omitempty"`
+	Backend   string `json:"backend,omitempty"`
+}
+
+// Manager owns the sprites: their records, folders and running instances.
+// VMs are supervised under the Manager, never under a request's context.
+type Manager struct {
+	opt   Options
+	log   *slog.Logger
+	store *Store
+
+	mu      sync.Mutex
+	sprites map[string]*entry
+}
+
+// entry is one sprite in memory. op serialises state changes of the sprite;
+// rec and inst are read under Manager.mu and written under both.
+type entry struct {
+	op   sync.Mutex
+	rec  Sprite
+	inst vmm.Instance
+}
+
+// NewManager opens the store in opt.DataDir.
+func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
+	if err := os.MkdirAll(filepath.Join(opt.DataDir, "sprites"), 0o700); err != nil {
+		return nil, err
+	}
+	st, err := OpenStore(filepath.Join(opt.DataDir, "wisp.db"))
+	if err != nil {
+		return nil, err
+	}
+	if opt.BootTimeout == 0 {
+		opt.BootTimeout = 3 * time.Minute
+	}
+	return &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}}, nil
+}
+
+func (m *Manager) dir(s Sprite) string { return filepath.Join(m.opt.DataDir, "sprites", s.ID) }
+
+// DiskPath is the sprite's writable root disk.
+func (m *Manager) DiskPath(s Sprite) string { return filepath.Join(m.dir(s), "disk.img") }
+
+// ConsolePath is the sprite's serial console log.
+func (m *Manager) ConsolePath(s Sprite) string { return filepath.Join(m.dir(s), "console.log") }
+
+// persist writes rec durably and then publishes it in memory.
+func (m *Manager) persist(e *entry, rec Sprite) error {
+	if err := m.store.Put(rec); err != nil {
+		return fmt.Errorf("persist sprite %q: %w", rec.Name, err)
+	}
+	m.mu.Lock()
+	e.rec = rec
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Manager) lookup(name string) (*entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.sprites[name]
+	if !ok {
+		return nil, errdefs.WithHint(fmt.Errorf("sprite %q: %w", name, errdefs.ErrNotFound), "see `wisp list`")
+	}
+	return e, nil
+}
+
+// Get returns a sprite's record, with its disk usage.
+func (m *Manager) Get(name string) (Sprite, error) {
+	e, err := m.lookup(name)
+	if err != nil {
+		return Sprite{}, err
+	}
+	m.mu.Lock()
+	rec := e.rec
+	m.mu.Unlock()
+	rec.DiskUsedBytes, _ = storage.Usage(m.DiskPath(rec))
+	return rec, nil
+}
+
+// List returns all sprites by name.
+func (m *Manager) List() []Sprite {
+	m.mu.Lock()
+	out := make([]Sprite, 0, len(m.sprites))
+	for _, e := range m.sprites {
+		out = append(out, e.rec)
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	for i := range out {
+		out[i].DiskUsedBytes, _ = storage.Usage(m.DiskPath(out[i]))
+	}
+	return out
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (m *Manager) validate(o *CreateOptions) error {
+	if err := ValidateName(o.Name); err != nil {
+		return err
+	}
+	d := m.opt.Defaults
+	if o.CPUs == 0 {
+		o.CPUs = d.CPUs
+	}
+	if o.MemoryMiB == 0 {
+		o.MemoryMiB = d.MemoryMiB
+	}
+	if o.DiskGiB == 0 {
+		o.DiskGiB = d.DiskGiB
+	}
+	if o.Image == "" {
+		o.Image = d.Image
+	}
+	if o.Backend == "" || o.Backend == "auto" {
+		o.Backend = m.opt.Backend
+	}
+	l := m.opt.Limits
+	var errs []error
+	if o.CPUs < 1 || o.CPUs > l.MaxCPUs {
+		errs = append(errs, fmt.Errorf("cpus %d out of range 1-%d", o.CPUs, l.MaxCPUs))
+	}
+	if o.MemoryMiB < 128 || o.MemoryMiB > l.MaxMemoryMiB {
+		errs = append(errs, fmt.Errorf("memory %d MiB out of range 128-%d", o.MemoryMiB, l.MaxMemoryMiB))
+	}
+	if o.DiskGiB < 1 || o.DiskGiB > l.MaxDiskGiB {
+		errs = append(errs, fmt.Errorf("disk %d GiB out of range 1-%d", o.DiskGiB, l.MaxDiskGiB))
+	}
+	if _, ok := m.opt.Drivers[o.Backend]; !ok {
+		errs = append(errs, fmt.Errorf("backend %q is not available on this host", o.Backend))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", errors.Join(errs...), errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Create makes a sprite and boots it. On any failure nothing is left
+// behind: every step registers its undo.
+func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
+	if err := m.validate(&o); err != nil {
+		return Sprite{}, err
+	}
+	root, err := m.opt.Images.Root(o.Image)
+	if err != nil {
+		return Sprite{}, err
+	}
+	rec := Sprite{
+		ID: randHex(5), Name: o.Name, State: Creating, Backend: o.Backend,
+		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskGiB: o.DiskGiB, Image: o.Image,
+		MAC: "52:54:00:" + randHex(1) + ":" + randHex(1) + ":" + randHex(1), CreatedAt: time.Now().UTC(),
+	}
+	if err := m.store.Insert(rec); err != nil {
+		return Sprite{}, errdefs.WithHint(err, "choose another name, or `wisp destroy "+o.Name+"` first")
+	}
+	e := &entry{rec: rec}
+	e.op.Lock()
+	defer e.op.Unlock()
+	m.mu.Lock()
+	m.sprites[o.Name] = e
+	m.mu.Unlock()
+	log := m.log.With(LogSprite, o.Name)
+
+	// The sprite's life is not the request's.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
+	defer cancel()
+	var undo undoStack
+	undo.push("record", func() error {
+		m.mu.Lock()
+		delete(m.sprites, o.Name)
+		m.mu.Unlock()
+		return m.store.Delete(o.Name)
+	})
+	fail := func(err error) (Sprite, error) {
+		log.Warn("create failed", LogErr, err)
+		return Sprite{}, errors.Join(err, undo.run())
+	}
+	dir := m.dir(rec)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(err)
+	}
+	undo.push("folder", func() error { return os.RemoveAll(dir) })
+	if err := storage.CreateDisk(ctx, root, m.DiskPath(rec), o.DiskGiB); err != nil {
+		return fail(fmt.Errorf("create disk: %w", err))
+	}
+	inst, err := m.boot(ctx, e, rec)
+	if err != nil {
+		return fail(err)
+	}
+	undo.push("instance", func() error { inst.Kill(); <-inst.Done(); return nil })
+	if err := m.running(e, rec, inst); err != nil {
+		return fail(err)
+	}
+	log.Info("sprite created", "backend", rec.Backend, "accel", inst.Info().Accel)
+	return m.Get(o.Name)
+}
+
+// spec builds what the driver needs.
+func (m *Manager) spec(ctx context.Context, rec Sprite) (vmm.Spec, error) {
+	s := vmm.Spec{
+		ID: rec.ID, Name: rec.Name, Dir: m.dir(rec), CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
+		Disk: m.DiskPath(rec), DiskGiB: rec.DiskGiB, Agent: m.opt.AgentPath, MAC: rec.MAC,
+	}
+	if rec.Backend == "qemu" {
+		k, i, err := m.opt.Images.Boot(ctx)
+		if err != nil {
+			return s, err
+		}
+		s.Kernel, s.Initrd = k, i
+	}
+	return s, nil
+}
+
+func (m *Manager) driver(rec Sprite) (vmm.Driver, error) {
+	d, ok := m.opt.Drivers[rec.Backend]
+	if !ok {
+		return nil, fmt.Errorf("sprite %q uses backend %q, not available on this host: %w", rec.Name, rec.Backend, errdefs.ErrUnavailable)
+	}
+	return d, nil
+}
+
+// boot starts the sprite's instance and supervises it.
+func (m *Manager) boot(ctx context.Context, e *entry, rec Sprite) (vmm.Instance, error) {
+	d, err := m.driver(rec)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := m.spec(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	return d.Start(ctx, spec)
+}
+
+// running records a booted instance and starts watching it.
+func (m *Manager) running(e *entry, rec Sprite, inst vmm.Instance) error {
+	info := inst.Info()
+	rec.State, rec.Accel, rec.Pid, rec.StartedAt, rec.LastError = Running, info.Accel, info.Pid, time.Now().UTC(), ""
+	if err := m.persist(e, rec); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	e.inst = inst
+	m.mu.Unlock()
+	go m.watch(e, inst)
+	return nil
+}
+
+// watch marks the sprite stopped when its instance dies on its own.
+func (m *Manager) watch(e *entry, inst vmm.Instance) {
+	<-inst.Done()
+	e.op.Lock()
+	defer e.op.Unlock()
+	m.mu.Lock()
+	mine := e.inst == inst
+	if mine {
+		e.inst = nil
+	}
+	rec := e.rec
+	m.mu.Unlock()
+	if !mine || rec.State != Running {
+		return
+	}
+	inst.Close()
+	rec.State, rec.Pid, rec.LastError = Stopped, 0, "the VM exited unexpectedly; see `wisp logs "+rec.Name+"`"
+	m.log.Warn("sprite exited unexpectedly", LogSprite, rec.Name)
+	if err := m.persist(e, rec); err != nil {
+		m.log.Error("persist", LogSprite, rec.Name, LogErr, err)
+	}
+}
+
+// Start boots a stopped sprite. Starting a running sprite is a no-op.
+func (m *Manager) Start(ctx context.Context, name string) (Sprite, error) {
+	e, err := m.lookup(name)
+	if err != nil {
+		return Sprite{}, err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	rec := e.rec
+	if rec.State == Running {
+		return m.Get(name)
+	}
+	if !CanMove(rec.State, Starting) {
+		return Sprite{}, stateError("start", rec)
+	}
+	rec.State = Starting
+	if err := m.persist(e, rec); err != nil {
+		return Sprite{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
+	defer cancel()
+	inst, err := m.boot(ctx, e, rec)
+	if err == nil {
+		err = m.running(e, rec, inst)
+	}
+	if err != nil {
+		rec.State, rec.LastError = Stopped, err.Error()
+		return Sprite{}, errors.Join(err, m.persist(e, rec))
+	}
+	return m.Get(name)
+}
+
+// Stop shuts a running sprite down; its disk keeps everything. Stopping a
+// stopped sprite is a no-op.
+func (m *Manager) Stop(ctx context.Context, name string) (Sprite, error) {
+	e, err := m.lookup(name)
+	if err != nil {
+		return Sprite{}, err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	rec := e.rec
+	if rec.State == Stopped {
+		return m.Get(name)
+	}
+	if !CanMove(rec.State, Stopping) {
+		return Sprite{}, stateError("stop", rec)
+	}
+	rec.State = Stopping
+	if err := m.persist(e, rec); err != nil {
+		return Sprite{}, err
+	}
+	m.mu.Lock()
+	inst := e.inst
+	e.inst = nil
+	m.mu.Unlock()
+	if inst != nil {
+		if err := inst.Stop(context.WithoutCancel(ctx)); err != nil {
+			m.log.Warn("stop", LogSprite, name, LogErr, err)
+		}
+	}
+	rec.State, rec.Pid = Stopped, 0
+	if err := m.persist(e, rec); err != nil {
+		return Sprite{}, err
+	}
+	m.log.Info("sprite stopped", LogSprite, name)
+	return m.Get(name)
+}
+
+// Destroy removes a sprite, its VM and its disk.
+func (m *Manager) Destroy(ctx context.Context, name string) error {
+	e, err := m.lookup(name)
+	if err != nil {
+		return err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	rec := e.rec
+	if !CanMove(rec.State, Destroying) {
+		return stateError("destroy", rec)
+	}
+	rec.State = Destroying
+	if err := m.persist(e, rec); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	inst := e.inst
+	e.inst = nil
+	m.mu.Unlock()
+	if err := m.remove(e, inst); err != nil {
+		return err
+	}
+	m.log.Info("sprite destroyed", LogSprite, name)
+	return nil
+}
+
+// remove ends inst, deletes the folder and then the record.
+func (m *Manager) remove(e *entry, inst vmm.Instance) error {
+	if inst != nil {
+		inst.Kill()
+		<-inst.Done()
+		inst.Close()
+	}
+	if err := os.RemoveAll(m.dir(e.rec)); err != nil {
+		return err
+	}
+	if err := m.store.Delete(e.rec.Name); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	delete(m.sprites, e.rec.Name)
+	m.mu.Unlock()
+	return nil
+}
+
+// Agent returns the agent client of a running sprite.
+func (m *Manager) Agent(ctx context.Context, name string) (*agent.Client, error) {
+	e, err := m.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	rec, inst := e.rec, e.inst
+	m.mu.Unlock()
+	if rec.State != Running || inst == nil || inst.Agent() == nil {
+		return nil, errdefs.WithHint(stateError("use", rec), "start it with `wisp start "+name+"`")
+	}
+	return inst.Agent(), nil
+}
+
+// Recover loads the records after a daemon start and reconciles them with
+// what runs: running VMs are adopted, half-made sprites removed, half-done
+// destroys finished, dead VMs marked stopped.
+func (m *Manager) Recover(ctx context.Context) error {
+	recs, err := m.store.List()
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for _, rec := range recs {
+		e := &entry{rec: rec}
+		m.mu.Lock()
+		m.sprites[rec.Name] = e
+		m.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.op.Lock()
+			defer e.op.Unlock()
+			if err := m.recover(ctx, e); err != nil {
+				m.log.Error("recover", LogSprite, rec.Name, LogErr, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (m *Manager) recover(ctx context.Context, e *entry) error {
+	rec := e.rec
+	log := m.log.With(LogSprite, rec.Name)
+	var inst vmm.Instance
+	if d, err := m.driver(rec); err == nil && rec.State != Stopped {
+		spec, _ := m.spec(ctx, rec)
+		inst, err = d.Adopt(ctx, spec)
+		if err != nil && !errors.Is(err, vmm.ErrNotRunning) {
+			log.Warn("adopt failed", LogErr, err)
+		}
+	}
+	switch rec.State {
+	case Creating, Destroying:
+		log.Info("removing sprite left half-done", "state", rec.State)
+		return m.remove(e, inst)
+	case Starting, Running:
+		if inst != nil {
+			log.Info("adopted running sprite", "pid", inst.Info().Pid)
+			return m.running(e, rec, inst)
+		}
+		rec.State, rec.Pid, rec.LastError = Stopped, 0, "the VM was not running when the daemon started"
+		return m.persist(e, rec)
+	case Stopping:
+		if inst != nil {
+			inst.Stop(ctx)
+		}
+		rec.State, rec.Pid = Stopped, 0
+		return m.persist(e, rec)
+	}
+	return nil
+}
+
+// Close lets go of every instance, leaving the VMs running for the next
+// daemon to adopt, and closes the store.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	for _, e := range m.sprites {
+		if e.inst != nil {
+			e.inst.Close()
+		}
+	}
+	m.mu.Unlock()
+	return m.store.Close()
+}

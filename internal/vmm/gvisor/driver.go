@@ -1,0 +1,440 @@
+// Package gvisor is the gVisor backend: each sprite is a runsc sandbox
+// whose root is the sprite's ext4 disk, loop-mounted on the host. The agent
+// runs as the sandbox's PID 1 and dials a unix socket the host listens on.
+package gvisor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wisp-sh/wisp/internal/agent"
+	"github.com/wisp-sh/wisp/internal/vmm"
+)
+
+// DefaultRunsc is where `make deps` installs runsc.
+const DefaultRunsc = "/usr/local/libexec/wisp/runsc"
+
+// Files in the sprite's folder.
+const (
+	rootfsDir  = "rootfs" // the disk's mount point, the bundle's root
+	bundleDir  = "bundle" // config.json
+	sockDir    = "sock"   // bound into the sandbox: holds only the socket
+	sockName   = "agent.sock"
+	consoleLog = "console.log" // runsc's and the agent's output
+)
+
+const (
+	bootTimeout  = 30 * time.Second
+	adoptTimeout = 10 * time.Second
+)
+
+// FindRunsc returns the runsc to use: $WISP_RUNSC, else DefaultRunsc.
+func FindRunsc() (string, error) {
+	p := os.Getenv("WISP_RUNSC")
+	if p == "" {
+		p = DefaultRunsc
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("runsc not found at %s (run `make deps`, or set WISP_RUNSC): %w", p, err)
+	}
+	return p, nil
+}
+
+// Driver runs sprites as gVisor sandboxes.
+type Driver struct {
+	Runsc     string
+	Platform  string // "systrap"
+	StateRoot string // runsc --root: its state files for all sandboxes
+	Log       *slog.Logger
+}
+
+var _ vmm.Driver = (*Driver)(nil)
+
+func (d *Driver) Name() string { return "gvisor" }
+
+func containerID(spec vmm.Spec) string { return "wisp-" + spec.ID }
+
+// runsc runs one runsc command and returns its stdout.
+func (d *Driver) runsc(args ...string) ([]byte, error) {
+	cmd := exec.Command(d.Runsc, append([]string{"--root", d.StateRoot}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("runsc %s: %w: %s", args[0], err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// state returns the sandbox's status ("running", "stopped", ...) and pid.
+func (d *Driver) state(spec vmm.Spec) (string, int, error) {
+	out, err := d.runsc("state", containerID(spec))
+	if err != nil {
+		return "", 0, err
+	}
+	var st struct {
+		Status string `json:"status"`
+		Pid    int    `json:"pid"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return "", 0, fmt.Errorf("runsc state: %w", err)
+	}
+	return st.Status, st.Pid, nil
+}
+
+// cleanup removes what a sandbox leaves behind: its runsc state and cgroup,
+// the rootfs mount. Idempotent.
+func (d *Driver) cleanup(ctx context.Context, spec vmm.Spec) error {
+	d.runsc("delete", "--force", containerID(spec)) // fails when already gone
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return unmountDisk(ctx, spec.Disk, filepath.Join(spec.Dir, rootfsDir))
+}
+
+// Start mounts the disk, starts the sandbox and waits for its agent.
+// Each step registers its undo; on failure they run in reverse.
+func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ vmm.Instance, err error) {
+	sock := filepath.Join(spec.Dir, sockDir, sockName)
+	if len(sock) > 100 {
+		return nil, fmt.Errorf("sprite folder %s is too deep for a unix socket path; use a shorter data dir", spec.Dir)
+	}
+	var undo []func() error
+	defer func() {
+		if err != nil {
+			var errs []error
+			for i := len(undo) - 1; i >= 0; i-- {
+				errs = append(errs, undo[i]())
+			}
+			if uerr := errors.Join(errs...); uerr != nil {
+				d.Log.Warn("undo failed start", "sprite", spec.Name, "err", uerr)
+			}
+		}
+	}()
+	cleanup := func() error { return d.cleanup(context.WithoutCancel(ctx), spec) }
+
+	// A crash may have left a sandbox, its state or the mount behind.
+	if err := cleanup(); err != nil {
+		return nil, err
+	}
+	rootfs := filepath.Join(spec.Dir, rootfsDir)
+	for _, dir := range []string{rootfs, filepath.Join(spec.Dir, bundleDir), filepath.Join(spec.Dir, sockDir)} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := mountDisk(spec.Disk, rootfs); err != nil {
+		return nil, err
+	}
+	undo = append(undo, cleanup)
+	if err := os.MkdirAll(filepath.Join(rootfs, "tmp"), 0o1777); err != nil {
+		return nil, err
+	}
+
+	ln, err := listen(sock)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, ln.Close)
+
+	cfg, err := json.MarshalIndent(ociConfig(spec, rootfs, filepath.Dir(sock)), "", "\t")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(spec.Dir, bundleDir, "config.json"), cfg, 0o600); err != nil {
+		return nil, err
+	}
+	if err := d.run(ctx, spec); err != nil {
+		return nil, fmt.Errorf("start %s: %w%s", spec.Name, err, diagnose(spec))
+	}
+	inst, err := d.attach(ctx, spec, ln, bootTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w%s", spec.Name, err, diagnose(spec))
+	}
+	return inst, nil
+}
+
+// run starts the sandbox detached: `runsc run --detach` returns once the
+// container runs. The sandbox gets a session of its own and no context, so
+// it outlives the daemon; only the wait for runsc is bounded by ctx.
+func (d *Driver) run(ctx context.Context, spec vmm.Spec) error {
+	logf, err := os.OpenFile(filepath.Join(spec.Dir, consoleLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(d.Runsc,
+		"--root", d.StateRoot,
+		"--platform", d.Platform,
+		"--network", "none", // no network until egress policy exists
+		"--host-uds", "open", // the agent may connect to the host's socket
+		"--overlay2", "none", // writes go to the disk, not to a memory overlay
+		"run", "--detach", "--bundle", filepath.Join(spec.Dir, bundleDir), containerID(spec))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", d.Runsc, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			return fmt.Errorf("runsc run: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-exited
+		return context.Cause(ctx)
+	}
+}
+
+// diagnose returns the tail of the console log for an error.
+func diagnose(spec vmm.Spec) string {
+	data, _ := os.ReadFile(filepath.Join(spec.Dir, consoleLog))
+	data = bytes.TrimSpace(data)
+	if len(data) > 1500 {
+		data = data[len(data)-1500:]
+	}
+	if len(data) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("\n--- %s (tail) ---\n%s", consoleLog, data)
+}
+
+// listen listens on path, replacing a stale socket file.
+func listen(path string) (*net.UnixListener, error) {
+	os.Remove(path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	// A later listener may own the path by the time this one closes.
+	ln.SetUnlinkOnClose(false)
+	return ln, nil
+}
+
+// Adopt re-attaches to a sandbox that kept running while the daemon was
+// down: it listens on the socket again and waits for the agent to redial.
+func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+	status, _, err := d.state(spec)
+	if err != nil || status != "running" {
+		if cerr := d.cleanup(ctx, spec); cerr != nil {
+			d.Log.Warn("clean up after sandbox", "sprite", spec.Name, "err", cerr)
+		}
+		if err == nil {
+			err = fmt.Errorf("sandbox is %s", status)
+		}
+		return nil, fmt.Errorf("adopt %s: %w: %w", spec.Name, vmm.ErrNotRunning, err)
+	}
+	ln, err := listen(filepath.Join(spec.Dir, sockDir, sockName))
+	if err != nil {
+		return nil, err
+	}
+	inst, err := d.attach(ctx, spec, ln, adoptTimeout)
+	if err != nil {
+		ln.Close()
+		if errors.Is(err, vmm.ErrNotRunning) { // it died just now
+			d.cleanup(ctx, spec)
+		}
+		return nil, fmt.Errorf("adopt %s: %w", spec.Name, err)
+	}
+	return inst, nil
+}
+
+// attach watches the running sandbox's process and accepts the agent's
+// connection on ln.
+func (d *Driver) attach(ctx context.Context, spec vmm.Spec, ln *net.UnixListener, timeout time.Duration) (*Instance, error) {
+	status, pid, err := d.state(spec)
+	if err != nil {
+		return nil, err
+	}
+	if status != "running" || pid <= 0 {
+		return nil, fmt.Errorf("%w: sandbox is %s", vmm.ErrNotRunning, status)
+	}
+	exited, err := watchPid(pid)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", vmm.ErrNotRunning, err)
+	}
+	inst := &Instance{spec: spec, d: d, pid: pid, ln: ln, done: make(chan struct{})}
+	go inst.watch(exited)
+
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := inst.connect(ctx, exited); err != nil {
+		inst.Close()
+		return nil, err
+	}
+	return inst, nil
+}
+
+// watchPid returns a channel closed when pid exits (pidfd: no polling, no
+// pid reuse race).
+func watchPid(pid int) (<-chan struct{}, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer unix.Close(fd)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+				return
+			}
+		}
+	}()
+	return done, nil
+}
+
+// Instance is one sandbox.
+type Instance struct {
+	spec vmm.Spec
+	d    *Driver
+	pid  int
+	ln   *net.UnixListener
+	done chan struct{}
+
+	mu     sync.Mutex
+	ag     *agent.Client
+	closed bool // the daemon let go (Close)
+	killed bool // this instance ended the sandbox (Kill, Stop)
+}
+
+var _ vmm.Instance = (*Instance)(nil)
+
+// watch closes done once the sandbox has exited and its state and mount
+// are cleaned up: when Done is closed, the disk is free. An instance the
+// daemon let go of (Close) cleans up only if it was also told to Kill: a
+// newer instance of the same sprite may own the mount by then.
+func (i *Instance) watch(exited <-chan struct{}) {
+	<-exited
+	i.mu.Lock()
+	owner := !i.closed || i.killed
+	i.mu.Unlock()
+	if owner {
+		if err := i.d.cleanup(context.Background(), i.spec); err != nil {
+			i.d.Log.Warn("clean up after sandbox", "sprite", i.spec.Name, "err", err)
+		}
+	}
+	close(i.done)
+}
+
+// connect accepts the agent's connection and performs the handshake.
+func (i *Instance) connect(ctx context.Context, exited <-chan struct{}) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-exited:
+			cancel(fmt.Errorf("sandbox exited: %w", vmm.ErrNotRunning))
+		case <-ctx.Done():
+		}
+		i.ln.SetDeadline(time.Now()) // unblock Accept
+	}()
+	conn, err := i.ln.Accept()
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("agent did not connect: %w", context.Cause(ctx))
+		}
+		return err
+	}
+	ag, err := agent.Connect(ctx, conn, 250*time.Millisecond)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	i.mu.Lock()
+	i.ag = ag
+	i.mu.Unlock()
+	return nil
+}
+
+func (i *Instance) Info() vmm.Info {
+	return vmm.Info{Backend: "gvisor", Accel: i.d.Platform, Pid: i.pid}
+}
+
+func (i *Instance) Agent() *agent.Client {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.ag
+}
+
+func (i *Instance) Done() <-chan struct{} { return i.done }
+
+// Stop flushes the guest, kills the sandbox and waits until it is gone and
+// its disk unmounted.
+func (i *Instance) Stop(ctx context.Context) error {
+	select {
+	case <-i.done:
+		return nil
+	default:
+	}
+	if ag := i.Agent(); ag != nil {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := ag.Shutdown(sctx); err != nil {
+			i.d.Log.Warn("guest shutdown", "sprite", i.spec.Name, "err", err)
+		}
+		cancel()
+	}
+	i.Kill()
+	select {
+	case <-i.done:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	i.Close()
+	return nil
+}
+
+// Kill ends the sandbox at once: runsc kill, or SIGKILL to the sandbox
+// process when runsc cannot.
+func (i *Instance) Kill() error {
+	select {
+	case <-i.done:
+		return nil // the pid may belong to another process by now
+	default:
+	}
+	i.mu.Lock()
+	i.killed = true
+	i.mu.Unlock()
+	if _, err := i.d.runsc("kill", containerID(i.spec), "KILL"); err == nil {
+		return nil
+	}
+	err := syscall.Kill(i.pid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// Close drops the agent connection and the listener; the sandbox runs on.
+func (i *Instance) Close() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.closed {
+		return nil
+	}
+	i.closed = true
+	if i.ag != nil {
+		i.ag.Close()
+		i.ag = nil
+	}
+	return i.ln.Close()
+}

@@ -1,0 +1,105 @@
+package gvisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// mountDisk attaches the ext4 image disk to a free loop device and mounts
+// it at dir. The loop device is set to autoclear: it detaches itself when
+// the last mount of it goes (ours, and the gofer's copy in its own mount
+// namespace), so there is nothing to detach by hand.
+//
+// This uses the loop ioctls rather than `mount -o loop`: no external
+// binary, the autoclear flag is set atomically with the backing file, and
+// errors come back as errnos.
+func mountDisk(disk, dir string) error {
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	for range 10 { // another process may take the free device first
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return fmt.Errorf("get free loop device: %w", err)
+		}
+		dev := fmt.Sprintf("/dev/loop%d", n)
+		lf, err := os.OpenFile(dev, os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		cfg := unix.LoopConfig{Fd: uint32(f.Fd())}
+		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		err = unix.IoctlLoopConfigure(int(lf.Fd()), &cfg)
+		if errors.Is(err, unix.EBUSY) {
+			lf.Close()
+			continue
+		}
+		if err != nil {
+			lf.Close()
+			return fmt.Errorf("configure %s: %w", dev, err)
+		}
+		// Autoclear fires when the last opener goes: mount before closing lf.
+		err = unix.Mount(dev, dir, "ext4", unix.MS_NODEV, "")
+		lf.Close()
+		if err != nil {
+			return fmt.Errorf("mount %s (%s) on %s: %w", disk, dev, dir, err)
+		}
+		return nil
+	}
+	return errors.New("no free loop device")
+}
+
+// unmountDisk unmounts everything stacked on dir (a crash may leave more
+// than one mount) and waits until no loop device is backed by disk any
+// more, so the next mount of the image is the only one.
+func unmountDisk(ctx context.Context, disk, dir string) error {
+	for {
+		err := unix.Unmount(dir, 0)
+		if errors.Is(err, unix.EBUSY) {
+			err = unix.Unmount(dir, unix.MNT_DETACH)
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			break // not a mount point (any more)
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
+	}
+	for loopBacking(disk) != "" {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("disk %s still attached to %s: %w", disk, loopBacking(disk), context.Cause(ctx))
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// loopBacking returns the loop device backed by disk, or "".
+func loopBacking(disk string) string {
+	if p, err := filepath.EvalSymlinks(disk); err == nil {
+		disk = p
+	}
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err == nil && strings.TrimSuffix(string(b), "\n") == disk {
+			return "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(f)))
+		}
+	}
+	return ""
+}
