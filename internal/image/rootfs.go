@@ -149,7 +149,7 @@ func (s *Store) build(ctx context.Context, name string, def rootDef, progress io
 		return err
 	}
 	fmt.Fprintf(progress, "mkfs.ext4 %d MiB, %d inodes\n", size>>20, inodes)
-	if _, err := run(ctx, "", "mkfs.ext4", "-q", "-F", "-d", root, "-L", "wisp-root", "-E", "root_owner=0:0",
+	if _, err := run(ctx, "", "mkfs.ext4", "-q", "-F", "-d", root, "-L", "wisp-root", "-E", "root_owner=0:0", "-b", "4096", "-T", "default",
 		"-N", strconv.FormatInt(inodes, 10), img, strconv.FormatInt(size>>10, 10)+"k"); err != nil {
 		return err
 	}

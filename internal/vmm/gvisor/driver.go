@@ -64,6 +64,12 @@ type Driver struct {
 
 var _ vmm.Driver = (*Driver)(nil)
 
+// New returns a driver on the systrap platform (the one that works without
+// hardware virtualization) keeping runsc's state under stateRoot.
+func New(log *slog.Logger, runsc, stateRoot string) *Driver {
+	return &Driver{Runsc: runsc, Platform: "systrap", StateRoot: stateRoot, Log: log}
+}
+
 func (d *Driver) Name() string { return "gvisor" }
 
 func containerID(spec vmm.Spec) string { return "wisp-" + spec.ID }
@@ -140,7 +146,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ vmm.Instance, err 
 		return nil, err
 	}
 	undo = append(undo, cleanup)
-	if err := os.MkdirAll(filepath.Join(rootfs, "tmp"), 0o1777); err != nil {
+	if err := d.ensureTmp(spec, rootfs); err != nil {
 		return nil, err
 	}
 
@@ -148,7 +154,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ vmm.Instance, err 
 	if err != nil {
 		return nil, err
 	}
-	undo = append(undo, ln.Close)
+	undo = append(undo, func() error { ln.Close(); return nil }) // attach may have closed it
 
 	cfg, err := json.MarshalIndent(ociConfig(spec, rootfs, filepath.Dir(sock)), "", "\t")
 	if err != nil {
@@ -165,6 +171,30 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ vmm.Instance, err 
 		return nil, fmt.Errorf("start %s: %w%s", spec.Name, err, diagnose(spec))
 	}
 	return inst, nil
+}
+
+// ensureTmp makes the disk's /tmp a plain directory, to be bound over
+// runsc's tmpfs. Anything else there is renamed aside, never followed: the
+// sprite's user controls the disk, and a symlink bound into the sandbox
+// would expose the host path it names. Nothing but this process touches
+// the disk before the sandbox starts, so the check does not race.
+func (d *Driver) ensureTmp(spec vmm.Spec, rootfs string) error {
+	path := filepath.Join(rootfs, "tmp")
+	fi, err := os.Lstat(path)
+	if err == nil && fi.IsDir() {
+		return nil
+	}
+	if err == nil {
+		aside := fmt.Sprintf("%s.wisp-%d", path, time.Now().Unix())
+		d.Log.Warn("/tmp is not a directory, renaming it", "sprite", spec.Name, "to", "/"+filepath.Base(aside))
+		if err := os.Rename(path, aside); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(path, 0o1777); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o1777) // past the umask
 }
 
 // run starts the sandbox detached: `runsc run --detach` returns once the
@@ -396,6 +426,13 @@ func (i *Instance) Stop(ctx context.Context) error {
 	i.Kill()
 	select {
 	case <-i.done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(i.pid, syscall.SIGKILL) // runsc kill did not do it
+		select {
+		case <-i.done:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}

@@ -42,8 +42,7 @@ func fixture(t *testing.T) conformance.Fixture {
 		unix.Unmount(filepath.Join(state, "null-netns"), unix.MNT_DETACH)
 		os.RemoveAll(state)
 	})
-	d := &Driver{Runsc: runsc, Platform: "systrap", StateRoot: state,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	d := New(slog.New(slog.NewTextHandler(os.Stderr, nil)), runsc, state)
 	n := 0
 	return conformance.Fixture{
 		Driver: d,
@@ -176,5 +175,38 @@ func TestCrash(t *testing.T) {
 	}
 	if dev := loopBacking(spec.Disk); dev != "" {
 		t.Errorf("disk still attached to %s after Adopt cleaned up", dev)
+	}
+}
+
+// TestTmpSymlink: the sprite's user cannot make the host bind a host folder
+// into the sandbox by turning /tmp into a symlink.
+func TestTmpSymlink(t *testing.T) {
+	f := fixture(t)
+	spec := f.NewSpec(t, "tmplink")
+	hostDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(hostDir, "host-marker"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	inst, err := f.Driver.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.Kill(); <-inst.Done() })
+	if out, exit := shAs(t, inst.Agent(), "root", "umount /tmp && rm -rf /tmp && ln -s "+hostDir+" /tmp && sync"); exit.Code != 0 {
+		t.Fatalf("symlink /tmp: %q %+v", out, exit)
+	}
+	if err := inst.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inst2, err := f.Driver.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst2.Kill(); <-inst2.Done() })
+	out, _ := shAs(t, inst2.Agent(), "root", "ls -la /tmp/; ls -d /tmp.wisp-*")
+	if strings.Contains(out, "host-marker") || !strings.Contains(out, "/tmp.wisp-") {
+		t.Errorf("/tmp after restart: %q, want an empty folder and the symlink aside", out)
 	}
 }

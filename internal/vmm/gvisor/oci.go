@@ -98,8 +98,8 @@ func ociConfig(spec vmm.Spec, rootfs, sockDir string) ociSpec {
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs"},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=0755"}},
-			// As in a VM, /tmp is on the disk (runsc would otherwise put a
-			// tmpfs there, filling the sprite's memory).
+			// As in a VM, /tmp is on the disk: runsc would otherwise put a
+			// tmpfs there, filling the sprite's memory. See ensureTmp.
 			{Destination: "/tmp", Type: "bind", Source: filepath.Join(rootfs, "tmp"), Options: []string{"rbind", "rw"}},
 			{Destination: guestAgent, Type: "bind", Source: spec.Agent, Options: []string{"rbind", "ro"}},
 			{Destination: guestSockDir, Type: "bind", Source: sockDir, Options: []string{"rbind", "rw"}},

@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`. Both install
+# what is missing first (Debian packages, runsc) and build the binaries.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := $(CURDIR)/bin
+
+.PHONY: all build deps demo test unit bench clean
+
+all: build
+
+deps:
+	./scripts/deps.sh
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/wisp-agent ./cmd/wisp-agent
+	$(GO) build -o $(BIN)/wispd ./cmd/wispd
+	$(GO) build -o $(BIN)/wisp ./cmd/wisp
+
+demo: deps build
+	./scripts/demo.sh
+
+# Everything: vet, unit tests, the conformance suites on the real backends,
+# and the integration tests driving the real binaries.
+test: deps build
+	$(GO) vet ./...
+	WISP_BIN=$(BIN) $(GO) test -count=1 -timeout 14m ./...
+
+# Unit tests only (no VMs).
+unit:
+	$(GO) test -count=1 -short ./...
+
+bench: deps build
+	./scripts/bench.sh
+
+clean:
+	rm -rf $(BIN)

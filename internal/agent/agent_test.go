@@ -1,0 +1,110 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/agent"
+	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/guest"
+)
+
+// serve runs a guest agent in this process that dials ln for each session,
+// as the gVisor agent does; each accepted conn is one host session.
+func serve(t *testing.T) net.Listener {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "a.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	srv := &guest.Server{Log: slog.New(slog.DiscardHandler), Reaper: guest.NewReaper()}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go srv.Serve(ctx, func() (io.ReadWriteCloser, error) { return net.Dial("unix", sock) })
+	return ln
+}
+
+func connect(t *testing.T, ln net.Listener) *agent.Client {
+	t.Helper()
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := agent.Connect(ctx, conn, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestExecAndFiles(t *testing.T) {
+	ln := serve(t)
+	c := connect(t, ln)
+	defer c.Close()
+	ctx := context.Background()
+
+	var out bytes.Buffer
+	exit, err := c.Exec(ctx, proto.ExecRequest{Argv: []string{"sh", "-c", "cat; exit 4"}}, agent.ExecIO{Stdin: bytes.NewReader([]byte("piped")), Stdout: &out})
+	if err != nil || exit.Code != 4 || out.String() != "piped" {
+		t.Fatalf("exec: %q %+v %v", out.String(), exit, err)
+	}
+	exit, err = c.Exec(ctx, proto.ExecRequest{Argv: []string{"sh", "-c", "kill -TERM $$"}}, agent.ExecIO{})
+	if err != nil || exit.Code != 143 || exit.Signal != "SIGTERM" {
+		t.Fatalf("signal: %+v %v", exit, err)
+	}
+	// Cancelling the context kills the process.
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	exit, err = c.Exec(cctx, proto.ExecRequest{Argv: []string{"sleep", "30"}}, agent.ExecIO{})
+	if err != nil || exit.Signal != "SIGKILL" {
+		t.Fatalf("cancelled exec: %+v %v", exit, err)
+	}
+
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "f"), []byte("data"), 0o644)
+	fi, err := c.Stat(ctx, filepath.Join(dir, "f"))
+	if err != nil || fi.Size != 4 || fi.IsDir {
+		t.Fatalf("stat: %+v %v", fi, err)
+	}
+	if err := c.Mkdir(ctx, filepath.Join(dir, "a/b"), 0o755, true); err != nil {
+		t.Fatal(err)
+	}
+	files, _, err := c.List(ctx, dir)
+	if err != nil || len(files) != 2 {
+		t.Fatalf("list: %+v %v", files, err)
+	}
+	if err := c.Remove(ctx, filepath.Join(dir, "a"), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stat(ctx, "relative/path"); err == nil {
+		t.Error("relative path accepted")
+	}
+}
+
+// TestNewHostSession: a host that goes away and comes back (daemon restart)
+// gets a fresh session, even when the old one left bytes in flight.
+func TestNewHostSession(t *testing.T) {
+	ln := serve(t)
+	c := connect(t, ln)
+	if _, err := c.Info(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	c2 := connect(t, ln)
+	defer c2.Close()
+	info, err := c2.Info(context.Background())
+	if err != nil || info.Kernel == "" {
+		t.Fatalf("info after reconnect: %+v %v", info, err)
+	}
+}

@@ -1,0 +1,197 @@
+package sprite
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/vmm"
+	"github.com/wisp-sh/wisp/internal/vmm/vmmtest"
+)
+
+type fakeImages struct{ root string }
+
+func (f fakeImages) Root(name string) (string, error) {
+	if name != "minimal" {
+		return "", errdefs.ErrInvalid
+	}
+	return f.root, nil
+}
+func (f fakeImages) Boot(context.Context) (string, string, error) { return "/k", "/i", nil }
+
+func newManager(t *testing.T, dir string, d *vmmtest.Driver) *Manager {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "root.ext4")
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 not installed (make deps)")
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v %s", err, out)
+	}
+	m, err := NewManager(slog.New(slog.DiscardHandler), Options{
+		DataDir: dir, Backend: "fake", Drivers: map[string]vmm.Driver{"fake": d}, Images: fakeImages{img},
+		Defaults: CreateOptions{CPUs: 1, MemoryMiB: 256, DiskGiB: 1, Image: "minimal"},
+		Limits:   Limits{MaxCPUs: 4, MaxMemoryMiB: 4096, MaxDiskGiB: 100},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestCreateBadInputChangesNothing(t *testing.T) {
+	dir := t.TempDir()
+	m := newManager(t, dir, &vmmtest.Driver{})
+	defer m.Close()
+	ctx := context.Background()
+	if _, err := m.Create(ctx, CreateOptions{Name: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		o    CreateOptions
+		kind error
+	}{
+		{CreateOptions{Name: "ok"}, errdefs.ErrExists},
+		{CreateOptions{Name: "Bad_Name"}, errdefs.ErrInvalid},
+		{CreateOptions{Name: ""}, errdefs.ErrInvalid},
+		{CreateOptions{Name: "big", CPUs: 1000}, errdefs.ErrInvalid},
+		{CreateOptions{Name: "big", MemoryMiB: 1 << 30}, errdefs.ErrInvalid},
+		{CreateOptions{Name: "big", DiskGiB: 1 << 20}, errdefs.ErrInvalid},
+		{CreateOptions{Name: "img", Image: "nope"}, errdefs.ErrInvalid},
+		{CreateOptions{Name: "be", Backend: "nope"}, errdefs.ErrInvalid},
+	} {
+		if _, err := m.Create(ctx, tc.o); !errors.Is(err, tc.kind) {
+			t.Errorf("Create(%+v) = %v, want %v", tc.o, err, tc.kind)
+		}
+	}
+	if l := m.List(); len(l) != 1 || l[0].Name != "ok" {
+		t.Errorf("after bad input, sprites = %+v", l)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "sprites"))
+	if len(ents) != 1 {
+		t.Errorf("after bad input, %d sprite folders", len(ents))
+	}
+}
+
+func TestCreateBootFailureLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	m := newManager(t, dir, &vmmtest.Driver{StartFunc: func(context.Context, vmm.Spec) (vmm.Instance, error) {
+		return nil, errors.New("boom")
+	}})
+	defer m.Close()
+	if _, err := m.Create(context.Background(), CreateOptions{Name: "x"}); err == nil {
+		t.Fatal("create succeeded")
+	}
+	if _, err := m.Get("x"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Get after failed create: %v", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "sprites"))
+	if len(ents) != 0 {
+		t.Errorf("failed create left %d folders", len(ents))
+	}
+	recs, _ := m.store.List()
+	if len(recs) != 0 {
+		t.Errorf("failed create left records %+v", recs)
+	}
+}
+
+func TestLifecycleGuards(t *testing.T) {
+	m := newManager(t, t.TempDir(), &vmmtest.Driver{})
+	defer m.Close()
+	ctx := context.Background()
+	sp, err := m.Create(ctx, CreateOptions{Name: "a"})
+	if err != nil || sp.State != Running {
+		t.Fatalf("create: %+v %v", sp, err)
+	}
+	for range 2 { // stop is idempotent
+		if sp, err = m.Stop(ctx, "a"); err != nil || sp.State != Stopped {
+			t.Fatalf("stop: %+v %v", sp, err)
+		}
+	}
+	if _, err := m.Agent(ctx, "a"); !errors.Is(err, errdefs.ErrState) {
+		t.Errorf("Agent of stopped sprite: %v", err)
+	}
+	for range 2 { // start is idempotent
+		if sp, err = m.Start(ctx, "a"); err != nil || sp.State != Running {
+			t.Fatalf("start: %+v %v", sp, err)
+		}
+	}
+	if err := m.Destroy(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Stop(ctx, "a"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("stop after destroy: %v", err)
+	}
+	if !CanMove(Running, Stopping) || CanMove(Stopped, Stopping) || CanMove(Destroying, Running) {
+		t.Error("transition table")
+	}
+}
+
+func TestUnexpectedExitMarksStopped(t *testing.T) {
+	inst := vmmtest.NewInstance()
+	m := newManager(t, t.TempDir(), &vmmtest.Driver{StartFunc: func(context.Context, vmm.Spec) (vmm.Instance, error) { return inst, nil }})
+	defer m.Close()
+	if _, err := m.Create(context.Background(), CreateOptions{Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	inst.Exit()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		sp, _ := m.Get("a")
+		if sp.State == Stopped && sp.LastError != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sprite not marked stopped: %+v", sp)
+		}
+		time.Sleep(5 * time.Millisecond) // waiting for the watcher goroutine
+	}
+}
+
+func TestRecover(t *testing.T) {
+	dir := t.TempDir()
+	m := newManager(t, dir, &vmmtest.Driver{})
+	ctx := context.Background()
+	for _, n := range []string{"alive", "dead", "half", "going"} {
+		if _, err := m.Create(ctx, CreateOptions{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Simulate a daemon killed mid-create and mid-destroy.
+	for n, st := range map[string]State{"half": Creating, "going": Destroying} {
+		rec, _ := m.Get(n)
+		rec.State = st
+		m.store.Put(rec)
+	}
+	m.store.Close()
+
+	adopted := vmmtest.NewInstance()
+	m2 := newManager(t, dir, &vmmtest.Driver{AdoptFunc: func(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
+		if s.Name == "alive" {
+			return adopted, nil
+		}
+		return nil, vmm.ErrNotRunning
+	}})
+	defer m2.Close()
+	if err := m2.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]State{}
+	for _, s := range m2.List() {
+		got[s.Name] = s.State
+	}
+	want := map[string]State{"alive": Running, "dead": Stopped}
+	if len(got) != len(want) || got["alive"] != Running || got["dead"] != Stopped {
+		t.Errorf("after recover: %v, want %v", got, want)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "sprites"))
+	if len(ents) != 2 {
+		t.Errorf("after recover, %d folders, want 2", len(ents))
+	}
+}

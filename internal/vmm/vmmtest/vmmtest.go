@@ -1,0 +1,57 @@
+// Package vmmtest is a function-field fake vmm.Driver for unit tests.
+package vmmtest
+
+import (
+	"context"
+	"sync"
+
+	"github.com/wisp-sh/wisp/internal/agent"
+	"github.com/wisp-sh/wisp/internal/vmm"
+)
+
+// Driver calls its fields; nil fields succeed with a new Instance.
+type Driver struct {
+	StartFunc func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
+	AdoptFunc func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
+}
+
+var _ vmm.Driver = (*Driver)(nil)
+
+func (d *Driver) Name() string { return "fake" }
+
+func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+	if d.StartFunc != nil {
+		return d.StartFunc(ctx, spec)
+	}
+	return NewInstance(), nil
+}
+
+func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+	if d.AdoptFunc != nil {
+		return d.AdoptFunc(ctx, spec)
+	}
+	return nil, vmm.ErrNotRunning
+}
+
+// Instance is a fake running instance; Exit makes it die on its own.
+type Instance struct {
+	once    sync.Once
+	done    chan struct{}
+	Stopped bool // set by Stop
+}
+
+var _ vmm.Instance = (*Instance)(nil)
+
+func NewInstance() *Instance { return &Instance{done: make(chan struct{})} }
+
+func (i *Instance) Info() vmm.Info       { return vmm.Info{Backend: "fake", Accel: "none", Pid: 1} }
+func (i *Instance) Agent() *agent.Client { return nil }
+func (i *Instance) Exit()                { i.once.Do(func() { close(i.done) }) }
+func (i *Instance) Stop(context.Context) error {
+	i.Stopped = true
+	i.Exit()
+	return nil
+}
+func (i *Instance) Kill() error           { i.Exit(); return nil }
+func (i *Instance) Close() error          { return nil }
+func (i *Instance) Done() <-chan struct{} { return i.done }
