@@ -137,7 +137,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ vmm.Instance, err 
 		return nil, err
 	}
 	rootfs := filepath.Join(spec.Dir, rootfsDir)
-	for _, dir := range []string{rootfs, filepath.Join(spec.Dir, bundleDir), filepath.Join(spec.Dir, sockDir)} {
+	for _, dir := range []string{d.StateRoot, rootfs, filepath.Join(spec.Dir, bundleDir), filepath.Join(spec.Dir, sockDir)} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}

@@ -1,0 +1,209 @@
+// Package integration drives the real wispd and wisp binaries against real
+// sprites: QEMU microVMs (TCG where there is no hardware KVM) and gVisor
+// sandboxes where runsc is installed.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/image/imagetest"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	binDir = os.Getenv("WISP_BIN")
+	if binDir == "" {
+		tmp, err := os.MkdirTemp("", "wisp-bin")
+		if err != nil {
+			panic(err)
+		}
+		defer os.RemoveAll(tmp)
+		for _, b := range []struct{ name, cgo string }{{"wisp-agent", "0"}, {"wispd", ""}, {"wisp", ""}} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(tmp, b.name), "../cmd/"+b.name)
+			cmd.Env = os.Environ()
+			if b.cgo != "" {
+				cmd.Env = append(cmd.Env, "CGO_ENABLED="+b.cgo)
+			}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.name, err, out)
+				os.Exit(1)
+			}
+		}
+		binDir = tmp
+	}
+	os.Exit(m.Run())
+}
+
+// daemon is one wispd on a data dir of its own.
+type daemon struct {
+	t       *testing.T
+	dir     string
+	sock    string
+	backend string
+	cmd     *exec.Cmd
+	logf    *os.File
+}
+
+// newDaemon starts wispd with a fresh data dir whose images come from the
+// shared test cache (so each test does not fetch the kernel again).
+func newDaemon(t *testing.T, backend string) *daemon {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots real sprites; skipped with -short")
+	}
+	if os.Getuid() != 0 {
+		t.Skip("wispd needs root here (loop mounts, cgroups)")
+	}
+	fx := imagetest.Need(t)
+	dir, err := os.MkdirTemp("", "wi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, "wisp.sock"), backend: backend}
+	os.MkdirAll(filepath.Join(dir, "data"), 0o700)
+	if err := os.Symlink(fx.Store.Dir, filepath.Join(dir, "data", "images")); err != nil {
+		t.Fatal(err)
+	}
+	d.logf, _ = os.Create(filepath.Join(dir, "wispd.log"))
+	d.start()
+	t.Cleanup(func() {
+		// Destroy whatever is left so no VM outlives the test.
+		out, _, _ := d.wisp(nil, "list", "--json")
+		var list []struct{ Name string }
+		json.Unmarshal([]byte(out), &list)
+		for _, s := range list {
+			d.wisp(nil, "destroy", s.Name)
+		}
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		d.cmd.Wait()
+		if t.Failed() {
+			log, _ := os.ReadFile(d.logf.Name())
+			t.Logf("wispd log:\n%s", log)
+		}
+		os.RemoveAll(dir)
+	})
+	return d
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	d.cmd = exec.Command(filepath.Join(binDir, "wispd"), "--data-dir", filepath.Join(d.dir, "data"), "--socket", d.sock,
+		"--backend", d.backend, "--default-image", "minimal", "--default-memory", "256", "--default-disk", "2")
+	d.cmd.Stdout, d.cmd.Stderr = d.logf, d.logf
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	// Wait until the socket answers.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if c, err := net.Dial("unix", d.sock); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(d.logf.Name())
+			d.t.Fatalf("wispd did not come up:\n%s", log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// kill9 kills the daemon the hard way and starts a new one on the same dir.
+func (d *daemon) kill9AndRestart() {
+	d.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	d.cmd.Wait()
+	d.start()
+}
+
+// wisp runs the CLI and returns stdout, stderr and the exit code.
+func (d *daemon) wisp(stdin []byte, args ...string) (string, string, int) {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "wisp"), args...)
+	cmd.Env = append(os.Environ(), "WISP_SOCKET="+d.sock)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		d.t.Fatalf("wisp %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// ok runs the CLI and fails the test unless it exits 0.
+func (d *daemon) ok(args ...string) string {
+	d.t.Helper()
+	out, errOut, code := d.wisp(nil, args...)
+	if code != 0 {
+		d.t.Fatalf("wisp %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// fails runs the CLI, wants a non-zero exit and a message containing want.
+func (d *daemon) fails(want string, args ...string) {
+	d.t.Helper()
+	out, errOut, code := d.wisp(nil, args...)
+	if code == 0 || !strings.Contains(errOut, want) {
+		d.t.Errorf("wisp %s: exit %d, stderr %q; want failure mentioning %q (stdout %q)", strings.Join(args, " "), code, errOut, want, out)
+	}
+}
+
+type spriteJSON struct {
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Backend   string `json:"backend"`
+	Accel     string `json:"accel"`
+	CPUs      int    `json:"cpus"`
+	MemoryMiB int    `json:"memory_mib"`
+	DiskGiB   int    `json:"disk_gib"`
+	Pid       int    `json:"pid"`
+	CreatedAt string `json:"created_at"`
+}
+
+func (d *daemon) info(name string) spriteJSON {
+	d.t.Helper()
+	var s spriteJSON
+	if err := json.Unmarshal([]byte(d.ok("info", name, "--json")), &s); err != nil {
+		d.t.Fatal(err)
+	}
+	return s
+}
+
+func (d *daemon) list() []spriteJSON {
+	d.t.Helper()
+	var l []spriteJSON
+	if err := json.Unmarshal([]byte(d.ok("list", "--json")), &l); err != nil {
+		d.t.Fatal(err)
+	}
+	return l
+}
+
+// backends are the isolation backends this host runs.
+func backends() []string {
+	b := []string{"qemu"}
+	if _, err := os.Stat("/usr/local/libexec/wisp/runsc"); err == nil || os.Getenv("WISP_RUNSC") != "" {
+		b = append(b, "gvisor")
+	}
+	return b
+}
