@@ -12,7 +12,7 @@ deps:
 	./scripts/deps.sh
 
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/wisp-agent ./cmd/wisp-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/wisp-agent ./cmd/wisp-agent
 	$(GO) build -o $(BIN)/wispd ./cmd/wispd
 	$(GO) build -o $(BIN)/wisp ./cmd/wisp
 

@@ -22,6 +22,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/server"
 	"github.com/wisp-sh/wisp/internal/sprite"
 	"github.com/wisp-sh/wisp/internal/vmm"
+	"github.com/wisp-sh/wisp/internal/vmm/gvisor"
 	"github.com/wisp-sh/wisp/internal/vmm/qemu"
 )
 
@@ -65,9 +66,9 @@ func run(log *slog.Logger, cfg config.Config) error {
 		return err
 	}
 	images := &image.Store{Dir: filepath.Join(cfg.DataDir, "images"), Log: log}
-	drivers, choice := backends(log, cfg)
-	if _, ok := drivers[choice.Auto]; !ok && cfg.Backend != "auto" {
-		return fmt.Errorf("backend %s is not available on this host", cfg.Backend)
+	drivers, choice, gv := backends(log, cfg)
+	if _, ok := drivers[choice.Auto]; !ok {
+		return fmt.Errorf("backend %s is not available on this host (see `wisp doctor`)", choice.Auto)
 	}
 	mgr, err := sprite.NewManager(log, sprite.Options{
 		DataDir:   cfg.DataDir,
@@ -98,7 +99,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 	srv := &server.Server{
 		Log: log, Sprites: mgr, Images: images, Version: version,
 		Doctor: func(context.Context) any {
-			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice})
+			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv})
 		},
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -116,25 +117,45 @@ func run(log *slog.Logger, cfg config.Config) error {
 	return nil
 }
 
-// backends builds the drivers this host can run and decides what auto means.
-func backends(log *slog.Logger, cfg config.Config) (map[string]vmm.Driver, doctor.BackendChoice) {
+// backends builds the drivers this host can run and decides what auto
+// means: QEMU with hardware KVM where the host has it; else gVisor, which
+// needs no hardware virtualization and is a real boundary; else QEMU under
+// TCG emulation (slow, and not a security boundary).
+func backends(log *slog.Logger, cfg config.Config) (map[string]vmm.Driver, doctor.BackendChoice, *doctor.GVisorInfo) {
 	drivers := map[string]vmm.Driver{}
 	host := qemu.Detect(cfg.QEMU)
 	if len(host.Problems) == 0 {
 		drivers["qemu"] = qemu.New(log, host)
 	}
-	choice := doctor.BackendChoice{Configured: cfg.Backend, Auto: "qemu"}
+	gv := &doctor.GVisorInfo{}
+	runsc, err := cfg.Runsc, error(nil)
+	if runsc == "" {
+		runsc, err = gvisor.FindRunsc()
+	}
+	if err != nil {
+		gv.Problem = err.Error()
+	} else if os.Getuid() != 0 {
+		gv.Problem = "wispd must run as root for gVisor sandboxes (loop mounts, cgroups)"
+	} else {
+		gv.Runsc, gv.Version = runsc, gvisor.Version(runsc)
+		drivers["gvisor"] = gvisor.New(log, runsc, filepath.Join(cfg.DataDir, "runsc"))
+	}
+	choice := doctor.BackendChoice{Configured: cfg.Backend}
+	_, haveQEMU := drivers["qemu"]
+	_, haveGVisor := drivers["gvisor"]
 	switch {
-	case host.KVM:
-		choice.Reason = "hardware KVM is available: QEMU microVMs with KVM"
+	case host.KVM && haveQEMU:
+		choice.Auto, choice.Reason = "qemu", "hardware KVM is available: QEMU microVMs on KVM"
+	case haveGVisor:
+		choice.Auto, choice.Reason = "gvisor", "no hardware KVM ("+host.KVMWhy+"): gVisor (systrap) isolates without it"
 	default:
-		choice.Reason = "no hardware KVM (" + host.KVMWhy + "): QEMU runs under TCG emulation"
+		choice.Auto, choice.Reason = "qemu", "no hardware KVM and no gVisor: QEMU under TCG emulation (slow, not a security boundary)"
 	}
 	if cfg.Backend != "auto" {
 		choice.Auto = cfg.Backend
 		choice.Reason = "set by --backend"
 	}
-	return drivers, choice
+	return drivers, choice, gv
 }
 
 // listen opens the API socket (mode 0660), replacing a stale socket file

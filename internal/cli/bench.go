@@ -1,9 +1,300 @@
 package cli
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
 	"github.com/spf13/cobra"
+
+	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/client"
+	"github.com/wisp-sh/wisp/internal/sprite"
 )
 
+// Metric is one measured quantity.
+type Metric struct {
+	Name    string    `json:"name"`
+	Unit    string    `json:"unit"`
+	Samples []float64 `json:"samples"`
+	P50     float64   `json:"p50"`
+	P90     float64   `json:"p90"`
+	// Target, when set, is the goal for P50; Better says which way is good.
+	Target float64 `json:"target,omitempty"`
+	Better string  `json:"better,omitempty"` // "lower" or "higher"
+	Met    *bool   `json:"met,omitempty"`
+}
+
+// BenchReport is what `wisp bench --json` prints and writes.
+type BenchReport struct {
+	Backend string    `json:"backend"`
+	Accel   string    `json:"accel"`
+	Image   string    `json:"image"`
+	Runs    int       `json:"runs"`
+	At      time.Time `json:"at"`
+	Metrics []Metric  `json:"metrics"`
+}
+
+func quantile(s []float64, q float64) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	c := append([]float64(nil), s...)
+	sort.Float64s(c)
+	i := int(q*float64(len(c)-1) + 0.5)
+	return c[i]
+}
+
+func newMetric(name, unit string, samples []float64, target float64, better string) Metric {
+	m := Metric{Name: name, Unit: unit, Samples: samples, P50: quantile(samples, 0.5), P90: quantile(samples, 0.9), Target: target, Better: better}
+	if target > 0 {
+		met := m.P50 < target
+		if better == "higher" {
+			met = m.P50 > target
+		}
+		m.Met = &met
+	}
+	return m
+}
+
+// targets per backend on the project's machines (TCG for QEMU).
+var targets = map[string]map[string]float64{
+	"qemu":   {"create_to_first_exec": 1500, "exec_round_trip": 10, "stdout_throughput": 50},
+	"gvisor": {"create_to_first_exec": 300, "exec_round_trip": 10, "stdout_throughput": 50},
+}
+
 func newBench(e *env) *cobra.Command {
-	return &cobra.Command{Use: "bench", Short: "Measure sprite speed (medians, p90s, JSON)"}
+	var runs int
+	var asJSON bool
+	var out, img, backend string
+	c := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure create, exec and throughput: medians, p90s, targets, JSON",
+		Long: `Measure against the running wispd, on real sprites: create to first exec
+finished, exec round trip of true, exec stdout throughput, and the host
+memory of one idle sprite (VMM RSS and PSS, which counts its share of guest
+memory). Prints medians (p50) and p90s with the targets; --json prints the
+report as JSON; --out writes it to a file. --backend both runs QEMU and
+gVisor in one run and prints their ratios.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runs < 1 || runs > 1000 {
+				return fmt.Errorf("--runs %d: want 1-1000", runs)
+			}
+			list := []string{backend}
+			if backend == "both" {
+				list = []string{"qemu", "gvisor"}
+			}
+			var reports []BenchReport
+			for _, b := range list {
+				rep, err := runBench(cmd.Context(), e, b, img, runs)
+				if err != nil {
+					return fmt.Errorf("bench %s: %w", b, err)
+				}
+				reports = append(reports, rep)
+				if !asJSON {
+					printBench(e.stdout, rep)
+				}
+			}
+			if len(reports) == 2 && !asJSON {
+				printRatios(e.stdout, reports[0], reports[1])
+			}
+			var v any = reports[0]
+			if len(reports) > 1 {
+				v = reports
+			}
+			if out != "" {
+				b, _ := json.MarshalIndent(v, "", "  ")
+				if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				return printJSON(e.stdout, v)
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.IntVar(&runs, "runs", 5, "samples per metric (exec round trips take 10x as many)")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.StringVar(&out, "out", "", "also write the JSON report to this file")
+	f.StringVar(&img, "image", "minimal", "image of the benchmark sprites")
+	f.StringVar(&backend, "backend", "", "backend to measure: qemu, gvisor or both (default: the daemon's)")
+	return c
+}
+
+func runBench(ctx context.Context, e *env, backend, img string, runs int) (BenchReport, error) {
+	c := e.client()
+	tag := make([]byte, 3)
+	rand.Read(tag)
+	prefix := "bench-" + hex.EncodeToString(tag)
+	rep := BenchReport{Backend: backend, Image: img, Runs: runs, At: time.Now().UTC()}
+	progress := func(format string, a ...any) { fmt.Fprintf(e.stderr, "bench: "+format+"\n", a...) }
+
+	// Create to first exec finished.
+	var create []float64
+	for i := range runs {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		t0 := time.Now()
+		sp, err := c.Create(ctx, sprite.CreateOptions{Name: name, Image: img, MemoryMiB: 256, DiskGiB: 2, Backend: backend})
+		if err != nil {
+			return rep, err
+		}
+		if _, err := benchExec(ctx, c, name, "true"); err != nil {
+			c.Destroy(context.WithoutCancel(ctx), name)
+			return rep, err
+		}
+		create = append(create, ms(time.Since(t0)))
+		rep.Backend, rep.Accel = sp.Backend, sp.Accel
+		progress("create %d/%d: %.0f ms", i+1, runs, create[len(create)-1])
+		if i < runs-1 {
+			if err := c.Destroy(ctx, name); err != nil {
+				return rep, err
+			}
+		}
+	}
+	name := fmt.Sprintf("%s-%d", prefix, runs-1)
+	defer c.Destroy(context.WithoutCancel(ctx), name)
+	tg := targets[rep.Backend]
+
+	// Exec round trip.
+	var rtt []float64
+	for range runs * 10 {
+		t0 := time.Now()
+		if _, err := benchExec(ctx, c, name, "true"); err != nil {
+			return rep, err
+		}
+		rtt = append(rtt, ms(time.Since(t0)))
+	}
+	progress("exec round trip p50 %.1f ms", quantile(rtt, 0.5))
+
+	// Stdout throughput.
+	const size = 64 << 20
+	var tput []float64
+	for range runs {
+		t0 := time.Now()
+		n, err := benchExec(ctx, c, name, "head", "-c", strconv.Itoa(size), "/dev/zero")
+		if err != nil {
+			return rep, err
+		}
+		if n != size {
+			return rep, fmt.Errorf("throughput: got %d bytes, want %d", n, size)
+		}
+		tput = append(tput, float64(size)/(1<<20)/time.Since(t0).Seconds())
+	}
+	progress("stdout throughput p50 %.0f MB/s", quantile(tput, 0.5))
+
+	// Host memory of the idle sprite.
+	sp, err := c.Get(ctx, name)
+	if err != nil {
+		return rep, err
+	}
+	var rss, pss []float64
+	for range runs {
+		r, p, err := procMemory(sp.Pid)
+		if err != nil {
+			return rep, fmt.Errorf("read memory of pid %d (run bench on the daemon's host, as root): %w", sp.Pid, err)
+		}
+		rss, pss = append(rss, r), append(pss, p)
+	}
+	rep.Metrics = []Metric{
+		newMetric("create_to_first_exec", "ms", create, tg["create_to_first_exec"], "lower"),
+		newMetric("exec_round_trip", "ms", rtt, tg["exec_round_trip"], "lower"),
+		newMetric("stdout_throughput", "MB/s", tput, tg["stdout_throughput"], "higher"),
+		newMetric("idle_host_rss", "MiB", rss, 0, "lower"),
+		newMetric("idle_host_pss", "MiB", pss, 0, "lower"),
+	}
+	return rep, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// benchExec runs argv with empty stdin and returns the stdout byte count.
+func benchExec(ctx context.Context, c *client.Client, name string, argv ...string) (int64, error) {
+	st, err := c.Stream(ctx, name, proto.Request{Op: proto.OpExec, Exec: &proto.ExecRequest{Argv: argv}})
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	if err := st.WriteFrame(proto.TCloseStdin, nil); err != nil {
+		return 0, err
+	}
+	cw := &countWriter{}
+	exit, err := readExit(st, cw, io.Discard)
+	if err != nil {
+		return 0, err
+	}
+	if exit.Code != 0 {
+		return 0, fmt.Errorf("%s exited %d %s", strings.Join(argv, " "), exit.Code, exit.Error)
+	}
+	return cw.n, nil
+}
+
+type countWriter struct{ n int64 }
+
+func (w *countWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
+
+// procMemory returns a process's RSS and PSS in MiB (PSS counts its share
+// of the shared guest-memory file).
+func procMemory(pid int) (rss, pss float64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "Rss:":
+			rss = kb / 1024
+		case "Pss:":
+			pss = kb / 1024
+		}
+	}
+	return rss, pss, nil
+}
+
+func printBench(w io.Writer, r BenchReport) {
+	fmt.Fprintf(w, "\nbackend %s (%s), image %s, %d runs\n", r.Backend, r.Accel, r.Image, r.Runs)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "METRIC\tP50\tP90\tTARGET (p50)\tRATIO\t")
+	for _, m := range r.Metrics {
+		target, ratio := "-", "-"
+		if m.Target > 0 {
+			op := "<"
+			if m.Better == "higher" {
+				op = ">"
+			}
+			verdict := "met"
+			if !*m.Met {
+				verdict = "MISSED"
+			}
+			target = fmt.Sprintf("%s %g %s", op, m.Target, m.Unit)
+			ratio = fmt.Sprintf("%.2fx of target, %s", m.P50/m.Target, verdict)
+		}
+		fmt.Fprintf(tw, "%s\t%.2f %s\t%.2f %s\t%s\t%s\t\n", m.Name, m.P50, m.Unit, m.P90, m.Unit, target, ratio)
+	}
+	tw.Flush()
+}
+
+func printRatios(w io.Writer, a, b BenchReport) {
+	fmt.Fprintf(w, "\n%s / %s (p50)\n", b.Backend, a.Backend)
+	for i, m := range a.Metrics {
+		if i < len(b.Metrics) && m.P50 > 0 {
+			fmt.Fprintf(w, "  %-22s %.2fx\n", m.Name, b.Metrics[i].P50/m.P50)
+		}
+	}
 }

@@ -28,13 +28,19 @@ type Server struct {
 // answer Ready, serve yamux streams until the session breaks, then start over.
 // A host that goes away (daemon restart) is thus replaced by the next one.
 func (s *Server) Serve(ctx context.Context, open func() (io.ReadWriteCloser, error)) error {
+	failures := 0
 	for ctx.Err() == nil {
 		ch, err := open()
 		if err != nil {
-			s.Log.Warn("open agent channel", "err", err)
+			// No host (daemon down): log the first failure and then once a
+			// minute, so the console log does not fill up.
+			if failures++; failures == 1 || failures%300 == 0 {
+				s.Log.Warn("open agent channel", "err", err, "failures", failures)
+			}
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
+		failures = 0
 		if err := s.session(ctx, ch); err != nil && !errors.Is(err, io.EOF) {
 			s.Log.Info("session ended", "err", err)
 		}

@@ -59,9 +59,14 @@ func TestFetchAndBuild(t *testing.T) {
 	_, data := readCPIO(t, initrd)
 	order := data["modules/order"]
 	t.Logf("modules/order:\n%s", order)
-	for _, m := range []string{"virtio.ko", "virtio_ring.ko", "virtio_pci.ko", "virtio_mmio.ko", "virtio_blk.ko", "virtio_net.ko", "virtio_console.ko", "overlay.ko", "fuse.ko"} {
+	for _, m := range []string{"virtio.ko", "virtio_ring.ko", "virtio_mmio.ko", "virtio_blk.ko", "virtio_net.ko", "virtio_console.ko", "net_failover.ko"} {
 		if !strings.Contains(order, m+"\n") {
 			t.Errorf("modules/order lacks %s", m)
+		}
+	}
+	for _, m := range []string{"virtio_pci.ko", "overlay.ko", "fuse.ko"} {
+		if strings.Contains(order, m) {
+			t.Errorf("modules/order has %s, which boot does not need", m)
 		}
 	}
 	if strings.Index(order, "virtio.ko") > strings.Index(order, "virtio_blk.ko") {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 )
 
 // initramfsFormat is part of the cache key; bump it when the layout changes.
-const initramfsFormat = "1"
+const initramfsFormat = "2"
 
 // Initramfs returns the path of an uncompressed newc cpio initramfs holding
 //
@@ -76,6 +77,11 @@ func (s *Store) Initramfs(ctx context.Context, k Kernel, agentPath string) (stri
 	return path, nil
 }
 
+// bootModules are loaded at boot, with their dependencies: the microVM's
+// virtio-mmio transport and its disk, network and agent-channel devices.
+// The kernel cache keeps the other guest modules (fuse, overlay, virtio_pci).
+var bootModules = []string{"virtio_mmio", "virtio_blk", "virtio_net", "virtio_console"}
+
 // writeInitramfs writes the cpio archive. Modules come from modDir (*.ko,
 // uncompressed); their order is computed from modinfo.
 func writeInitramfs(w io.Writer, agent []byte, modDir string) error {
@@ -99,6 +105,22 @@ func writeInitramfs(w io.Writer, agent []byte, modDir string) error {
 	if err != nil {
 		return err
 	}
+	// Only what boot needs goes in: every module costs boot time under TCG.
+	need := map[string]bool{}
+	var want func(string)
+	want = func(m string) {
+		if _, ok := deps[m]; !ok || need[m] {
+			return
+		}
+		need[m] = true
+		for _, d := range deps[m] {
+			want(d)
+		}
+	}
+	for _, m := range bootModules {
+		want(m)
+	}
+	order = slices.DeleteFunc(order, func(m string) bool { return !need[m] })
 
 	cw := cpio.NewWriter(w)
 	mtime := time.Unix(0, 0) // reproducible output

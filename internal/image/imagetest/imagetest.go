@@ -89,7 +89,7 @@ func buildAgent(t testing.TB, out string) {
 		t.Fatalf("go env GOMOD: %v", err)
 	}
 	modDir := filepath.Dir(strings.TrimSpace(string(gomod)))
-	cmd := exec.Command("go", "build", "-o", out+".tmp", "./cmd/wisp-agent")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out+".tmp", "./cmd/wisp-agent")
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {

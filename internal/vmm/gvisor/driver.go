@@ -19,8 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
@@ -296,7 +294,7 @@ func (d *Driver) attach(ctx context.Context, spec vmm.Spec, ln *net.UnixListener
 	if status != "running" || pid <= 0 {
 		return nil, fmt.Errorf("%w: sandbox is %s", vmm.ErrNotRunning, status)
 	}
-	exited, err := watchPid(pid)
+	exited, err := vmm.WatchPid(pid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", vmm.ErrNotRunning, err)
 	}
@@ -310,27 +308,6 @@ func (d *Driver) attach(ctx context.Context, spec vmm.Spec, ln *net.UnixListener
 		return nil, err
 	}
 	return inst, nil
-}
-
-// watchPid returns a channel closed when pid exits (pidfd: no polling, no
-// pid reuse race).
-func watchPid(pid int) (<-chan struct{}, error) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return nil, err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer unix.Close(fd)
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
-			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
-				return
-			}
-		}
-	}()
-	return done, nil
 }
 
 // Instance is one sandbox.
@@ -474,4 +451,14 @@ func (i *Instance) Close() error {
 		i.ag = nil
 	}
 	return i.ln.Close()
+}
+
+// Version returns the first line of `runsc --version`, or "" if it fails.
+func Version(runsc string) string {
+	out, err := exec.Command(runsc, "--version").Output()
+	if err != nil {
+		return ""
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(line)
 }

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
-	"golang.org/x/sys/unix"
 
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/vmm"
@@ -122,7 +121,7 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 	if err != nil {
 		return nil, err
 	}
-	done, err := watchPid(pid)
+	done, err := vmm.WatchPid(pid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", vmm.ErrNotRunning, err)
 	}
@@ -155,27 +154,6 @@ func livePid(spec vmm.Spec) (int, error) {
 		return 0, fmt.Errorf("%w: pid %d is a zombie", vmm.ErrNotRunning, pid)
 	}
 	return pid, nil
-}
-
-// watchPid returns a channel closed when pid exits (pidfd: no polling, no
-// pid reuse race).
-func watchPid(pid int) (<-chan struct{}, error) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return nil, err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer unix.Close(fd)
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
-			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
-				return
-			}
-		}
-	}()
-	return done, nil
 }
 
 // Instance is one QEMU process.
