@@ -34,6 +34,7 @@ func main() {
 	flag.StringVar(&cfg.Socket, "socket", cfg.Socket, "the API's unix socket")
 	flag.StringVar(&cfg.Backend, "backend", cfg.Backend, "default isolation backend: auto, qemu or gvisor")
 	flag.StringVar(&cfg.QEMU, "qemu", cfg.QEMU, "qemu-system-x86_64 binary")
+	flag.StringVar(&cfg.QEMUUser, "qemu-user", cfg.QEMUUser, "unprivileged user QEMU drops to when wispd runs as root")
 	flag.StringVar(&cfg.Runsc, "runsc", cfg.Runsc, "runsc binary (default: $WISP_RUNSC or /usr/local/libexec/wisp/runsc)")
 	flag.StringVar(&cfg.Agent, "agent", cfg.Agent, "wisp-agent binary (default: beside wispd)")
 	flag.IntVar(&cfg.CPUs, "default-cpus", cfg.CPUs, "cpus of a sprite when create does not say")
@@ -125,7 +126,7 @@ func backends(log *slog.Logger, cfg config.Config) (map[string]vmm.Driver, docto
 	drivers := map[string]vmm.Driver{}
 	host := qemu.Detect(cfg.QEMU)
 	if len(host.Problems) == 0 {
-		drivers["qemu"] = qemu.New(log, host)
+		drivers["qemu"] = qemu.New(log, host, cfg.QEMUUser)
 	}
 	gv := &doctor.GVisorInfo{}
 	runsc, err := cfg.Runsc, error(nil)

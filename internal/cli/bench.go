@@ -167,6 +167,21 @@ func runBench(ctx context.Context, e *env, backend, img string, runs int) (Bench
 	defer c.Destroy(context.WithoutCancel(ctx), name)
 	tg := targets[rep.Backend]
 
+	// Host memory of the sprite, idle after its first exec (before the
+	// throughput runs touch more of its RAM).
+	sp, err := c.Get(ctx, name)
+	if err != nil {
+		return rep, err
+	}
+	var rss, pss []float64
+	for range runs {
+		r, p, err := procMemory(sp.Pid)
+		if err != nil {
+			return rep, fmt.Errorf("read memory of pid %d (run bench on the daemon's host, as root): %w", sp.Pid, err)
+		}
+		rss, pss = append(rss, r), append(pss, p)
+	}
+
 	// Exec round trip.
 	var rtt []float64
 	for range runs * 10 {
@@ -183,7 +198,7 @@ func runBench(ctx context.Context, e *env, backend, img string, runs int) (Bench
 	var tput []float64
 	for range runs {
 		t0 := time.Now()
-		n, err := benchExec(ctx, c, name, "head", "-c", strconv.Itoa(size), "/dev/zero")
+		n, err := benchExec(ctx, c, name, "dd", "if=/dev/zero", "bs=1M", "count="+strconv.Itoa(size>>20), "status=none")
 		if err != nil {
 			return rep, err
 		}
@@ -194,19 +209,6 @@ func runBench(ctx context.Context, e *env, backend, img string, runs int) (Bench
 	}
 	progress("stdout throughput p50 %.0f MB/s", quantile(tput, 0.5))
 
-	// Host memory of the idle sprite.
-	sp, err := c.Get(ctx, name)
-	if err != nil {
-		return rep, err
-	}
-	var rss, pss []float64
-	for range runs {
-		r, p, err := procMemory(sp.Pid)
-		if err != nil {
-			return rep, fmt.Errorf("read memory of pid %d (run bench on the daemon's host, as root): %w", sp.Pid, err)
-		}
-		rss, pss = append(rss, r), append(pss, p)
-	}
 	rep.Metrics = []Metric{
 		newMetric("create_to_first_exec", "ms", create, tg["create_to_first_exec"], "lower"),
 		newMetric("exec_round_trip", "ms", rtt, tg["exec_round_trip"], "lower"),

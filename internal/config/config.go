@@ -15,12 +15,13 @@ import (
 
 // Config configures wispd.
 type Config struct {
-	DataDir string // metadata, images and sprites
-	Socket  string // the API's unix socket
-	Backend string // auto, qemu or gvisor
-	QEMU    string // the qemu-system-x86_64 binary
-	Runsc   string // the runsc binary; empty: look in the usual places
-	Agent   string // the wisp-agent binary; empty: next to wispd
+	DataDir  string // metadata, images and sprites
+	Socket   string // the API's unix socket
+	Backend  string // auto, qemu or gvisor
+	QEMU     string // the qemu-system-x86_64 binary
+	QEMUUser string // QEMU drops to this user after start-up when wispd is root
+	Runsc    string // the runsc binary; empty: look in the usual places
+	Agent    string // the wisp-agent binary; empty: next to wispd
 
 	// Defaults for wisp create.
 	CPUs      int
@@ -47,6 +48,7 @@ func Default() Config {
 		Socket:       DefaultSocket,
 		Backend:      "auto",
 		QEMU:         "qemu-system-x86_64",
+		QEMUUser:     "nobody",
 		CPUs:         1,
 		MemoryMiB:    1024,
 		DiskGiB:      10,

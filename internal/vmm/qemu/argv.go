@@ -28,19 +28,29 @@ var bootArgs = []string{
 	"mitigations=off", "random.trust_cpu=on", "cryptomgr.notests",
 }
 
-// sandboxArg confines QEMU with seccomp: no obsolete syscalls, no privilege
-// changes, no spawning of processes, no resource-control calls.
-const sandboxArg = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+// sandboxArg confines QEMU with seccomp: no obsolete syscalls, no spawning
+// of processes, no resource-control calls, and no set*id calls. With -runas
+// QEMU must call setuid once at start-up, after the filter is installed, so
+// set*id stays allowed there; having become an unprivileged user it cannot
+// regain privileges anyway.
+func sandboxArg(runAs string) string {
+	elevate := "deny"
+	if runAs != "" {
+		elevate = "allow"
+	}
+	return "on,obsolete=deny,elevateprivileges=" + elevate + ",spawn=deny,resourcecontrol=deny"
+}
 
 // Argv builds QEMU's arguments for spec. Under TCG the guest's TSC runs at
 // the host's rate, and its calibration against the emulated PIT fails on a
 // busy host (then the boot hangs), so tscKHz, when known, is handed to the
-// kernel instead.
-func Argv(spec vmm.Spec, accel string, sandbox bool, tscKHz int) []string {
+// kernel instead (d.TSCKHz).
+func (d *Driver) Argv(spec vmm.Spec) []string {
+	accel := d.Accel
 	p := func(name string) string { return filepath.Join(spec.Dir, name) }
 	cmdline := append(append([]string(nil), bootArgs...), "wisp_name="+spec.Name)
-	if accel == "tcg" && tscKHz > 0 {
-		cmdline = append(cmdline, fmt.Sprintf("tsc_early_khz=%d", tscKHz))
+	if accel == "tcg" && d.TSCKHz > 0 {
+		cmdline = append(cmdline, fmt.Sprintf("tsc_early_khz=%d", d.TSCKHz))
 	}
 	a := []string{
 		"-name", "wisp-" + spec.ID + ",debug-threads=on",
@@ -67,8 +77,11 @@ func Argv(spec vmm.Spec, accel string, sandbox bool, tscKHz int) []string {
 	if accel == "kvm" {
 		a = append(a, "-cpu", "host")
 	}
-	if sandbox {
-		a = append(a, "-sandbox", sandboxArg)
+	if d.RunAs != "" {
+		a = append(a, "-runas", d.RunAs)
+	}
+	if d.Sandbox {
+		a = append(a, "-sandbox", sandboxArg(d.RunAs))
 	}
 	return a
 }

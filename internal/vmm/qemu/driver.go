@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,16 +32,27 @@ type Driver struct {
 	Sandbox      bool          // pass -sandbox
 	BootTimeout  time.Duration // watchdog: a boot whose agent has not answered by then is retried
 	BootAttempts int
-	TSCKHz       int // see Argv
+	TSCKHz       int    // see Argv
+	RunAs        string // drop to this user after start-up (-runas); empty: stay
 	Log          *slog.Logger
 }
 
 var _ vmm.Driver = (*Driver)(nil)
 
 // New returns a driver configured from what the host offers (see Detect).
-func New(log *slog.Logger, h HostInfo) *Driver {
-	return &Driver{Binary: h.Binary, Accel: h.Accel, Sandbox: h.Sandbox, TSCKHz: h.TSCKHz,
+// When the daemon runs as root, QEMU drops to runAs (if that user exists)
+// once its files and sockets are open.
+func New(log *slog.Logger, h HostInfo, runAs string) *Driver {
+	d := &Driver{Binary: h.Binary, Accel: h.Accel, Sandbox: h.Sandbox, TSCKHz: h.TSCKHz,
 		BootTimeout: 20 * time.Second, BootAttempts: 3, Log: log}
+	if os.Getuid() == 0 && runAs != "" {
+		if _, err := user.Lookup(runAs); err == nil {
+			d.RunAs = runAs
+		} else {
+			log.Warn("QEMU will run as root: user not found", "user", runAs)
+		}
+	}
+	return d
 }
 
 func (d *Driver) Name() string { return "qemu" }
@@ -79,7 +91,7 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec) (*Instance, error) {
 	defer logf.Close()
 	// The VM's life is not the request's: no CommandContext, a session of
 	// its own so signals to the daemon's group do not reach it.
-	cmd := exec.Command(d.Binary, Argv(spec, d.Accel, d.Sandbox, d.TSCKHz)...)
+	cmd := exec.Command(d.Binary, d.Argv(spec)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

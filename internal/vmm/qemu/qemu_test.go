@@ -18,12 +18,13 @@ import (
 
 func TestArgv(t *testing.T) {
 	spec := vmm.Spec{ID: "abc", Name: "dev", Dir: "/d", CPUs: 2, MemoryMiB: 512, Disk: "/d/disk", Kernel: "/k", Initrd: "/i", MAC: "52:54:00:00:00:01"}
-	a := strings.Join(Argv(spec, "tcg", true, 2100000), " ")
+	d := &Driver{Accel: "tcg", Sandbox: true, TSCKHz: 2100000, RunAs: "nobody"}
+	a := strings.Join(d.Argv(spec), " ")
 	for _, want := range []string{
 		"-M microvm,accel=tcg,memory-backend=mem",
 		"memory-backend-file,id=mem,size=512M,mem-path=/d/memory,share=on",
 		"-smp 2", "wisp_name=dev", "virtserialport,chardev=agent,name=wisp.agent",
-		"-sandbox " + sandboxArg, "tsc_early_khz=2100000", "mac=52:54:00:00:00:01", "-pidfile /d/qemu.pid",
+		"-sandbox on,obsolete=deny,elevateprivileges=allow,spawn=deny", "tsc_early_khz=2100000", "-runas nobody", "mac=52:54:00:00:00:01", "-pidfile /d/qemu.pid",
 	} {
 		if !strings.Contains(a, want) {
 			t.Errorf("argv lacks %q:\n%s", want, a)
@@ -32,8 +33,9 @@ func TestArgv(t *testing.T) {
 	if strings.Contains(a, "-cpu host") {
 		t.Error("tcg argv asks for -cpu host")
 	}
-	if !strings.Contains(strings.Join(Argv(spec, "kvm", false, 2100000), " "), "-cpu host") {
-		t.Error("kvm argv lacks -cpu host")
+	kvm := strings.Join((&Driver{Accel: "kvm", Sandbox: true, TSCKHz: 2100000}).Argv(spec), " ")
+	if !strings.Contains(kvm, "-cpu host") || strings.Contains(kvm, "tsc_early_khz") || !strings.Contains(kvm, "elevateprivileges=deny") {
+		t.Errorf("kvm argv: %s", kvm)
 	}
 }
 
@@ -42,7 +44,7 @@ func TestConformance(t *testing.T) {
 		t.Skip("qemu-system-x86_64 not installed (run `make deps`)")
 	}
 	fx := imagetest.Need(t)
-	d := New(slog.New(slog.NewTextHandler(os.Stderr, nil)), Detect("qemu-system-x86_64"))
+	d := New(slog.New(slog.NewTextHandler(os.Stderr, nil)), Detect("qemu-system-x86_64"), "nobody")
 	n := 0
 	conformance.Run(t, conformance.Fixture{
 		Driver: d,
