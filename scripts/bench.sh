@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs `wisp bench --backend both` against a daemon on a temporary data dir
+# and leaves the JSON report in bench.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$PWD/bin
+DIR=$(mktemp -d /tmp/wisp-bench.XXXX)
+CACHE=${WISP_DEMO_CACHE:-$HOME/.cache/wisp-demo}
+export WISP_SOCKET=$DIR/wisp.sock
+mkdir -p "$DIR/data" "$CACHE/images"
+ln -s "$CACHE/images" "$DIR/data/images"
+"$BIN/wispd" --data-dir "$DIR/data" --socket "$WISP_SOCKET" >"$DIR/wispd.log" 2>&1 &
+PID=$!
+cleanup() {
+  kill $PID 2>/dev/null; wait $PID 2>/dev/null
+  findmnt -rn -o TARGET | grep "^$DIR/" | sort -r | xargs -r umount -l || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+for _ in $(seq 1 500); do "$BIN/wisp" list >/dev/null 2>&1 && break; sleep 0.02; done
+"$BIN/wisp" image build minimal >/dev/null
+"$BIN/wisp" bench --runs "${RUNS:-10}" --backend both --out bench.json "$@"
+echo "JSON report: bench.json"

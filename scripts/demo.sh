@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The tour of wisp on its embedded defaults: a daemon on a temporary data
+# dir, sprites on both backends, commands, copies, a kill -9 of the daemon
+# that the sprites and their files survive, timings, clean-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$PWD/bin
+DEMO=$(mktemp -d /tmp/wisp-demo.XXXX)
+CACHE=${WISP_DEMO_CACHE:-$HOME/.cache/wisp-demo}   # images survive between demos
+export WISP_SOCKET=$DEMO/wisp.sock
+mkdir -p "$DEMO/data" "$CACHE/images"
+ln -s "$CACHE/images" "$DEMO/data/images"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+t0=0; tic() { t0=$(date +%s%N); }
+toc() { local ms=$(( ($(date +%s%N) - t0) / 1000000 )); TIMES+=("$1: ${ms} ms"); printf '   (%s ms)\n' "$ms"; }
+TIMES=()
+PID=""
+cleanup() {
+  step "clean-up"
+  for s in $("$BIN/wisp" list --json 2>/dev/null | python3 -c 'import json,sys; print(" ".join(s["name"] for s in json.load(sys.stdin)))' 2>/dev/null); do
+    "$BIN/wisp" destroy "$s" || true
+  done
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
+  # runsc keeps one network-namespace mount for all its sandboxes.
+  findmnt -rn -o TARGET | grep "^$DEMO/" | sort -r | xargs -r umount -l || true
+  rm -rf "$DEMO"
+}
+trap cleanup EXIT
+
+start_daemon() {
+  "$BIN/wispd" --data-dir "$DEMO/data" --socket "$WISP_SOCKET" >>"$DEMO/wispd.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 500); do [ -S "$WISP_SOCKET" ] && "$BIN/wisp" list >/dev/null 2>&1 && return; sleep 0.02; done
+  echo "wispd did not start:"; cat "$DEMO/wispd.log"; exit 1
+}
+
+step "start wispd (data dir $DEMO/data)"
+tic; start_daemon; toc "daemon start"
+"$BIN/wisp" doctor
+
+step "build the default image, dev (Debian bookworm with build tools; cached after the first time)"
+tic; "$BIN/wisp" image build dev; toc "image build dev"
+"$BIN/wisp" image build minimal >/dev/null 2>&1
+"$BIN/wisp" image list
+
+step "create a sprite on the default backend (auto), and one on QEMU"
+tic; "$BIN/wisp" create dev; toc "create dev (auto backend)"
+tic; "$BIN/wisp" create vm --backend qemu --memory 512; toc "create vm (qemu)"
+"$BIN/wisp" list
+
+step "run commands: as the sprite user, with real toolchains"
+tic; "$BIN/wisp" exec dev -- sh -c 'echo "hello from $(hostname) as $(whoami), kernel $(uname -r)"'; toc "exec round trip (dev)"
+"$BIN/wisp" exec dev -- sh -c 'python3 --version; node --version; gcc --version | head -1; git --version'
+"$BIN/wisp" exec vm -- sh -c 'echo "hello from $(hostname), kernel $(uname -r), $(nproc) cpu"'
+echo 'print(sum(range(10**6)))' | "$BIN/wisp" exec dev -- python3 -
+set +e; "$BIN/wisp" exec dev -- sh -c 'exit 42'; echo "   exit code came back: $?"; set -e
+
+step "copy files in and out"
+head -c 20000000 /dev/urandom > "$DEMO/blob"
+tic; "$BIN/wisp" cp "$DEMO/blob" dev:/home/sprite/blob; toc "cp 20 MB in"
+tic; "$BIN/wisp" cp dev:/home/sprite/blob "$DEMO/blob.back"; toc "cp 20 MB out"
+echo "   host   $(sha256sum < "$DEMO/blob" | cut -c1-16)"
+echo "   sprite $("$BIN/wisp" exec dev -- sha256sum /home/sprite/blob | cut -c1-16)"
+echo "   back   $(sha256sum < "$DEMO/blob.back" | cut -c1-16)"
+"$BIN/wisp" exec vm -- sh -c 'echo "written before the crash" > /home/sprite/note'
+
+step "kill -9 the daemon; the sprites keep running and are adopted"
+kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+tic; start_daemon; toc "daemon restart + adopt"
+"$BIN/wisp" list
+"$BIN/wisp" exec vm -- cat /home/sprite/note
+echo "   blob in dev: $("$BIN/wisp" exec dev -- sha256sum /home/sprite/blob | cut -c1-16)"
+
+step "stop and start: the disk keeps everything"
+"$BIN/wisp" stop vm
+tic; "$BIN/wisp" start vm; toc "start vm (qemu cold boot)"
+"$BIN/wisp" exec vm -- cat /home/sprite/note
+
+step "benchmark (both backends, minimal image)"
+"$BIN/wisp" bench --runs 3 --backend both --out "$DEMO/bench.json" 2>/dev/null
+
+step "timings"
+printf '   %s\n' "${TIMES[@]}"
