@@ -92,6 +92,7 @@ func newDaemon(t *testing.T, backend string) *daemon {
 			log, _ := os.ReadFile(d.logf.Name())
 			t.Logf("wispd log:\n%s", log)
 		}
+		unmountUnder(dir) // runsc's shared network-namespace mount
 		os.RemoveAll(dir)
 	})
 	return d
@@ -206,4 +207,14 @@ func backends() []string {
 		b = append(b, "gvisor")
 	}
 	return b
+}
+
+// unmountUnder detaches every mount below dir.
+func unmountUnder(dir string) {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			syscall.Unmount(f[4], syscall.MNT_DETACH)
+		}
+	}
 }
