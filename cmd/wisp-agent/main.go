@@ -20,16 +20,15 @@ func main() {
 	socket := flag.String("socket", "", "serve over this unix socket (the host listens) instead of a virtio port")
 	port := flag.String("port", "wisp.agent", "name of the virtio-serial port")
 	hostname := flag.String("hostname", "", "hostname to set (gVisor mode)")
+	machineID := flag.String("machine-id", "", "machine-id to set (gVisor mode)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv := &guest.Server{Log: log, Reaper: guest.NewReaper()}
 	var open func() (io.ReadWriteCloser, error)
 	if *socket != "" {
-		if *hostname != "" {
-			if err := guest.SetHostname(*hostname); err != nil {
-				log.Warn("hostname", "err", err)
-			}
+		if err := guest.SetIdentity(*hostname, *machineID); err != nil {
+			log.Warn("identity", "err", err)
 		}
 		open = func() (io.ReadWriteCloser, error) {
 			return net.DialTimeout("unix", *socket, 5*time.Second)

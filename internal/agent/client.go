@@ -249,3 +249,22 @@ func (c *Client) SetTime(ctx context.Context, t time.Time, seed []byte) error {
 
 // Buffered reports how many bytes of the stream are read but not consumed.
 func (s *Stream) Buffered() int { return s.br.Buffered() }
+
+// Freeze freezes the guest's root filesystem; Thaw ends it. The guest thaws
+// by itself after proto.FreezeLimit.
+func (c *Client) Freeze(ctx context.Context) error {
+	_, err := c.call(ctx, proto.Request{Op: proto.OpFreeze})
+	return err
+}
+
+func (c *Client) Thaw(ctx context.Context) error {
+	_, err := c.call(ctx, proto.Request{Op: proto.OpThaw})
+	return err
+}
+
+// SetIdentity gives the guest a new hostname and machine-id, reseeds its
+// random number generator and sets its clock.
+func (c *Client) SetIdentity(ctx context.Context, hostname, machineID string, seed []byte, now time.Time) error {
+	_, err := c.call(ctx, proto.Request{Op: proto.OpIdentity, Hostname: hostname, MachineID: machineID, Seed: seed, Time: now})
+	return err
+}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/wisp-sh/wisp/internal/agent/proto"
 )
 
 // mount is one mount of the init sequence, as data.
@@ -52,13 +54,14 @@ func doMounts(ms []mount) error {
 // VMConfig is what init needs to know, read from the kernel command line
 // (unknown key=value words reach PID 1 as environment variables).
 type VMConfig struct {
-	Hostname string // wisp_name
-	RootDev  string // wisp_root, default /dev/vda
+	Hostname  string // wisp_name
+	MachineID string // wisp_machine_id
+	RootDev   string // wisp_root, default /dev/vda
 }
 
 // VMConfigFromEnv reads the config PID 1 received.
 func VMConfigFromEnv() VMConfig {
-	c := VMConfig{Hostname: os.Getenv("wisp_name"), RootDev: os.Getenv("wisp_root")}
+	c := VMConfig{Hostname: os.Getenv("wisp_name"), MachineID: os.Getenv("wisp_machine_id"), RootDev: os.Getenv("wisp_root")}
 	if c.RootDev == "" {
 		c.RootDev = "/dev/vda"
 	}
@@ -110,10 +113,8 @@ func InitVM(log *slog.Logger, c VMConfig) error {
 	if _, err := os.Lstat("/dev/ptmx"); err != nil {
 		os.Symlink("pts/ptmx", "/dev/ptmx")
 	}
-	if c.Hostname != "" {
-		if err := SetHostname(c.Hostname); err != nil {
-			log.Warn("hostname", "err", err)
-		}
+	if err := setIdentity(proto.Request{Hostname: c.Hostname, MachineID: c.MachineID}); err != nil {
+		log.Warn("identity", "err", err)
 	}
 	if err := setupNetwork(); err != nil {
 		log.Warn("network", "err", err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -22,6 +23,36 @@ type Server struct {
 	Log      *slog.Logger
 	Reaper   *Reaper
 	Shutdown func() error // called for OpShutdown after sync; may be nil
+
+	freezeMu sync.Mutex
+	frozen   *time.Timer // set while the root is frozen; fires the automatic thaw
+}
+
+func (s *Server) freeze() error {
+	s.freezeMu.Lock()
+	defer s.freezeMu.Unlock()
+	if s.frozen != nil {
+		return invalid("already frozen")
+	}
+	if err := freezeRoot(); err != nil {
+		return err
+	}
+	s.frozen = time.AfterFunc(proto.FreezeLimit, func() {
+		s.Log.Warn("no thaw within the limit; thawing")
+		s.thaw()
+	})
+	return nil
+}
+
+func (s *Server) thaw() error {
+	s.freezeMu.Lock()
+	defer s.freezeMu.Unlock()
+	if s.frozen == nil {
+		return nil
+	}
+	s.frozen.Stop()
+	s.frozen = nil
+	return thawRoot()
 }
 
 // Serve runs sessions forever: open the channel, wait for the host's Hello,
@@ -141,6 +172,12 @@ func (s *Server) handle(ctx context.Context, st *yamux.Stream) {
 		}
 	case proto.OpSetTime:
 		err = setTime(req.Time, req.Seed)
+	case proto.OpFreeze:
+		err = s.freeze()
+	case proto.OpThaw:
+		err = s.thaw()
+	case proto.OpIdentity:
+		err = setIdentity(req)
 	default:
 		err = invalid("unknown op %q", req.Op)
 	}

@@ -64,3 +64,50 @@ func setTime(t time.Time, seed []byte) error {
 	}
 	return nil
 }
+
+// Filesystem freeze ioctls, _IOWR('X', 119/120, int); x/sys/unix lacks them.
+const (
+	fiFreeze = 0xC0045877
+	fiThaw   = 0xC0045878
+)
+
+// freezeRoot freezes the root filesystem (FIFREEZE): dirty data is written
+// and writers wait until thawRoot.
+func freezeRoot() error {
+	f, err := os.Open("/")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.IoctlSetInt(int(f.Fd()), fiFreeze, 0)
+}
+
+func thawRoot() error {
+	f, err := os.Open("/")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.IoctlSetInt(int(f.Fd()), fiThaw, 0)
+}
+
+// setIdentity makes a forked sprite its own: hostname, machine-id, fresh
+// randomness, the right time.
+func setIdentity(req proto.Request) error {
+	if req.Hostname != "" {
+		if err := SetHostname(req.Hostname); err != nil {
+			return err
+		}
+	}
+	if req.MachineID != "" {
+		if err := os.WriteFile("/etc/machine-id", []byte(req.MachineID+"\n"), 0o444); err != nil {
+			return err
+		}
+	}
+	return setTime(req.Time, req.Seed)
+}
+
+// SetIdentity sets the hostname and machine-id where given.
+func SetIdentity(hostname, machineID string) error {
+	return setIdentity(proto.Request{Hostname: hostname, MachineID: machineID})
+}

@@ -24,6 +24,7 @@ type Spec struct {
 	Initrd    string // initramfs holding the agent (VM backends)
 	Agent     string // the agent binary (sandbox backends)
 	MAC       string
+	MachineID string // 32 hex digits; the guest's /etc/machine-id
 }
 
 // Info describes a running instance.
@@ -66,9 +67,29 @@ type Instance interface {
 	Done() <-chan struct{}
 }
 
-// Sleeper is implemented by backends that can park an instance's memory and
-// device state on disk and end its process (optional capability).
-type Sleeper interface {
-	Sleep(ctx context.Context, inst Instance) error
-	Wake(ctx context.Context, spec Spec) (Instance, error)
+// Freezer is implemented by backends that can quiesce an instance's root
+// filesystem so that its disk file is consistent on the host (optional
+// capability). Between Freeze and thaw the caller may clone the disk file;
+// the freeze must be short (milliseconds) and running processes only see
+// their writes wait.
+type Freezer interface {
+	Freeze(ctx context.Context, inst Instance) (thaw func() error, err error)
+}
+
+// Saver is implemented by backends that can save an instance's memory and
+// device state and restore it with its processes running (optional
+// capability; sleep/wake and memory checkpoints use it).
+//
+// Save pauses the instance and writes its state into dir (files of the
+// backend's choosing; the disk is not among them). While the instance is
+// still paused it calls during (may be nil), where the caller clones the
+// disk. Then it resumes the instance (keep) or ends its process (!keep:
+// the instance is gone and Done is closed when Save returns).
+//
+// Restore starts an instance of spec from the state in dir, with spec.Disk
+// as it was when that state was saved, and returns it running with the
+// agent answering. dir is only read; it may be restored again.
+type Saver interface {
+	Save(ctx context.Context, inst Instance, dir string, keep bool, during func() error) error
+	Restore(ctx context.Context, spec Spec, dir string) (Instance, error)
 }

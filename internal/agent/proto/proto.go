@@ -125,7 +125,14 @@ const (
 	OpSync     = "sync"     // flush filesystems; TResponse
 	OpShutdown = "shutdown" // sync and remount read-only before the VMM stops; TResponse
 	OpSetTime  = "settime"  // set the guest clock to Request.Time and reseed; TResponse
+	OpFreeze   = "freeze"   // freeze the root filesystem (thawed by OpThaw, or by itself after FreezeLimit); TResponse
+	OpThaw     = "thaw"     // thaw it; TResponse
+	OpIdentity = "identity" // take Request.Hostname and MachineID, reseed with Seed, set the clock to Time; TResponse
 )
+
+// FreezeLimit is how long the guest stays frozen without a thaw: a host
+// that dies mid-checkpoint must not leave it frozen.
+const FreezeLimit = 10 * time.Second
 
 // Request is the first frame of every stream.
 type Request struct {
@@ -135,8 +142,10 @@ type Request struct {
 	Mode      uint32       `json:"mode,omitempty"`
 	Recursive bool         `json:"recursive,omitempty"`
 	User      string       `json:"user,omitempty"` // owner for write/mkdir/tar-in; default the sprite user
-	Time      time.Time    `json:"time,omitempty"`
+	Time      time.Time    `json:"time,omitzero"`
 	Seed      []byte       `json:"seed,omitempty"`
+	Hostname  string       `json:"hostname,omitempty"`
+	MachineID string       `json:"machine_id,omitempty"`
 }
 
 // ExecRequest describes a process to start.

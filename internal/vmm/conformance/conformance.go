@@ -9,6 +9,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +33,8 @@ func Run(t *testing.T, f Fixture) {
 	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, f) })
 	t.Run("Exec", func(t *testing.T) { testExec(t, f) })
 	t.Run("AdoptAfterClose", func(t *testing.T) { testAdopt(t, f) })
+	t.Run("Freeze", func(t *testing.T) { testFreeze(t, f) })
+	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, f) })
 }
 
 func start(t *testing.T, f Fixture, spec vmm.Spec) vmm.Instance {
@@ -200,4 +204,108 @@ func testAdopt(t *testing.T, f Fixture) {
 		}
 		again.Close()
 	}
+}
+
+// testFreeze: between Freeze and thaw the disk file holds what the guest
+// wrote (without syncing), and the guest runs on afterwards.
+func testFreeze(t *testing.T, f Fixture) {
+	fr, ok := f.Driver.(vmm.Freezer)
+	if !ok {
+		t.Skip("optional capability: backend does not implement vmm.Freezer")
+	}
+	if _, err := exec.LookPath("debugfs"); err != nil {
+		t.Skip("debugfs (e2fsprogs) not installed")
+	}
+	spec := f.NewSpec(t, "conf-freeze")
+	inst := start(t, f, spec)
+	run(t, inst.Agent(), nil, "sh", "-c", "echo frozen-ok > /tmp/fz")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	thaw, err := fr.Freeze(ctx, inst)
+	if err != nil {
+		t.Fatalf("Freeze: %v", err)
+	}
+	cp := filepath.Join(t.TempDir(), "copy.img")
+	out, cpErr := exec.Command("cp", "--sparse=always", spec.Disk, cp).CombinedOutput()
+	if err := thaw(); err != nil {
+		t.Fatalf("thaw: %v", err)
+	}
+	if cpErr != nil {
+		t.Fatalf("copy disk: %v %s", cpErr, out)
+	}
+	got, err := exec.Command("debugfs", "-R", "cat /tmp/fz", cp).Output()
+	if err != nil || string(got) != "frozen-ok\n" {
+		t.Errorf("frozen disk copy has /tmp/fz = %q (%v), want frozen-ok", got, err)
+	}
+	if out, _, exit := run(t, inst.Agent(), nil, "sh", "-c", "echo after > /tmp/fz2 && cat /tmp/fz2"); exit.Code != 0 || out != "after\n" {
+		t.Errorf("after thaw: %q %+v", out, exit)
+	}
+}
+
+// testSaveRestore: a counting process survives Save/Restore (sleep/wake)
+// and keeps counting from where it was; Save with keep leaves it running.
+func testSaveRestore(t *testing.T, f Fixture) {
+	sv, ok := f.Driver.(vmm.Saver)
+	if !ok {
+		t.Skip("optional capability: backend does not implement vmm.Saver")
+	}
+	spec := f.NewSpec(t, "conf-save")
+	inst := start(t, f, spec)
+	counter := "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' </dev/null >/dev/null 2>&1 &"
+	run(t, inst.Agent(), nil, "sh", "-c", counter)
+	read := func(ag *agent.Client) int {
+		t.Helper()
+		out, _, _ := run(t, ag, nil, "cat", "/tmp/count")
+		var n int
+		fmt.Sscan(out, &n)
+		return n
+	}
+	waitAbove := func(ag *agent.Client, n int) int {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if v := read(ag); v > n {
+				return v
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("counter stuck at or below %d", n)
+			}
+			time.Sleep(20 * time.Millisecond) // the counter ticks every 50 ms
+		}
+	}
+	before := waitAbove(inst.Agent(), 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// Save with keep: the instance keeps running; during runs while paused.
+	state := filepath.Join(t.TempDir(), "snap")
+	called := false
+	if err := sv.Save(ctx, inst, state, true, func() error { called = true; return nil }); err != nil {
+		t.Fatalf("Save(keep): %v", err)
+	}
+	if !called {
+		t.Error("Save did not call during")
+	}
+	before = waitAbove(inst.Agent(), before)
+
+	// Save without keep: the process ends; Restore brings the counter back.
+	sleep := filepath.Join(spec.Dir, "sleep")
+	if err := sv.Save(ctx, inst, sleep, false, nil); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	select {
+	case <-inst.Done():
+	default:
+		t.Fatal("Save without keep left the instance running")
+	}
+	woke, err := sv.Restore(ctx, spec, sleep)
+	if err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	t.Cleanup(func() { woke.Kill(); <-woke.Done() })
+	after := read(woke.Agent())
+	if after < before || after > before+40 {
+		t.Errorf("counter was %d before sleep, %d after wake: not resumed where it was", before, after)
+	}
+	waitAbove(woke.Agent(), after)
 }

@@ -49,6 +49,9 @@ func (d *Driver) Argv(spec vmm.Spec) []string {
 	accel := d.Accel
 	p := func(name string) string { return filepath.Join(spec.Dir, name) }
 	cmdline := append(append([]string(nil), bootArgs...), "wisp_name="+spec.Name)
+	if spec.MachineID != "" {
+		cmdline = append(cmdline, "wisp_machine_id="+spec.MachineID)
+	}
 	if accel == "tcg" && d.TSCKHz > 0 {
 		cmdline = append(cmdline, fmt.Sprintf("tsc_early_khz=%d", d.TSCKHz))
 	}
