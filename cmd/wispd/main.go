@@ -41,6 +41,7 @@ func main() {
 	flag.IntVar(&cfg.MemoryMiB, "default-memory", cfg.MemoryMiB, "memory (MiB) of a sprite when create does not say")
 	flag.IntVar(&cfg.DiskGiB, "default-disk", cfg.DiskGiB, "disk (GiB) of a sprite when create does not say")
 	flag.StringVar(&cfg.Image, "default-image", cfg.Image, "image of a sprite when create does not say")
+	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "sleep sprites unused this long (0: never), unless a sprite says otherwise")
 	debug := flag.Bool("debug", false, "log at debug level")
 	flag.Parse()
 
@@ -79,6 +80,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 		Images:    &image.Boot{Store: images, AgentPath: agentPath},
 		Defaults:  sprite.CreateOptions{CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, DiskGiB: cfg.DiskGiB, Image: cfg.Image},
 		Limits:    sprite.Limits{MaxCPUs: cfg.MaxCPUs, MaxMemoryMiB: cfg.MaxMemoryMiB, MaxDiskGiB: cfg.MaxDiskGiB},
+		Idle:      cfg.Idle,
 	})
 	if err != nil {
 		return err
@@ -96,6 +98,8 @@ func run(log *slog.Logger, cfg config.Config) error {
 		return fmt.Errorf("recover sprites: %w", err)
 	}
 	log.Info("sprites recovered", "count", len(mgr.List()), "took", time.Since(t0).Round(time.Millisecond))
+
+	go mgr.IdleLoop(ctx, time.Second)
 
 	srv := &server.Server{
 		Log: log, Sprites: mgr, Images: images, Version: version,

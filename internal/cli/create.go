@@ -12,6 +12,7 @@ import (
 func newCreate(e *env) *cobra.Command {
 	var o sprite.CreateOptions
 	var asJSON bool
+	var idle string
 	c := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a sprite and boot it",
@@ -20,6 +21,11 @@ func newCreate(e *env) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = args[0]
+			secs, err := parseIdle(idle)
+			if err != nil {
+				return err
+			}
+			o.IdleSeconds = secs
 			t0 := time.Now()
 			sp, err := e.client().Create(cmd.Context(), o)
 			if err != nil {
@@ -39,6 +45,7 @@ func newCreate(e *env) *cobra.Command {
 	f.IntVar(&o.DiskGiB, "disk", 0, "disk size in GiB (default from wispd, 10)")
 	f.StringVar(&o.Image, "image", "", "root image: dev or minimal (default from wispd, dev)")
 	f.StringVar(&o.Backend, "backend", "", "isolation backend: auto, qemu or gvisor (default from wispd)")
+	f.StringVar(&idle, "idle", "", "sleep after this long unused: 30s, 5m, never (default from wispd, 30s)")
 	f.BoolVar(&asJSON, "json", false, "print the sprite as JSON")
 	return c
 }

@@ -60,6 +60,10 @@ func newInfo(e *env) *cobra.Command {
 			row("memory", fmt.Sprintf("%d MiB", s.MemoryMiB))
 			row("disk", fmt.Sprintf("%d GiB (%.1f MiB used on the host)", s.DiskGiB, float64(s.DiskUsedBytes)/(1<<20)))
 			row("image", s.Image)
+			row("idle", idleString(s.IdleSeconds))
+			if len(s.Checkpoints) > 0 {
+				row("checkpoints", len(s.Checkpoints))
+			}
 			row("created", s.CreatedAt.Local().Format(time.RFC3339))
 			if s.Pid > 0 {
 				row("pid", s.Pid)

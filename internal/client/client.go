@@ -276,3 +276,43 @@ func SocketFromEnv(def string) string {
 	}
 	return def
 }
+
+func (c *Client) Sleep(ctx context.Context, name string) (sprite.Sprite, error) {
+	var out sprite.Sprite
+	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/sleep", nil, &out)
+}
+
+// SetIdle sets a sprite's idle time in seconds (0 the default, -1 never).
+func (c *Client) SetIdle(ctx context.Context, name string, seconds int) (sprite.Sprite, error) {
+	var out sprite.Sprite
+	return out, c.do(ctx, "PATCH", "/v1/sprites/"+url.PathEscape(name), map[string]int{"idle_seconds": seconds}, &out)
+}
+
+func (c *Client) CreateCheckpoint(ctx context.Context, name, comment string, memory bool) (sprite.Checkpoint, error) {
+	var out sprite.Checkpoint
+	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/checkpoints", map[string]any{"comment": comment, "memory": memory}, &out)
+}
+
+func (c *Client) Checkpoints(ctx context.Context, name string) ([]sprite.Checkpoint, error) {
+	var out []sprite.Checkpoint
+	return out, c.do(ctx, "GET", "/v1/sprites/"+url.PathEscape(name)+"/checkpoints", nil, &out)
+}
+
+func (c *Client) Checkpoint(ctx context.Context, name, id string) (sprite.Checkpoint, error) {
+	var out sprite.Checkpoint
+	return out, c.do(ctx, "GET", "/v1/sprites/"+url.PathEscape(name)+"/checkpoints/"+url.PathEscape(id), nil, &out)
+}
+
+func (c *Client) DeleteCheckpoint(ctx context.Context, name, id string) error {
+	return c.do(ctx, "DELETE", "/v1/sprites/"+url.PathEscape(name)+"/checkpoints/"+url.PathEscape(id), nil, nil)
+}
+
+func (c *Client) Restore(ctx context.Context, name, id string) (sprite.Sprite, error) {
+	var out sprite.Sprite
+	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/restore", map[string]string{"id": id}, &out)
+}
+
+func (c *Client) Fork(ctx context.Context, name, from, newName string) (sprite.Sprite, error) {
+	var out sprite.Sprite
+	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/fork", map[string]string{"name": newName, "from": from}, &out)
+}

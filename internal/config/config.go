@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config configures wispd.
@@ -28,6 +29,10 @@ type Config struct {
 	MemoryMiB int
 	DiskGiB   int
 	Image     string
+
+	// Idle is how long a sprite may sit unused before it sleeps (0: never),
+	// unless it says otherwise.
+	Idle time.Duration
 
 	// Limits for wisp create.
 	MaxCPUs      int
@@ -53,6 +58,7 @@ func Default() Config {
 		MemoryMiB:    1024,
 		DiskGiB:      10,
 		Image:        "dev",
+		Idle:         30 * time.Second,
 		MaxCPUs:      runtime.NumCPU(),
 		MaxMemoryMiB: hostMemMiB(),
 		MaxDiskGiB:   1024,
@@ -79,6 +85,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DiskGiB < 1 || c.DiskGiB > c.MaxDiskGiB {
 		errs = append(errs, fmt.Errorf("default disk %d GiB out of range 1-%d", c.DiskGiB, c.MaxDiskGiB))
+	}
+	if c.Idle < 0 {
+		errs = append(errs, fmt.Errorf("idle %s must not be negative (0 means never)", c.Idle))
 	}
 	return errors.Join(errs...)
 }

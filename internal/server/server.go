@@ -50,6 +50,14 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sprites/{name}/fs/list", s.fsList)
 	mux.HandleFunc("POST /v1/sprites/{name}/fs/mkdir", s.fsMkdir)
 	mux.HandleFunc("DELETE /v1/sprites/{name}/fs", s.fsRemove)
+	mux.HandleFunc("PATCH /v1/sprites/{name}", s.update)
+	mux.HandleFunc("POST /v1/sprites/{name}/sleep", s.sleep)
+	mux.HandleFunc("POST /v1/sprites/{name}/restore", s.restore)
+	mux.HandleFunc("POST /v1/sprites/{name}/fork", s.fork)
+	mux.HandleFunc("GET /v1/sprites/{name}/checkpoints", s.listCheckpoints)
+	mux.HandleFunc("POST /v1/sprites/{name}/checkpoints", s.createCheckpoint)
+	mux.HandleFunc("GET /v1/sprites/{name}/checkpoints/{id}", s.getCheckpoint)
+	mux.HandleFunc("DELETE /v1/sprites/{name}/checkpoints/{id}", s.deleteCheckpoint)
 	mux.HandleFunc("GET /v1/images", s.images)
 	mux.HandleFunc("POST /v1/images/{name}/build", s.buildImage)
 	return s.logRequests(mux)
@@ -188,11 +196,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	ag, err := s.Sprites.Agent(r.Context(), name)
+	ag, release, err := s.Sprites.Agent(r.Context(), name)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	defer release() // the sprite is active while the stream is open
 	st, err := ag.Open(r.Context(), req)
 	if err != nil {
 		writeError(w, err)
@@ -249,11 +258,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) fsStat(w http.ResponseWriter, r *http.Request) {
-	ag, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
+	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	defer release()
 	fi, err := ag.Stat(r.Context(), r.URL.Query().Get("path"))
 	if err != nil {
 		writeError(w, err)
@@ -263,11 +273,12 @@ func (s *Server) fsStat(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) fsList(w http.ResponseWriter, r *http.Request) {
-	ag, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
+	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	defer release()
 	files, truncated, err := ag.List(r.Context(), r.URL.Query().Get("path"))
 	if err != nil {
 		writeError(w, err)
@@ -292,11 +303,12 @@ func (s *Server) fsMkdir(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	ag, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
+	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	defer release()
 	if err := ag.Mkdir(r.Context(), req.Path, req.Mode, req.Recursive); err != nil {
 		writeError(w, err)
 		return
@@ -305,11 +317,12 @@ func (s *Server) fsMkdir(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) fsRemove(w http.ResponseWriter, r *http.Request) {
-	ag, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
+	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	defer release()
 	q := r.URL.Query()
 	if err := ag.Remove(r.Context(), q.Get("path"), q.Get("recursive") == "true"); err != nil {
 		writeError(w, err)

@@ -45,6 +45,12 @@ type Options struct {
 	Defaults    CreateOptions // CPUs, MemoryMiB, DiskGiB, Image when a create leaves them zero
 	Limits      Limits
 	BootTimeout time.Duration // bounds one start, watchdog retries included
+	// Clone copies a file cheaply (a reflink in the storage pool); nil
+	// means a sparse copy.
+	Clone func(src, dst string) error
+	// Idle is how long a sprite may sit unused before it sleeps, when
+	// its own setting does not say; 0 means never.
+	Idle time.Duration
 }
 
 // CreateOptions is what a user asks for.
@@ -55,6 +61,8 @@ type CreateOptions struct {
 	DiskGiB   int    `json:"disk_gib,omitempty"`
 	Image     string `json:"image,omitempty"`
 	Backend   string `json:"backend,omitempty"`
+	// IdleSeconds: 0 the daemon's default, -1 never sleep.
+	IdleSeconds int `json:"idle_seconds,omitempty"`
 }
 
 // Manager owns the sprites: their records, folders and running instances.
@@ -74,6 +82,11 @@ type entry struct {
 	op   sync.Mutex
 	rec  Sprite
 	inst vmm.Instance
+
+	// Activity, under Manager.mu: requests using the sprite now, and when
+	// the last one ended. The idle loop reads them.
+	active     int
+	lastActive time.Time
 }
 
 // NewManager opens the store in opt.DataDir.
@@ -87,6 +100,9 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	}
 	if opt.BootTimeout == 0 {
 		opt.BootTimeout = 3 * time.Minute
+	}
+	if opt.Clone == nil {
+		opt.Clone = copyFile
 	}
 	return &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}}, nil
 }
@@ -148,6 +164,8 @@ func (m *Manager) List() []Sprite {
 	return out
 }
 
+func newMAC() string { return "52:54:00:" + randHex(1) + ":" + randHex(1) + ":" + randHex(1) }
+
 func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -188,6 +206,9 @@ func (m *Manager) validate(o *CreateOptions) error {
 	if _, ok := m.opt.Drivers[o.Backend]; !ok {
 		errs = append(errs, fmt.Errorf("backend %q is not available on this host", o.Backend))
 	}
+	if o.IdleSeconds < -1 {
+		errs = append(errs, fmt.Errorf("idle %d s: want seconds, 0 for the default or -1 for never", o.IdleSeconds))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", errors.Join(errs...), errdefs.ErrInvalid)
 	}
@@ -207,7 +228,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 	rec := Sprite{
 		ID: randHex(5), Name: o.Name, State: Creating, Backend: o.Backend,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskGiB: o.DiskGiB, Image: o.Image,
-		MAC: "52:54:00:" + randHex(1) + ":" + randHex(1) + ":" + randHex(1), CreatedAt: time.Now().UTC(),
+		MAC: newMAC(), MachineID: randHex(16), IdleSeconds: o.IdleSeconds, CreatedAt: time.Now().UTC(),
 	}
 	if err := m.store.Insert(rec); err != nil {
 		return Sprite{}, errdefs.WithHint(err, "choose another name, or `wisp destroy "+o.Name+"` first")
@@ -258,7 +279,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 func (m *Manager) spec(ctx context.Context, rec Sprite) (vmm.Spec, error) {
 	s := vmm.Spec{
 		ID: rec.ID, Name: rec.Name, Dir: m.dir(rec), CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
-		Disk: m.DiskPath(rec), DiskGiB: rec.DiskGiB, Agent: m.opt.AgentPath, MAC: rec.MAC,
+		Disk: m.DiskPath(rec), DiskGiB: rec.DiskGiB, Agent: m.opt.AgentPath, MAC: rec.MAC, MachineID: rec.MachineID,
 	}
 	if rec.Backend == "qemu" {
 		k, i, err := m.opt.Images.Boot(ctx)
@@ -443,19 +464,51 @@ func (m *Manager) remove(e *entry, inst vmm.Instance) error {
 	return nil
 }
 
-// Agent returns the agent client of a running sprite.
-func (m *Manager) Agent(ctx context.Context, name string) (*agent.Client, error) {
+// Agent returns the agent client of a running sprite, waking it when it
+// sleeps, and marks the sprite active until release is called. Many
+// concurrent callers on a sleeping sprite cause one wake.
+func (m *Manager) Agent(ctx context.Context, name string) (ag *agent.Client, release func(), err error) {
 	e, err := m.lookup(name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m.mu.Lock()
-	rec, inst := e.rec, e.inst
+	e.active++
 	m.mu.Unlock()
-	if rec.State != Running || inst == nil || inst.Agent() == nil {
-		return nil, errdefs.WithHint(stateError("use", rec), "start it with `wisp start "+name+"`")
+	release = func() {
+		m.mu.Lock()
+		e.active--
+		e.lastActive = time.Now()
+		m.mu.Unlock()
 	}
-	return inst.Agent(), nil
+	for range 5 {
+		m.mu.Lock()
+		rec, inst := e.rec, e.inst
+		m.mu.Unlock()
+		switch {
+		case rec.State == Running && inst != nil && inst.Agent() != nil:
+			return inst.Agent(), release, nil
+		case rec.State == Sleeping:
+			err = m.withOp(e, func() error { return m.wake(ctx, e) })
+		case rec.State == Running || rec.State == Suspending || rec.State == Waking || rec.State == Restoring || rec.State == Starting:
+			err = m.withOp(e, func() error { return nil }) // wait for the operation under way
+		default:
+			err = errdefs.WithHint(stateError("use", rec), "start it with `wisp start "+name+"`")
+		}
+		if err != nil {
+			release()
+			return nil, nil, err
+		}
+	}
+	release()
+	return nil, nil, fmt.Errorf("sprite %q did not become ready: %w", name, errdefs.ErrUnavailable)
+}
+
+// withOp runs fn holding the sprite's operation lock.
+func (m *Manager) withOp(e *entry, fn func() error) error {
+	e.op.Lock()
+	defer e.op.Unlock()
+	return fn()
 }
 
 // Recover loads the records after a daemon start and reconciles them with
@@ -489,31 +542,63 @@ func (m *Manager) Recover(ctx context.Context) error {
 func (m *Manager) recover(ctx context.Context, e *entry) error {
 	rec := e.rec
 	log := m.log.With(LogSprite, rec.Name)
+	m.cleanCheckpoints(rec)
 	var inst vmm.Instance
-	if d, err := m.driver(rec); err == nil && rec.State != Stopped {
+	if d, err := m.driver(rec); err == nil && rec.State != Stopped && rec.State != Sleeping {
 		spec, _ := m.spec(ctx, rec)
 		inst, err = d.Adopt(ctx, spec)
 		if err != nil && !errors.Is(err, vmm.ErrNotRunning) {
 			log.Warn("adopt failed", LogErr, err)
 		}
 	}
+	stopped := func(why string) error {
+		if inst != nil {
+			inst.Kill()
+			<-inst.Done()
+			inst.Close()
+		}
+		rec.State, rec.Pid, rec.LastError = Stopped, 0, why
+		return m.persist(e, rec)
+	}
 	switch rec.State {
 	case Creating, Destroying:
 		log.Info("removing sprite left half-done", "state", rec.State)
 		return m.remove(e, inst)
-	case Starting, Running:
+	case Starting, Running, Waking, Restoring:
 		if inst != nil {
 			log.Info("adopted running sprite", "pid", inst.Info().Pid)
+			rec.State = Running
 			return m.running(e, rec, inst)
 		}
-		rec.State, rec.Pid, rec.LastError = Stopped, 0, "the VM was not running when the daemon started"
-		return m.persist(e, rec)
+		if rec.State == Waking {
+			// The wake did not finish; the sleep state is still there.
+			rec.State = Sleeping
+			return m.persist(e, rec)
+		}
+		return stopped(fmt.Sprintf("the VM was not running when the daemon started (state %s)", rec.State))
 	case Stopping:
 		if inst != nil {
 			inst.Stop(ctx)
+			inst = nil
 		}
-		rec.State, rec.Pid = Stopped, 0
-		return m.persist(e, rec)
+		return stopped("")
+	case Suspending:
+		// A sleep was cut short. Its state is complete only if the backend
+		// finished writing it (it renames it into place last).
+		if _, err := os.Stat(m.sleepDir(rec)); err == nil {
+			if inst != nil {
+				inst.Kill()
+				<-inst.Done()
+				inst.Close()
+			}
+			rec.State, rec.Pid = Sleeping, 0
+			return m.persist(e, rec)
+		}
+		if inst != nil {
+			rec.State = Running
+			return m.running(e, rec, inst)
+		}
+		return stopped("the daemon stopped while the sprite was going to sleep")
 	}
 	return nil
 }

@@ -114,7 +114,7 @@ func TestLifecycleGuards(t *testing.T) {
 			t.Fatalf("stop: %+v %v", sp, err)
 		}
 	}
-	if _, err := m.Agent(ctx, "a"); !errors.Is(err, errdefs.ErrState) {
+	if _, _, err := m.Agent(ctx, "a"); !errors.Is(err, errdefs.ErrState) {
 		t.Errorf("Agent of stopped sprite: %v", err)
 	}
 	for range 2 { // start is idempotent

@@ -20,15 +20,23 @@ const (
 	Stopping   State = "stopping"   // its VM is being shut down
 	Stopped    State = "stopped"    // no VM; the disk holds everything
 	Destroying State = "destroying" // being removed; finished if the daemon dies now
+	Suspending State = "suspending" // its memory and device state are being saved
+	Sleeping   State = "sleeping"   // no VM process; memory and device state on disk
+	Waking     State = "waking"     // being restored from its sleep state
+	Restoring  State = "restoring"  // its disk (and memory) are being replaced by a checkpoint's
 )
 
 // transitions lists, for each state, the states it may move to.
 var transitions = map[State][]State{
 	Creating:   {Running, Destroying},
 	Starting:   {Running, Stopped},
-	Running:    {Stopping, Stopped, Destroying},
+	Running:    {Stopping, Stopped, Destroying, Suspending, Restoring},
 	Stopping:   {Stopped},
-	Stopped:    {Starting, Destroying},
+	Stopped:    {Starting, Destroying, Restoring},
+	Suspending: {Sleeping, Running, Stopped},
+	Sleeping:   {Waking, Stopped, Destroying, Restoring},
+	Waking:     {Running, Stopped},
+	Restoring:  {Running, Stopped},
 	Destroying: {},
 }
 
@@ -58,6 +66,13 @@ type Sprite struct {
 	CreatedAt time.Time `json:"created_at"`
 	StartedAt time.Time `json:"started_at,omitzero"`
 	LastError string    `json:"last_error,omitempty"`
+	MachineID string    `json:"machine_id"`
+	// IdleSeconds is how long the sprite may sit unused before it sleeps:
+	// 0 means the daemon's default, -1 never.
+	IdleSeconds    int          `json:"idle_seconds"`
+	SleptAt        time.Time    `json:"slept_at,omitzero"`
+	Checkpoints    []Checkpoint `json:"checkpoints,omitempty"`
+	NextCheckpoint int          `json:"next_checkpoint"`
 	// DiskUsedBytes is filled in when the sprite is shown, not stored.
 	DiskUsedBytes int64 `json:"disk_used_bytes,omitempty"`
 }
@@ -77,4 +92,25 @@ func ValidateName(name string) error {
 // stateError is the error of a guard that refused an operation.
 func stateError(op string, s Sprite) error {
 	return fmt.Errorf("cannot %s sprite %q in state %s: %w", op, s.Name, s.State, errdefs.ErrState)
+}
+
+// Checkpoint is a saved state of a sprite's disk (and, with Memory, of its
+// RAM and devices).
+type Checkpoint struct {
+	ID        string    `json:"id"` // v1, v2, ... per sprite, never reused
+	CreatedAt time.Time `json:"created_at"`
+	Comment   string    `json:"comment,omitempty"`
+	Memory    bool      `json:"memory"`
+	// SizeBytes is filled in when shown: the blocks its files hold.
+	SizeBytes int64 `json:"size_bytes,omitempty"`
+}
+
+// checkpoint returns the checkpoint id of s.
+func (s Sprite) checkpoint(id string) (Checkpoint, bool) {
+	for _, c := range s.Checkpoints {
+		if c.ID == id {
+			return c, true
+		}
+	}
+	return Checkpoint{}, false
 }

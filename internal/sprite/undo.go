@@ -3,7 +3,18 @@ package sprite
 import (
 	"errors"
 	"fmt"
+	"os/exec"
+	"strings"
 )
+
+// copyFile is the Clone used without a storage pool: a reflink where the
+// filesystem has them, else a sparse copy.
+func copyFile(src, dst string) error {
+	if out, err := exec.Command("cp", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy %s: %w: %s", src, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
 
 // undoStack records how to take back each step of a bring-up. On failure
 // the undos run once, newest first, and their errors are joined.

@@ -3,6 +3,7 @@ package vmmtest
 
 import (
 	"context"
+	"os"
 	"sync"
 
 	"github.com/wisp-sh/wisp/internal/agent"
@@ -55,3 +56,49 @@ func (i *Instance) Stop(context.Context) error {
 func (i *Instance) Kill() error           { i.Exit(); return nil }
 func (i *Instance) Close() error          { return nil }
 func (i *Instance) Done() <-chan struct{} { return i.done }
+
+// FullDriver is a Driver that also implements vmm.Freezer and vmm.Saver;
+// nil function fields succeed (Save ends the instance unless keep).
+type FullDriver struct {
+	Driver
+	FreezeFunc  func(ctx context.Context, inst vmm.Instance) (func() error, error)
+	SaveFunc    func(ctx context.Context, inst vmm.Instance, dir string, keep bool, during func() error) error
+	RestoreFunc func(ctx context.Context, spec vmm.Spec, dir string) (vmm.Instance, error)
+}
+
+var (
+	_ vmm.Freezer = (*FullDriver)(nil)
+	_ vmm.Saver   = (*FullDriver)(nil)
+)
+
+func (d *FullDriver) Freeze(ctx context.Context, inst vmm.Instance) (func() error, error) {
+	if d.FreezeFunc != nil {
+		return d.FreezeFunc(ctx, inst)
+	}
+	return func() error { return nil }, nil
+}
+
+func (d *FullDriver) Save(ctx context.Context, inst vmm.Instance, dir string, keep bool, during func() error) error {
+	if d.SaveFunc != nil {
+		return d.SaveFunc(ctx, inst, dir, keep, during)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if during != nil {
+		if err := during(); err != nil {
+			return err
+		}
+	}
+	if !keep {
+		inst.Kill()
+	}
+	return nil
+}
+
+func (d *FullDriver) Restore(ctx context.Context, spec vmm.Spec, dir string) (vmm.Instance, error) {
+	if d.RestoreFunc != nil {
+		return d.RestoreFunc(ctx, spec, dir)
+	}
+	return NewInstance(), nil
+}

@@ -1,0 +1,214 @@
+package sprite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/vmm"
+)
+
+// sleepDir holds a sleeping sprite's memory and device state.
+func (m *Manager) sleepDir(rec Sprite) string { return filepath.Join(m.dir(rec), "sleep") }
+
+func (m *Manager) saver(rec Sprite) (vmm.Saver, error) {
+	d, err := m.driver(rec)
+	if err != nil {
+		return nil, err
+	}
+	s, ok := d.(vmm.Saver)
+	if !ok {
+		return nil, fmt.Errorf("backend %s cannot save a sprite's memory: %w", rec.Backend, errdefs.ErrUnavailable)
+	}
+	return s, nil
+}
+
+// Sleep saves a running sprite's memory and device state to disk and ends
+// its VM: the host then holds none of its memory. Sleeping a sleeping
+// sprite is a no-op.
+func (m *Manager) Sleep(ctx context.Context, name string) (Sprite, error) {
+	e, err := m.lookup(name)
+	if err != nil {
+		return Sprite{}, err
+	}
+	if err := m.withOp(e, func() error { return m.sleep(ctx, e) }); err != nil {
+		return Sprite{}, err
+	}
+	return m.Get(name)
+}
+
+// sleep runs under e.op.
+func (m *Manager) sleep(ctx context.Context, e *entry) error {
+	rec := e.rec
+	if rec.State == Sleeping {
+		return nil
+	}
+	if !CanMove(rec.State, Suspending) {
+		return stateError("sleep", rec)
+	}
+	sv, err := m.saver(rec)
+	if err != nil {
+		return err
+	}
+	dir := m.sleepDir(rec)
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	rec.State = Suspending
+	if err := m.persist(e, rec); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	inst := e.inst
+	e.inst = nil
+	m.mu.Unlock()
+	t0 := time.Now()
+	err = sv.Save(context.WithoutCancel(ctx), inst, dir, false, nil)
+	if err != nil {
+		select {
+		case <-inst.Done():
+			rec.State, rec.Pid, rec.LastError = Stopped, 0, "sleep failed and the VM is gone: "+err.Error()
+			return errors.Join(err, m.persist(e, rec))
+		default: // still running: it stays awake
+			rec.State = Running
+			return errors.Join(err, m.running(e, rec, inst))
+		}
+	}
+	rec.State, rec.Pid, rec.SleptAt, rec.LastError = Sleeping, 0, time.Now().UTC(), ""
+	m.log.Info("sprite asleep", LogSprite, rec.Name, "took", time.Since(t0).Round(time.Millisecond))
+	return m.persist(e, rec)
+}
+
+// wake restores a sleeping sprite, under e.op. A wake that fails leaves the
+// disk as it was and the sprite stopped, startable by a cold boot.
+func (m *Manager) wake(ctx context.Context, e *entry) error {
+	rec := e.rec
+	if rec.State != Sleeping {
+		return nil
+	}
+	sv, err := m.saver(rec)
+	if err != nil {
+		return err
+	}
+	rec.State = Waking
+	if err := m.persist(e, rec); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
+	defer cancel()
+	spec, err := m.spec(ctx, rec)
+	var inst vmm.Instance
+	if err == nil {
+		inst, err = sv.Restore(ctx, spec, m.sleepDir(rec))
+	}
+	if err == nil {
+		err = m.running(e, rec, inst)
+	}
+	if err != nil {
+		rec.State, rec.Pid = Stopped, 0
+		rec.LastError = fmt.Sprintf("wake failed: %v; the disk is intact: `wisp start %s` boots it cold", err, rec.Name)
+		m.log.Error("wake failed", LogSprite, rec.Name, LogErr, err)
+		return errors.Join(fmt.Errorf("wake %s: %w", rec.Name, err), m.persist(e, rec))
+	}
+	os.RemoveAll(m.sleepDir(rec))
+	m.log.Info("sprite awake", LogSprite, rec.Name, "took", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// SetIdle sets how long the sprite may sit unused before it sleeps
+// (seconds; 0 the daemon's default; -1 never).
+func (m *Manager) SetIdle(name string, seconds int) (Sprite, error) {
+	if seconds < -1 {
+		return Sprite{}, fmt.Errorf("idle %d s: %w", seconds, errdefs.ErrInvalid)
+	}
+	e, err := m.lookup(name)
+	if err != nil {
+		return Sprite{}, err
+	}
+	err = m.withOp(e, func() error {
+		rec := e.rec
+		rec.IdleSeconds = seconds
+		return m.persist(e, rec)
+	})
+	if err != nil {
+		return Sprite{}, err
+	}
+	return m.Get(name)
+}
+
+// idleLimit is how long rec may sit unused (0: forever).
+func (m *Manager) idleLimit(rec Sprite) time.Duration {
+	switch {
+	case rec.IdleSeconds < 0:
+		return 0
+	case rec.IdleSeconds > 0:
+		return time.Duration(rec.IdleSeconds) * time.Second
+	}
+	return m.opt.Idle
+}
+
+// IdleLoop puts sprites to sleep once they have been unused for their idle
+// time. It returns when ctx ends.
+func (m *Manager) IdleLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, e := range m.idle(now) {
+				go func() {
+					// Check again under the lock: a request may have come.
+					err := m.withOp(e, func() error {
+						if !m.isIdle(e, time.Now()) {
+							return nil
+						}
+						return m.sleep(ctx, e)
+					})
+					if err != nil {
+						m.log.Warn("idle sleep", LogSprite, e.rec.Name, LogErr, err)
+					}
+				}()
+			}
+		}
+	}
+}
+
+func (m *Manager) idle(now time.Time) []*entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*entry
+	for _, e := range m.sprites {
+		if m.isIdleLocked(e, now) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (m *Manager) isIdle(e *entry, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.isIdleLocked(e, now)
+}
+
+func (m *Manager) isIdleLocked(e *entry, now time.Time) bool {
+	limit := m.idleLimit(e.rec)
+	if e.rec.State != Running || e.active > 0 || limit == 0 {
+		return false
+	}
+	if _, err := m.saver(e.rec); err != nil {
+		return false
+	}
+	since := e.lastActive
+	if since.Before(e.rec.StartedAt) {
+		since = e.rec.StartedAt
+	}
+	return now.Sub(since) >= limit
+}
