@@ -1,0 +1,249 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wisp-sh/wisp/internal/client"
+	"github.com/wisp-sh/wisp/internal/sprite"
+)
+
+// benchFlags are shared by the bench subcommands.
+type benchFlags struct {
+	runs    int
+	asJSON  bool
+	out     string
+	img     string
+	backend string
+}
+
+func (f *benchFlags) bind(c *cobra.Command) {
+	c.Flags().IntVar(&f.runs, "runs", 5, "samples per metric")
+	c.Flags().BoolVar(&f.asJSON, "json", false, "print the report as JSON")
+	c.Flags().StringVar(&f.out, "out", "", "also write the JSON report to this file")
+	c.Flags().StringVar(&f.img, "image", "minimal", "image of the benchmark sprites")
+	c.Flags().StringVar(&f.backend, "backend", "", "backend to measure: qemu, gvisor or both (default: the daemon's)")
+}
+
+// report prints or writes the reports of one bench subcommand.
+func (f *benchFlags) report(e *env, reports []BenchReport) error {
+	var v any = reports
+	if len(reports) == 1 {
+		v = reports[0]
+	}
+	if f.out != "" {
+		b, _ := json.MarshalIndent(v, "", "  ")
+		if err := os.WriteFile(f.out, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if f.asJSON {
+		return printJSON(e.stdout, v)
+	}
+	for _, r := range reports {
+		printBench(e.stdout, r)
+	}
+	return nil
+}
+
+func (f *benchFlags) backends() []string {
+	if f.backend == "both" {
+		return []string{"qemu", "gvisor"}
+	}
+	return []string{f.backend}
+}
+
+func newBenchCheckpoint(e *env) *cobra.Command {
+	var f benchFlags
+	c := &cobra.Command{
+		Use:   "checkpoint",
+		Short: "Measure checkpoint, restore and fork on a sprite holding 1 GiB of data",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var reports []BenchReport
+			for _, b := range f.backends() {
+				r, err := benchCheckpoint(cmd.Context(), e, f, b)
+				if err != nil {
+					return fmt.Errorf("bench checkpoint %s: %w", b, err)
+				}
+				reports = append(reports, r)
+			}
+			return f.report(e, reports)
+		},
+	}
+	f.bind(c)
+	return c
+}
+
+// poolUsed reads the pool's used bytes from the daemon's doctor report.
+func poolUsed(ctx context.Context, c *client.Client) (float64, error) {
+	raw, err := c.Doctor(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var d struct {
+		Pool *struct {
+			Used int64 `json:"used_bytes"`
+		} `json:"pool"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil || d.Pool == nil {
+		return 0, fmt.Errorf("the daemon reports no storage pool")
+	}
+	return float64(d.Pool.Used), nil
+}
+
+func benchCheckpoint(ctx context.Context, e *env, f benchFlags, backend string) (BenchReport, error) {
+	c := e.client()
+	name := "bench-ck-" + randSuffix()
+	rep := BenchReport{Image: f.img, Runs: f.runs, At: time.Now().UTC()}
+	progress := func(format string, a ...any) { fmt.Fprintf(e.stderr, "bench: "+format+"\n", a...) }
+	sp, err := c.Create(ctx, sprite.CreateOptions{Name: name, Image: f.img, MemoryMiB: 256, DiskGiB: 4, Backend: backend, IdleSeconds: -1})
+	if err != nil {
+		return rep, err
+	}
+	defer c.Destroy(context.WithoutCancel(ctx), name)
+	rep.Backend, rep.Accel = sp.Backend, sp.Accel
+	progress("%s: writing 1 GiB of data", name)
+	if _, err := benchExec(ctx, c, name, "sh", "-c", "dd if=/dev/urandom of=/home/sprite/data bs=1M count=1024 status=none && sync"); err != nil {
+		return rep, err
+	}
+	var create, restore, restoreMem, fork, cost []float64
+	for i := range f.runs {
+		// Pool space of one checkpoint plus 10 MB of further writes.
+		before, perr := poolUsed(ctx, c)
+		t0 := time.Now()
+		ck, err := c.CreateCheckpoint(ctx, name, "bench", false)
+		if err != nil {
+			return rep, err
+		}
+		create = append(create, ms(time.Since(t0)))
+		if _, err := benchExec(ctx, c, name, "sh", "-c", fmt.Sprintf("dd if=/dev/urandom of=/home/sprite/more%d bs=1M count=10 status=none && sync", i)); err != nil {
+			return rep, err
+		}
+		if after, err := poolUsed(ctx, c); perr == nil && err == nil {
+			cost = append(cost, (after-before)/(1<<20))
+		}
+		t0 = time.Now()
+		if _, err := c.Restore(ctx, name, ck.ID); err != nil {
+			return rep, err
+		}
+		if _, err := benchExec(ctx, c, name, "true"); err != nil {
+			return rep, err
+		}
+		restore = append(restore, ms(time.Since(t0)))
+		fname := fmt.Sprintf("%s-f%d", name, i)
+		t0 = time.Now()
+		if _, err := c.Fork(ctx, name, ck.ID, fname); err != nil {
+			return rep, err
+		}
+		if _, err := benchExec(ctx, c, fname, "true"); err != nil {
+			return rep, err
+		}
+		fork = append(fork, ms(time.Since(t0)))
+		c.Destroy(ctx, fname)
+		c.DeleteCheckpoint(ctx, name, ck.ID)
+		progress("run %d/%d: checkpoint %.1f ms, restore %.0f ms, fork %.0f ms", i+1, f.runs, create[i], restore[i], fork[i])
+	}
+	for i := range f.runs {
+		ck, err := c.CreateCheckpoint(ctx, name, "bench", true)
+		if err != nil {
+			progress("memory checkpoints: %v", err)
+			break
+		}
+		t0 := time.Now()
+		if _, err := c.Restore(ctx, name, ck.ID); err != nil {
+			return rep, err
+		}
+		if _, err := benchExec(ctx, c, name, "true"); err != nil {
+			return rep, err
+		}
+		restoreMem = append(restoreMem, ms(time.Since(t0)))
+		c.DeleteCheckpoint(ctx, name, ck.ID)
+		progress("run %d/%d: restore with memory %.0f ms", i+1, f.runs, restoreMem[i])
+	}
+	rep.Metrics = []Metric{
+		newMetric("checkpoint_create", "ms", create, 50, "lower"),
+		newMetric("restore_to_first_exec", "ms", restore, 0, "lower"),
+		newMetric("restore_memory_to_first_exec", "ms", restoreMem, 0, "lower"),
+		newMetric("fork_to_first_exec", "ms", fork, 0, "lower"),
+		newMetric("pool_cost_checkpoint_plus_10MB", "MiB", cost, 20, "lower"),
+	}
+	return rep, nil
+}
+
+func newBenchSleep(e *env) *cobra.Command {
+	var f benchFlags
+	c := &cobra.Command{
+		Use:   "sleep",
+		Short: "Measure sleep, wake and the memory a sleeping sprite holds, at 256 MiB and 1 GiB",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var reports []BenchReport
+			for _, b := range f.backends() {
+				for _, mem := range []int{256, 1024} {
+					r, err := benchSleep(cmd.Context(), e, f, b, mem)
+					if err != nil {
+						return fmt.Errorf("bench sleep %s %d MiB: %w", b, mem, err)
+					}
+					reports = append(reports, r)
+				}
+			}
+			return f.report(e, reports)
+		},
+	}
+	f.bind(c)
+	return c
+}
+
+func benchSleep(ctx context.Context, e *env, f benchFlags, backend string, memMiB int) (BenchReport, error) {
+	c := e.client()
+	name := "bench-sl-" + randSuffix()
+	rep := BenchReport{Image: fmt.Sprintf("%s, %d MiB", f.img, memMiB), Runs: f.runs, At: time.Now().UTC()}
+	sp, err := c.Create(ctx, sprite.CreateOptions{Name: name, Image: f.img, MemoryMiB: memMiB, DiskGiB: 2, Backend: backend, IdleSeconds: -1})
+	if err != nil {
+		return rep, err
+	}
+	defer c.Destroy(context.WithoutCancel(ctx), name)
+	rep.Backend, rep.Accel = sp.Backend, sp.Accel
+	// Some state worth keeping: a process and 64 MiB of touched memory.
+	if _, err := benchExec(ctx, c, name, "sh", "-c", "setsid sh -c 'head -c 67108864 /dev/zero | tr \"\\0\" x > /dev/shm/ballast; sleep 100000' </dev/null >/dev/null 2>&1 & sleep 1"); err != nil {
+		return rep, err
+	}
+	var sleep, wake, held []float64
+	for i := range f.runs {
+		sp, _ := c.Get(ctx, name)
+		t0 := time.Now()
+		if _, err := c.Sleep(ctx, name); err != nil {
+			return rep, err
+		}
+		sleep = append(sleep, ms(time.Since(t0)))
+		// Host memory held: the VMM process must be gone.
+		h := 0.0
+		if sp.Pid > 0 && syscall.Kill(sp.Pid, 0) == nil {
+			if rss, _, err := procMemory(sp.Pid); err == nil {
+				h = rss
+			}
+		}
+		held = append(held, h)
+		t0 = time.Now()
+		if _, err := benchExec(ctx, c, name, "true"); err != nil {
+			return rep, err
+		}
+		wake = append(wake, ms(time.Since(t0)))
+		fmt.Fprintf(e.stderr, "bench: %s %d MiB run %d/%d: sleep %.1f ms, wake+exec %.1f ms\n", rep.Backend, memMiB, i+1, f.runs, sleep[i], wake[i])
+	}
+	rep.Metrics = []Metric{
+		newMetric("sleep", "ms", sleep, 50, "lower"),
+		newMetric("wake_to_first_exec", "ms", wake, 100, "lower"),
+		newMetric("host_memory_while_asleep", "MiB", held, 0, "lower"),
+	}
+	return rep, nil
+}
+
+func randSuffix() string { return fmt.Sprintf("%06x", time.Now().UnixNano()&0xffffff) }
