@@ -42,6 +42,7 @@ func main() {
 	flag.IntVar(&cfg.DiskGiB, "default-disk", cfg.DiskGiB, "disk (GiB) of a sprite when create does not say")
 	flag.StringVar(&cfg.Image, "default-image", cfg.Image, "image of a sprite when create does not say")
 	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "sleep sprites unused this long (0: never), unless a sprite says otherwise")
+	flag.BoolVar(&cfg.WarmSnapshots, "warm-snapshots", cfg.WarmSnapshots, "create sprites from a saved, freshly booted one instead of booting a kernel")
 	debug := flag.Bool("debug", false, "log at debug level")
 	flag.Parse()
 
@@ -73,14 +74,15 @@ func run(log *slog.Logger, cfg config.Config) error {
 		return fmt.Errorf("backend %s is not available on this host (see `wisp doctor`)", choice.Auto)
 	}
 	mgr, err := sprite.NewManager(log, sprite.Options{
-		DataDir:   cfg.DataDir,
-		AgentPath: agentPath,
-		Backend:   choice.Auto,
-		Drivers:   drivers,
-		Images:    &image.Boot{Store: images, AgentPath: agentPath},
-		Defaults:  sprite.CreateOptions{CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, DiskGiB: cfg.DiskGiB, Image: cfg.Image},
-		Limits:    sprite.Limits{MaxCPUs: cfg.MaxCPUs, MaxMemoryMiB: cfg.MaxMemoryMiB, MaxDiskGiB: cfg.MaxDiskGiB},
-		Idle:      cfg.Idle,
+		DataDir:       cfg.DataDir,
+		AgentPath:     agentPath,
+		Backend:       choice.Auto,
+		Drivers:       drivers,
+		Images:        &image.Boot{Store: images, AgentPath: agentPath},
+		Defaults:      sprite.CreateOptions{CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, DiskGiB: cfg.DiskGiB, Image: cfg.Image},
+		Limits:        sprite.Limits{MaxCPUs: cfg.MaxCPUs, MaxMemoryMiB: cfg.MaxMemoryMiB, MaxDiskGiB: cfg.MaxDiskGiB},
+		Idle:          cfg.Idle,
+		WarmSnapshots: cfg.WarmSnapshots,
 	})
 	if err != nil {
 		return err

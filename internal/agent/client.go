@@ -262,9 +262,10 @@ func (c *Client) Thaw(ctx context.Context) error {
 	return err
 }
 
-// SetIdentity gives the guest a new hostname and machine-id, reseeds its
-// random number generator and sets its clock.
-func (c *Client) SetIdentity(ctx context.Context, hostname, machineID string, seed []byte, now time.Time) error {
-	_, err := c.call(ctx, proto.Request{Op: proto.OpIdentity, Hostname: hostname, MachineID: machineID, Seed: seed, Time: now})
+// SetIdentity gives the guest a new hostname, machine-id and MAC, reseeds
+// its random number generator and sets its clock.
+func (c *Client) SetIdentity(ctx context.Context, id proto.Request) error {
+	id.Op = proto.OpIdentity
+	_, err := c.call(ctx, id)
 	return err
 }

@@ -33,6 +33,9 @@ type Config struct {
 	// Idle is how long a sprite may sit unused before it sleeps (0: never),
 	// unless it says otherwise.
 	Idle time.Duration
+	// WarmSnapshots: create restores a saved, freshly booted sprite of its
+	// kind instead of booting a kernel, where the backend can save.
+	WarmSnapshots bool
 
 	// Limits for wisp create.
 	MaxCPUs      int
@@ -49,19 +52,20 @@ const (
 // Default returns the configuration with every default filled in.
 func Default() Config {
 	return Config{
-		DataDir:      DefaultDataDir,
-		Socket:       DefaultSocket,
-		Backend:      "auto",
-		QEMU:         "qemu-system-x86_64",
-		QEMUUser:     "nobody",
-		CPUs:         1,
-		MemoryMiB:    1024,
-		DiskGiB:      10,
-		Image:        "dev",
-		Idle:         30 * time.Second,
-		MaxCPUs:      runtime.NumCPU(),
-		MaxMemoryMiB: hostMemMiB(),
-		MaxDiskGiB:   1024,
+		DataDir:       DefaultDataDir,
+		Socket:        DefaultSocket,
+		Backend:       "auto",
+		QEMU:          "qemu-system-x86_64",
+		QEMUUser:      "nobody",
+		CPUs:          1,
+		MemoryMiB:     1024,
+		DiskGiB:       10,
+		Image:         "dev",
+		Idle:          30 * time.Second,
+		WarmSnapshots: true,
+		MaxCPUs:       runtime.NumCPU(),
+		MaxMemoryMiB:  hostMemMiB(),
+		MaxDiskGiB:    1024,
 	}
 }
 

@@ -240,3 +240,17 @@ func ShutdownRoot() error {
 	}
 	return nil
 }
+
+// setMAC gives a network interface a new hardware address (a fork's own);
+// an interface that does not exist (gVisor without network) is skipped.
+func setMAC(ifname, mac string) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return invalid("mac %q: %v", mac, err)
+	}
+	link, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return nil
+	}
+	return netlink.LinkSetHardwareAddr(link, hw)
+}

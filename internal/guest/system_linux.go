@@ -104,6 +104,11 @@ func setIdentity(req proto.Request) error {
 			return err
 		}
 	}
+	if req.MAC != "" {
+		if err := setMAC("eth0", req.MAC); err != nil {
+			return err
+		}
+	}
 	return setTime(req.Time, req.Seed)
 }
 

@@ -48,6 +48,9 @@ type Options struct {
 	// Clone copies a file cheaply (a reflink in the storage pool); nil
 	// means a sparse copy.
 	Clone func(src, dst string) error
+	// WarmSnapshots makes creates restore a saved, freshly booted sprite
+	// of their kind instead of booting a kernel (backends that can save).
+	WarmSnapshots bool
 	// Idle is how long a sprite may sit unused before it sleeps, when
 	// its own setting does not say; 0 means never.
 	Idle time.Duration
@@ -74,6 +77,9 @@ type Manager struct {
 
 	mu      sync.Mutex
 	sprites map[string]*entry
+
+	tplMu       sync.Mutex
+	tplBuilding map[string]bool // warm snapshots being built
 }
 
 // entry is one sprite in memory. op serialises state changes of the sprite;
@@ -104,7 +110,7 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	if opt.Clone == nil {
 		opt.Clone = copyFile
 	}
-	return &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}}, nil
+	return &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}}, nil
 }
 
 func (m *Manager) dir(s Sprite) string { return filepath.Join(m.opt.DataDir, "sprites", s.ID) }
@@ -260,18 +266,27 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		return fail(err)
 	}
 	undo.push("folder", func() error { return os.RemoveAll(dir) })
-	if err := storage.CreateDisk(ctx, root, m.DiskPath(rec), o.DiskGiB); err != nil {
-		return fail(fmt.Errorf("create disk: %w", err))
+	inst, warm := vmm.Instance(nil), false
+	if m.opt.WarmSnapshots {
+		inst, warm = m.fromTemplate(ctx, rec, root)
 	}
-	inst, err := m.boot(ctx, e, rec)
-	if err != nil {
-		return fail(err)
+	if !warm {
+		if err := storage.CreateDisk(ctx, root, m.DiskPath(rec), o.DiskGiB); err != nil {
+			return fail(fmt.Errorf("create disk: %w", err))
+		}
+		var err error
+		if inst, err = m.boot(ctx, e, rec); err != nil {
+			return fail(err)
+		}
+		if m.opt.WarmSnapshots {
+			go m.buildTemplate(rec, root)
+		}
 	}
 	undo.push("instance", func() error { inst.Kill(); <-inst.Done(); return nil })
 	if err := m.running(e, rec, inst); err != nil {
 		return fail(err)
 	}
-	log.Info("sprite created", "backend", rec.Backend, "accel", inst.Info().Accel)
+	log.Info("sprite created", "backend", rec.Backend, "accel", inst.Info().Accel, "warm", warm)
 	return m.Get(o.Name)
 }
 

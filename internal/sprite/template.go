@@ -1,0 +1,155 @@
+package sprite
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/storage"
+	"github.com/wisp-sh/wisp/internal/vmm"
+)
+
+// A warm snapshot ("template") is a freshly booted sprite of one image,
+// backend and size, saved with its agent ready: DataDir/templates/<key>/
+// holds disk.img and state/. A create clones both and restores instead of
+// booting a kernel, then gives the sprite its own identity. The key names
+// the root image file, so a rebuilt image gets a new template.
+
+func (m *Manager) templatesDir() string { return filepath.Join(m.opt.DataDir, "templates") }
+
+func templatePrefix(rec Sprite) string {
+	return fmt.Sprintf("%s-%s-%dc-%dm-%dg-", rec.Backend, rec.Image, rec.CPUs, rec.MemoryMiB, rec.DiskGiB)
+}
+
+func templateKey(rec Sprite, root string) string {
+	h := sha256.Sum256([]byte(root))
+	return templatePrefix(rec) + hex.EncodeToString(h[:4])
+}
+
+// fromTemplate starts rec from its warm snapshot, if there is one. ok is
+// false when there is none or it failed (the caller boots cold).
+func (m *Manager) fromTemplate(ctx context.Context, rec Sprite, root string) (inst vmm.Instance, ok bool) {
+	sv, err := m.saver(rec)
+	if err != nil {
+		return nil, false
+	}
+	dir := filepath.Join(m.templatesDir(), templateKey(rec, root))
+	if _, err := os.Stat(filepath.Join(dir, "state")); err != nil {
+		return nil, false
+	}
+	fail := func(err error) (vmm.Instance, bool) {
+		m.log.Warn("warm snapshot failed; booting cold and rebuilding it", LogSprite, rec.Name, LogErr, err)
+		if inst != nil {
+			inst.Kill()
+			<-inst.Done()
+		}
+		os.Remove(m.DiskPath(rec))
+		os.RemoveAll(dir)
+		return nil, false
+	}
+	if err := m.opt.Clone(filepath.Join(dir, "disk.img"), m.DiskPath(rec)); err != nil {
+		return fail(err)
+	}
+	spec, err := m.spec(ctx, rec)
+	if err != nil {
+		return fail(err)
+	}
+	if inst, err = sv.Restore(ctx, spec, filepath.Join(dir, "state")); err != nil {
+		return fail(err)
+	}
+	seed := make([]byte, 64)
+	rand.Read(seed)
+	if err := inst.Agent().SetIdentity(ctx, proto.Request{Hostname: rec.Name, MachineID: rec.MachineID, MAC: rec.MAC, Seed: seed, Time: time.Now()}); err != nil {
+		return fail(fmt.Errorf("identity: %w", err))
+	}
+	return inst, true
+}
+
+// buildTemplate boots a throwaway sprite like rec from root and saves it
+// as the warm snapshot for its kind, replacing snapshots of older images.
+// It runs in the background after a cold create.
+func (m *Manager) buildTemplate(rec Sprite, root string) {
+	if _, err := m.saver(rec); err != nil {
+		return
+	}
+	key := templateKey(rec, root)
+	final := filepath.Join(m.templatesDir(), key)
+	if _, err := os.Stat(final); err == nil {
+		return
+	}
+	m.tplMu.Lock()
+	if m.tplBuilding[key] {
+		m.tplMu.Unlock()
+		return
+	}
+	m.tplBuilding[key] = true
+	m.tplMu.Unlock()
+	defer func() {
+		m.tplMu.Lock()
+		delete(m.tplBuilding, key)
+		m.tplMu.Unlock()
+	}()
+	t0 := time.Now()
+	if err := m.saveTemplate(rec, root, final); err != nil {
+		m.log.Warn("warm snapshot build failed", "key", key, LogErr, err)
+		return
+	}
+	// Snapshots of older builds of this image are stale now.
+	ents, _ := os.ReadDir(m.templatesDir())
+	for _, d := range ents {
+		if strings.HasPrefix(d.Name(), templatePrefix(rec)) && d.Name() != key {
+			os.RemoveAll(filepath.Join(m.templatesDir(), d.Name()))
+		}
+	}
+	m.log.Info("warm snapshot ready", "key", key, "took", time.Since(t0).Round(time.Millisecond))
+}
+
+func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), m.opt.BootTimeout)
+	defer cancel()
+	tmp := final + ".tmp-" + randHex(3)
+	defer os.RemoveAll(tmp)
+	vmDir := filepath.Join(tmp, "vm")
+	if err := os.MkdirAll(vmDir, 0o700); err != nil {
+		return err
+	}
+	disk := filepath.Join(tmp, "disk.img")
+	if err := storage.CreateDisk(ctx, root, disk, rec.DiskGiB); err != nil {
+		return err
+	}
+	tpl := rec
+	tpl.ID, tpl.Name, tpl.MAC, tpl.MachineID = "t"+randHex(4), "wisp-template", newMAC(), randHex(16)
+	spec, err := m.spec(ctx, tpl)
+	if err != nil {
+		return err
+	}
+	spec.Dir, spec.Disk = vmDir, disk
+	d, err := m.driver(tpl)
+	if err != nil {
+		return err
+	}
+	inst, err := d.Start(ctx, spec)
+	if err != nil {
+		return err
+	}
+	sv := d.(vmm.Saver)
+	if err := sv.Save(ctx, inst, filepath.Join(tmp, "state"), false, nil); err != nil {
+		inst.Kill()
+		<-inst.Done()
+		return err
+	}
+	<-inst.Done()
+	inst.Close()
+	if err := os.RemoveAll(vmDir); err != nil {
+		return err
+	}
+	return errors.Join(os.Rename(tmp, final))
+}
