@@ -54,6 +54,8 @@ type daemon struct {
 	backend string
 	cmd     *exec.Cmd
 	logf    *os.File
+	images  string // the shared test image cache
+	pool    int    // pool size in GiB
 }
 
 // newDaemon starts wispd with a fresh data dir whose images come from the
@@ -71,11 +73,8 @@ func newDaemon(t *testing.T, backend string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, "wisp.sock"), backend: backend}
-	os.MkdirAll(filepath.Join(dir, "data"), 0o700)
-	if err := os.Symlink(fx.Store.Dir, filepath.Join(dir, "data", "images")); err != nil {
-		t.Fatal(err)
-	}
+	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, "wisp.sock"), backend: backend, pool: 20}
+	d.images = fx.Store.Dir
 	d.logf, _ = os.Create(filepath.Join(dir, "wispd.log"))
 	d.start()
 	t.Cleanup(func() {
@@ -101,7 +100,8 @@ func newDaemon(t *testing.T, backend string) *daemon {
 func (d *daemon) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(filepath.Join(binDir, "wispd"), "--data-dir", filepath.Join(d.dir, "data"), "--socket", d.sock,
-		"--backend", d.backend, "--default-image", "minimal", "--default-memory", "256", "--default-disk", "2")
+		"--backend", d.backend, "--default-image", "minimal", "--default-memory", "256", "--default-disk", "2",
+		"--images", d.images, "--pool-size", fmt.Sprint(d.pool))
 	d.cmd.Stdout, d.cmd.Stderr = d.logf, d.logf
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)

@@ -9,7 +9,7 @@ RUNSC_DIR=/usr/local/libexec/wisp
 
 need=()
 for pair in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils debootstrap:debootstrap \
-            mkfs.ext4:e2fsprogs resize2fs:e2fsprogs lz4:lz4 cpio:cpio xz:xz-utils; do
+            mkfs.ext4:e2fsprogs resize2fs:e2fsprogs mkfs.xfs:xfsprogs xfs_growfs:xfsprogs lz4:lz4 cpio:cpio xz:xz-utils; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -21,6 +21,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/image"
 	"github.com/wisp-sh/wisp/internal/server"
 	"github.com/wisp-sh/wisp/internal/sprite"
+	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm"
 	"github.com/wisp-sh/wisp/internal/vmm/gvisor"
 	"github.com/wisp-sh/wisp/internal/vmm/qemu"
@@ -37,6 +38,8 @@ func main() {
 	flag.StringVar(&cfg.QEMUUser, "qemu-user", cfg.QEMUUser, "unprivileged user QEMU drops to when wispd runs as root")
 	flag.StringVar(&cfg.Runsc, "runsc", cfg.Runsc, "runsc binary (default: $WISP_RUNSC or /usr/local/libexec/wisp/runsc)")
 	flag.StringVar(&cfg.Agent, "agent", cfg.Agent, "wisp-agent binary (default: beside wispd)")
+	flag.StringVar(&cfg.Images, "images", cfg.Images, "image cache directory (default: in the storage pool)")
+	flag.IntVar(&cfg.PoolGiB, "pool-size", cfg.PoolGiB, "storage pool size in GiB, where wisp makes a pool file (sparse; raise it to grow the pool)")
 	flag.IntVar(&cfg.CPUs, "default-cpus", cfg.CPUs, "cpus of a sprite when create does not say")
 	flag.IntVar(&cfg.MemoryMiB, "default-memory", cfg.MemoryMiB, "memory (MiB) of a sprite when create does not say")
 	flag.IntVar(&cfg.DiskGiB, "default-disk", cfg.DiskGiB, "disk (GiB) of a sprite when create does not say")
@@ -68,7 +71,18 @@ func run(log *slog.Logger, cfg config.Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
-	images := &image.Store{Dir: filepath.Join(cfg.DataDir, "images"), Log: log}
+	pool, err := storage.OpenPool(context.Background(), log, cfg.DataDir, cfg.PoolGiB)
+	if err != nil {
+		return fmt.Errorf("storage pool: %w", err)
+	}
+	if pool.Warning != "" {
+		log.Warn("storage pool without reflinks", "warning", pool.Warning)
+	}
+	imagesDir := cfg.Images
+	if imagesDir == "" {
+		imagesDir = filepath.Join(pool.Root, "images")
+	}
+	images := &image.Store{Dir: imagesDir, Log: log}
 	drivers, choice, gv := backends(log, cfg)
 	if _, ok := drivers[choice.Auto]; !ok {
 		return fmt.Errorf("backend %s is not available on this host (see `wisp doctor`)", choice.Auto)
@@ -106,7 +120,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 	srv := &server.Server{
 		Log: log, Sprites: mgr, Images: images, Version: version,
 		Doctor: func(context.Context) any {
-			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv})
+			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool})
 		},
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -117,7 +131,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 		defer cancel()
 		hs.Shutdown(sctx)
 	}()
-	log.Info("wispd listening", "socket", cfg.Socket, "data_dir", cfg.DataDir, "backend", choice.Auto)
+	log.Info("wispd listening", "socket", cfg.Socket, "data_dir", cfg.DataDir, "backend", choice.Auto, "pool", pool.Kind)
 	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

@@ -23,6 +23,8 @@ type Config struct {
 	QEMUUser string // QEMU drops to this user after start-up when wispd is root
 	Runsc    string // the runsc binary; empty: look in the usual places
 	Agent    string // the wisp-agent binary; empty: next to wispd
+	Images   string // where images are cached; empty: in the storage pool
+	PoolGiB  int    // size of the storage pool file, where wisp makes one (sparse; growable)
 
 	// Defaults for wisp create.
 	CPUs      int
@@ -89,6 +91,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DiskGiB < 1 || c.DiskGiB > c.MaxDiskGiB {
 		errs = append(errs, fmt.Errorf("default disk %d GiB out of range 1-%d", c.DiskGiB, c.MaxDiskGiB))
+	}
+	if c.PoolGiB < 1 {
+		errs = append(errs, fmt.Errorf("pool size %d GiB: want at least 1", c.PoolGiB))
 	}
 	if c.Idle < 0 {
 		errs = append(errs, fmt.Errorf("idle %s must not be negative (0 means never)", c.Idle))

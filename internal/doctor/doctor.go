@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/wisp-sh/wisp/internal/image"
+	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm/qemu"
 )
 
@@ -23,6 +24,17 @@ type Report struct {
 	Backend BackendChoice `json:"backend"`
 	DataDir string        `json:"data_dir,omitempty"`
 	FreeGiB float64       `json:"data_dir_free_gib,omitempty"`
+	Pool    *PoolInfo     `json:"pool,omitempty"`
+}
+
+// PoolInfo is the storage pool's kind and space.
+type PoolInfo struct {
+	Root    string `json:"root"`
+	Kind    string `json:"kind"` // native, xfs-loop or copy
+	Warning string `json:"warning,omitempty"`
+	Size    int64  `json:"size_bytes"`
+	Used    int64  `json:"used_bytes"`
+	Free    int64  `json:"free_bytes"`
 }
 
 // GVisorInfo describes the gVisor backend's runsc.
@@ -47,6 +59,7 @@ type Options struct {
 	Backend string
 	GVisor  *GVisorInfo
 	Choice  *BackendChoice
+	Pool    *storage.Pool
 }
 
 // Probe inspects the host.
@@ -60,6 +73,11 @@ func Probe(o Options) Report {
 	if o.Images != nil {
 		r.Kernel = o.Images.CachedKernelVersion()
 		r.Images, _ = o.Images.List()
+	}
+	if o.Pool != nil {
+		if st, err := o.Pool.Stats(); err == nil {
+			r.Pool = &PoolInfo{Root: st.Root, Kind: st.Kind, Warning: st.Warning, Size: st.Size, Used: st.Used, Free: st.Free}
+		}
 	}
 	if o.DataDir != "" {
 		var st syscall.Statfs_t
@@ -115,6 +133,13 @@ func (r Report) String() string {
 	p("backend:         configured %s; auto picks %s: %s", r.Backend.Configured, r.Backend.Auto, r.Backend.Reason)
 	if r.DataDir != "" {
 		p("data dir:        %s (%.1f GiB free)", r.DataDir, r.FreeGiB)
+	}
+	if r.Pool != nil {
+		p("storage pool:    %s (%s): %.1f of %.1f GiB used, %.1f GiB free", r.Pool.Root, r.Pool.Kind,
+			float64(r.Pool.Used)/(1<<30), float64(r.Pool.Size)/(1<<30), float64(r.Pool.Free)/(1<<30))
+		if r.Pool.Warning != "" {
+			p("pool warning:    %s", r.Pool.Warning)
+		}
 	}
 	return b.String()
 }

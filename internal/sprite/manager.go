@@ -110,6 +110,12 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	if opt.Clone == nil {
 		opt.Clone = copyFile
 	}
+	// Warm snapshots half-built when the daemon died are garbage.
+	if tmps, _ := filepath.Glob(filepath.Join(opt.DataDir, "templates", "*.tmp-*")); len(tmps) > 0 {
+		for _, t := range tmps {
+			os.RemoveAll(t)
+		}
+	}
 	return &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}}, nil
 }
 
@@ -376,6 +382,12 @@ func (m *Manager) Start(ctx context.Context, name string) (Sprite, error) {
 	if rec.State == Running {
 		return m.Get(name)
 	}
+	if rec.State == Sleeping {
+		if err := m.wake(ctx, e); err != nil {
+			return Sprite{}, err
+		}
+		return m.Get(name)
+	}
 	if !CanMove(rec.State, Starting) {
 		return Sprite{}, stateError("start", rec)
 	}
@@ -407,6 +419,15 @@ func (m *Manager) Stop(ctx context.Context, name string) (Sprite, error) {
 	defer e.op.Unlock()
 	rec := e.rec
 	if rec.State == Stopped {
+		return m.Get(name)
+	}
+	if rec.State == Sleeping {
+		// Its processes are given up; the disk keeps everything else.
+		rec.State, rec.SleptAt = Stopped, time.Time{}
+		if err := m.persist(e, rec); err != nil {
+			return Sprite{}, err
+		}
+		os.RemoveAll(m.sleepDir(rec))
 		return m.Get(name)
 	}
 	if !CanMove(rec.State, Stopping) {
