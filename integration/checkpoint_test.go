@@ -101,7 +101,7 @@ func testCheckpoint(t *testing.T, backend string) {
 
 	// A crash mid-checkpoint: the half-made folders vanish, the sprite works.
 	id := d.spriteID("c1")
-	ckDir := filepath.Join(d.dir, "data", "sprites", id, "checkpoints")
+	ckDir := filepath.Join(d.dir, "data", "pool", "sprites", id, "checkpoints")
 	os.MkdirAll(filepath.Join(ckDir, ".tmp-v9"), 0o700)
 	os.MkdirAll(filepath.Join(ckDir, "v9"), 0o700)
 	d.kill9AndRestart()

@@ -54,13 +54,14 @@ type daemon struct {
 	backend string
 	cmd     *exec.Cmd
 	logf    *os.File
-	images  string // the shared test image cache
-	pool    int    // pool size in GiB
+	images  string   // the shared test image cache
+	pool    int      // pool size in GiB
+	args    []string // more wispd flags
 }
 
 // newDaemon starts wispd with a fresh data dir whose images come from the
 // shared test cache (so each test does not fetch the kernel again).
-func newDaemon(t *testing.T, backend string) *daemon {
+func newDaemon(t *testing.T, backend string, args ...string) *daemon {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots real sprites; skipped with -short")
@@ -73,7 +74,7 @@ func newDaemon(t *testing.T, backend string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, "wisp.sock"), backend: backend, pool: 20}
+	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, "wisp.sock"), backend: backend, pool: 4, args: args}
 	d.images = fx.Store.Dir
 	d.logf, _ = os.Create(filepath.Join(dir, "wispd.log"))
 	d.start()
@@ -102,6 +103,7 @@ func (d *daemon) start() {
 	d.cmd = exec.Command(filepath.Join(binDir, "wispd"), "--data-dir", filepath.Join(d.dir, "data"), "--socket", d.sock,
 		"--backend", d.backend, "--default-image", "minimal", "--default-memory", "256", "--default-disk", "2",
 		"--images", d.images, "--pool-size", fmt.Sprint(d.pool))
+	d.cmd.Args = append(d.cmd.Args, d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logf, d.logf
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)

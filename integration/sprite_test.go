@@ -135,7 +135,7 @@ func testSprite(t *testing.T, backend string) {
 	if l := d.list(); len(l) != 0 {
 		t.Errorf("after destroy: %+v", l)
 	}
-	if ents, _ := os.ReadDir(filepath.Join(d.dir, "data", "sprites")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Join(d.dir, "data", "pool", "sprites")); len(ents) != 0 {
 		t.Errorf("destroy left %d sprite folders", len(ents))
 	}
 	d.fails("not found", "destroy", "s1")

@@ -88,7 +88,8 @@ func run(log *slog.Logger, cfg config.Config) error {
 		return fmt.Errorf("backend %s is not available on this host (see `wisp doctor`)", choice.Auto)
 	}
 	mgr, err := sprite.NewManager(log, sprite.Options{
-		DataDir:       cfg.DataDir,
+		DataDir:       pool.Root,
+		Clone:         pool.Clone,
 		AgentPath:     agentPath,
 		Backend:       choice.Auto,
 		Drivers:       drivers,

@@ -99,7 +99,7 @@ func (m *Manager) checkpoint(ctx context.Context, e *entry, comment string, memo
 		err = cloneDisk()
 	}
 	if err != nil {
-		return ck, fmt.Errorf("checkpoint %s of %s: %w", ck.ID, rec.Name, err)
+		return ck, noSpace(fmt.Errorf("checkpoint %s of %s: %w", ck.ID, rec.Name, err))
 	}
 	if err := os.Rename(tmp, m.checkpointDir(rec, ck.ID)); err != nil {
 		return ck, err
@@ -240,7 +240,7 @@ func (m *Manager) Restore(ctx context.Context, name, id string) (Sprite, error) 
 		}
 		if err != nil {
 			rec.State, rec.Pid, rec.LastError = Stopped, 0, "restore of "+id+" failed: "+err.Error()
-			return errors.Join(err, m.persist(e, rec))
+			return errors.Join(noSpace(err), m.persist(e, rec))
 		}
 		m.log.Info("sprite restored", LogSprite, name, "checkpoint", id, "memory", ck.Memory)
 		return nil
@@ -326,7 +326,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 		m.mu.Unlock()
 		return m.store.Delete(newName)
 	})
-	fail := func(err error) (Sprite, error) { return Sprite{}, errors.Join(err, undo.run()) }
+	fail := func(err error) (Sprite, error) { return Sprite{}, errors.Join(noSpace(err), undo.run()) }
 	if err := os.MkdirAll(m.dir(rec), 0o700); err != nil {
 		return fail(err)
 	}

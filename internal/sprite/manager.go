@@ -265,7 +265,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 	})
 	fail := func(err error) (Sprite, error) {
 		log.Warn("create failed", LogErr, err)
-		return Sprite{}, errors.Join(err, undo.run())
+		return Sprite{}, errors.Join(noSpace(err), undo.run())
 	}
 	dir := m.dir(rec)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
