@@ -68,7 +68,7 @@ func (s *Server) Serve(ctx context.Context, open func() (io.ReadWriteCloser, err
 			if failures++; failures == 1 || failures%300 == 0 {
 				s.Log.Warn("open agent channel", "err", err, "failures", failures)
 			}
-			time.Sleep(200 * time.Millisecond)
+			time.Sleep(retryDelay(failures))
 			continue
 		}
 		failures = 0
@@ -214,4 +214,11 @@ func errResponse(err error) proto.Response {
 		r.Kind = proto.KindPerm
 	}
 	return r
+}
+
+// retryDelay backs off from 10 ms to 200 ms between dials: a host that
+// closed the channel on purpose (around a gVisor checkpoint) listens again
+// within milliseconds.
+func retryDelay(failures int) time.Duration {
+	return min(10*time.Millisecond<<min(failures-1, 5), 200*time.Millisecond)
 }

@@ -101,17 +101,28 @@ func (d *Driver) state(spec vmm.Spec) (string, int, error) {
 }
 
 // cleanup removes what a sandbox leaves behind: its runsc state and cgroup,
-// the rootfs mount. Idempotent.
+// the rootfs mount (thawed first: see Freeze). Idempotent.
 func (d *Driver) cleanup(ctx context.Context, spec vmm.Spec) error {
 	d.runsc("delete", "--force", containerID(spec)) // fails when already gone
+	thawFS(filepath.Join(spec.Dir, rootfsDir))
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return unmountDisk(ctx, spec.Disk, filepath.Join(spec.Dir, rootfsDir))
 }
 
 // Start mounts the disk, starts the sandbox and waits for its agent.
-// Each step registers its undo; on failure they run in reverse.
-func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ vmm.Instance, err error) {
+func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+	inst, err := d.boot(ctx, spec, "")
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+	}
+	return inst, nil
+}
+
+// boot brings a sandbox of spec up: a new one, or one restored from the
+// checkpoint in image when that is not "". Each step registers its undo; on
+// failure they run in reverse.
+func (d *Driver) boot(ctx context.Context, spec vmm.Spec, image string) (_ *Instance, err error) {
 	sock := filepath.Join(spec.Dir, sockDir, sockName)
 	if len(sock) > 100 {
 		return nil, fmt.Errorf("sprite folder %s is too deep for a unix socket path; use a shorter data dir", spec.Dir)
@@ -158,15 +169,20 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ vmm.Instance, err 
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(spec.Dir, bundleDir, "config.json"), cfg, 0o600); err != nil {
+	bundle := filepath.Join(spec.Dir, bundleDir)
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), cfg, 0o600); err != nil {
 		return nil, err
 	}
-	if err := d.run(ctx, spec); err != nil {
-		return nil, fmt.Errorf("start %s: %w%s", spec.Name, err, diagnose(spec))
+	args := []string{"run", "--detach", "--bundle", bundle, containerID(spec)}
+	if image != "" {
+		args = []string{"restore", "--detach", "--image-path", image, "--bundle", bundle, containerID(spec)}
+	}
+	if err := d.run(ctx, spec, args...); err != nil {
+		return nil, fmt.Errorf("%w%s", err, diagnose(spec))
 	}
 	inst, err := d.attach(ctx, spec, ln, bootTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w%s", spec.Name, err, diagnose(spec))
+		return nil, fmt.Errorf("%w%s", err, diagnose(spec))
 	}
 	return inst, nil
 }
@@ -195,22 +211,23 @@ func (d *Driver) ensureTmp(spec vmm.Spec, rootfs string) error {
 	return os.Chmod(path, 0o1777) // past the umask
 }
 
-// run starts the sandbox detached: `runsc run --detach` returns once the
-// container runs. The sandbox gets a session of its own and no context, so
-// it outlives the daemon; only the wait for runsc is bounded by ctx.
-func (d *Driver) run(ctx context.Context, spec vmm.Spec) error {
+// run starts the sandbox detached with args (`run --detach ...` or
+// `restore --detach ...`): runsc returns once the container runs. The
+// sandbox gets a session of its own and no context, so it outlives the
+// daemon; only the wait for runsc is bounded by ctx.
+func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
 	logf, err := os.OpenFile(filepath.Join(spec.Dir, consoleLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(d.Runsc,
+	cmd := exec.Command(d.Runsc, append([]string{
 		"--root", d.StateRoot,
 		"--platform", d.Platform,
 		"--network", "none", // no network until egress policy exists
 		"--host-uds", "open", // the agent may connect to the host's socket
 		"--overlay2", "none", // writes go to the disk, not to a memory overlay
-		"run", "--detach", "--bundle", filepath.Join(spec.Dir, bundleDir), containerID(spec))
+	}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -221,7 +238,7 @@ func (d *Driver) run(ctx context.Context, spec vmm.Spec) error {
 	select {
 	case err := <-exited:
 		if err != nil {
-			return fmt.Errorf("runsc run: %w", err)
+			return fmt.Errorf("runsc %s: %w", args[0], err)
 		}
 		return nil
 	case <-ctx.Done():
@@ -257,7 +274,8 @@ func listen(path string) (*net.UnixListener, error) {
 }
 
 // Adopt re-attaches to a sandbox that kept running while the daemon was
-// down: it listens on the socket again and waits for the agent to redial.
+// down: it thaws a freeze the daemon may have left (see Freeze), listens
+// on the socket again and waits for the agent to redial.
 func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
 	status, _, err := d.state(spec)
 	if err != nil || status != "running" {
@@ -269,6 +287,7 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 		}
 		return nil, fmt.Errorf("adopt %s: %w: %w", spec.Name, vmm.ErrNotRunning, err)
 	}
+	thawFS(filepath.Join(spec.Dir, rootfsDir))
 	ln, err := listen(filepath.Join(spec.Dir, sockDir, sockName))
 	if err != nil {
 		return nil, err
@@ -298,12 +317,12 @@ func (d *Driver) attach(ctx context.Context, spec vmm.Spec, ln *net.UnixListener
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", vmm.ErrNotRunning, err)
 	}
-	inst := &Instance{spec: spec, d: d, pid: pid, ln: ln, done: make(chan struct{})}
-	go inst.watch(exited)
+	inst := &Instance{spec: spec, d: d, pid: pid, ln: ln, exited: exited, done: make(chan struct{})}
+	go inst.watch()
 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := inst.connect(ctx, exited); err != nil {
+	if err := inst.connect(ctx); err != nil {
 		inst.Close()
 		return nil, err
 	}
@@ -312,16 +331,18 @@ func (d *Driver) attach(ctx context.Context, spec vmm.Spec, ln *net.UnixListener
 
 // Instance is one sandbox.
 type Instance struct {
-	spec vmm.Spec
-	d    *Driver
-	pid  int
-	ln   *net.UnixListener
-	done chan struct{}
+	spec   vmm.Spec
+	d      *Driver
+	pid    int
+	ln     *net.UnixListener
+	exited <-chan struct{} // the sandbox process is gone
+	done   chan struct{}   // ... and cleaned up
 
 	mu     sync.Mutex
 	ag     *agent.Client
-	closed bool // the daemon let go (Close)
-	killed bool // this instance ended the sandbox (Kill, Stop)
+	conn   *net.UnixConn // ag's connection
+	closed bool          // the daemon let go (Close)
+	killed bool          // this instance ended the sandbox (Kill, Stop)
 }
 
 var _ vmm.Instance = (*Instance)(nil)
@@ -330,8 +351,8 @@ var _ vmm.Instance = (*Instance)(nil)
 // are cleaned up: when Done is closed, the disk is free. An instance the
 // daemon let go of (Close) cleans up only if it was also told to Kill: a
 // newer instance of the same sprite may own the mount by then.
-func (i *Instance) watch(exited <-chan struct{}) {
-	<-exited
+func (i *Instance) watch() {
+	<-i.exited
 	i.mu.Lock()
 	owner := !i.closed || i.killed
 	i.mu.Unlock()
@@ -343,19 +364,24 @@ func (i *Instance) watch(exited <-chan struct{}) {
 	close(i.done)
 }
 
-// connect accepts the agent's connection and performs the handshake.
-func (i *Instance) connect(ctx context.Context, exited <-chan struct{}) error {
+// connect accepts the agent's connection and performs the handshake. A
+// checkpoint breaks the connection (see Save): connect runs again then and
+// replaces the client.
+func (i *Instance) connect(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	watched := make(chan struct{})
+	defer func() { cancel(nil); <-watched }() // no deadline set after return
+	i.ln.SetDeadline(time.Time{})             // the last connect set one
 	go func() {
+		defer close(watched)
 		select {
-		case <-exited:
+		case <-i.exited:
 			cancel(fmt.Errorf("sandbox exited: %w", vmm.ErrNotRunning))
 		case <-ctx.Done():
 		}
 		i.ln.SetDeadline(time.Now()) // unblock Accept
 	}()
-	conn, err := i.ln.Accept()
+	conn, err := i.ln.AcceptUnix()
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("agent did not connect: %w", context.Cause(ctx))
@@ -368,8 +394,12 @@ func (i *Instance) connect(ctx context.Context, exited <-chan struct{}) error {
 		return err
 	}
 	i.mu.Lock()
-	i.ag = ag
+	old := i.ag
+	i.ag, i.conn = ag, conn
 	i.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
 	return nil
 }
 
@@ -450,7 +480,10 @@ func (i *Instance) Close() error {
 		i.ag.Close()
 		i.ag = nil
 	}
-	return i.ln.Close()
+	if err := i.ln.Close(); !errors.Is(err, net.ErrClosed) { // Save closes it
+		return err
+	}
+	return nil
 }
 
 // Version returns the first line of `runsc --version`, or "" if it fails.

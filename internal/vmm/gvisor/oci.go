@@ -105,6 +105,9 @@ func ociConfig(spec vmm.Spec, rootfs, sockDir string) ociSpec {
 			{Destination: guestSockDir, Type: "bind", Source: sockDir, Options: []string{"rbind", "rw"}},
 		},
 	}
+	if spec.MachineID != "" {
+		s.Process.Args = append(s.Process.Args, "--machine-id", spec.MachineID)
+	}
 	for _, ns := range []string{"pid", "ipc", "uts", "mount", "network"} {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, ociNamespace{ns})
 	}
