@@ -36,7 +36,19 @@ func waitState(t *testing.T, d *daemon, name, want string, limit time.Duration) 
 	}
 }
 
-func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
+// alive reports whether pid runs (a zombie does not: this machine's init
+// is slow to reap orphans).
+func alive(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
+}
 
 func testSleep(t *testing.T, backend string) {
 	d := newDaemon(t, backend)
