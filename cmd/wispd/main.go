@@ -83,7 +83,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 		imagesDir = filepath.Join(pool.Root, "images")
 	}
 	images := &image.Store{Dir: imagesDir, Log: log}
-	drivers, choice, gv := backends(log, cfg)
+	drivers, choice, gv := backends(log, cfg, pool.Clone)
 	if _, ok := drivers[choice.Auto]; !ok {
 		return fmt.Errorf("backend %s is not available on this host (see `wisp doctor`)", choice.Auto)
 	}
@@ -143,11 +143,13 @@ func run(log *slog.Logger, cfg config.Config) error {
 // means: QEMU with hardware KVM where the host has it; else gVisor, which
 // needs no hardware virtualization and is a real boundary; else QEMU under
 // TCG emulation (slow, and not a security boundary).
-func backends(log *slog.Logger, cfg config.Config) (map[string]vmm.Driver, doctor.BackendChoice, *doctor.GVisorInfo) {
+func backends(log *slog.Logger, cfg config.Config, clone func(src, dst string) error) (map[string]vmm.Driver, doctor.BackendChoice, *doctor.GVisorInfo) {
 	drivers := map[string]vmm.Driver{}
 	host := qemu.Detect(cfg.QEMU)
 	if len(host.Problems) == 0 {
-		drivers["qemu"] = qemu.New(log, host, cfg.QEMUUser)
+		q := qemu.New(log, host, cfg.QEMUUser)
+		q.Clone = clone // memory files of checkpoints are reflinks in the pool
+		drivers["qemu"] = q
 	}
 	gv := &doctor.GVisorInfo{}
 	runsc, err := cfg.Runsc, error(nil)

@@ -67,7 +67,10 @@ func (d *Driver) Argv(spec vmm.Spec) []string {
 		"-append", strings.Join(cmdline, " "),
 		"-chardev", "file,id=con,path=" + p(consoleLog) + ",append=on",
 		"-serial", "chardev:con",
-		"-drive", "id=root,file=" + spec.Disk + ",format=raw,if=none,discard=unmap",
+		// auto-read-only=off: a save (migration) drops the disk's write
+		// permission and cont takes it back; with auto-read-only QEMU
+		// reopens the file by path then, which fails once it runs as RunAs.
+		"-drive", "id=root,file=" + spec.Disk + ",format=raw,if=none,discard=unmap,auto-read-only=off",
 		"-device", "virtio-blk-device,drive=root",
 		"-netdev", "user,id=net0",
 		"-device", "virtio-net-device,netdev=net0,mac=" + spec.MAC,

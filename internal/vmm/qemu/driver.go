@@ -19,8 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/digitalocean/go-qemu/qmp"
-
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
@@ -35,6 +33,10 @@ type Driver struct {
 	TSCKHz       int    // see Argv
 	RunAs        string // drop to this user after start-up (-runas); empty: stay
 	Log          *slog.Logger
+	// Clone copies a file (a memory file into or out of a checkpoint),
+	// creating dst; a reflink where the filesystem can. Nil: cp
+	// --reflink=auto --sparse=always.
+	Clone func(src, dst string) error
 }
 
 var _ vmm.Driver = (*Driver)(nil)
@@ -81,6 +83,22 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 }
 
 func (d *Driver) boot(ctx context.Context, spec vmm.Spec) (*Instance, error) {
+	inst, err := d.spawn(spec)
+	if err != nil {
+		return nil, err
+	}
+	bctx, cancel := context.WithTimeoutCause(ctx, d.BootTimeout, errBootHang)
+	defer cancel()
+	if err := inst.connect(bctx); err != nil {
+		inst.Kill()
+		<-inst.done
+		return nil, fmt.Errorf("boot %s: %w%s", spec.Name, err, d.diagnose(spec))
+	}
+	return inst, nil
+}
+
+// spawn starts QEMU for spec with extra arguments appended to Argv.
+func (d *Driver) spawn(spec vmm.Spec, extra ...string) (*Instance, error) {
 	for _, f := range []string{agentSock, qmpSock, pidFile} {
 		os.Remove(filepath.Join(spec.Dir, f))
 	}
@@ -91,7 +109,7 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec) (*Instance, error) {
 	defer logf.Close()
 	// The VM's life is not the request's: no CommandContext, a session of
 	// its own so signals to the daemon's group do not reach it.
-	cmd := exec.Command(d.Binary, d.Argv(spec)...)
+	cmd := exec.Command(d.Binary, append(d.Argv(spec), extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -99,16 +117,7 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec) (*Instance, error) {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	inst := &Instance{spec: spec, d: d, pid: cmd.Process.Pid, done: done}
-
-	bctx, cancel := context.WithTimeoutCause(ctx, d.BootTimeout, errBootHang)
-	defer cancel()
-	if err := inst.connect(bctx); err != nil {
-		inst.Kill()
-		<-done
-		return nil, fmt.Errorf("boot %s: %w%s", spec.Name, err, d.diagnose(spec))
-	}
-	return inst, nil
+	return &Instance{spec: spec, d: d, pid: cmd.Process.Pid, done: done}, nil
 }
 
 // diagnose returns the tails of QEMU's log and the console for an error.
@@ -184,6 +193,12 @@ var _ vmm.Instance = (*Instance)(nil)
 // connect dials the agent socket (QEMU creates it early in its start-up)
 // and performs the handshake.
 func (i *Instance) connect(ctx context.Context) error {
+	return i.connectEvery(ctx, 250*time.Millisecond)
+}
+
+// connectEvery is connect with Hello re-sent every resend. The guest
+// answers each nonce once, so a short resend costs only skipped lines.
+func (i *Instance) connectEvery(ctx context.Context, resend time.Duration) error {
 	path := filepath.Join(i.spec.Dir, agentSock)
 	var conn net.Conn
 	for {
@@ -209,7 +224,7 @@ func (i *Instance) connect(ctx context.Context) error {
 		case <-hctx.Done():
 		}
 	}()
-	ag, err := agent.Connect(hctx, conn, 250*time.Millisecond)
+	ag, err := agent.Connect(hctx, conn, resend)
 	if err != nil {
 		conn.Close()
 		return err
@@ -247,7 +262,7 @@ func (i *Instance) Stop(ctx context.Context) error {
 		}
 		cancel()
 	}
-	if err := i.qmp(`{"execute":"quit"}`); err != nil {
+	if err := i.qmp("quit"); err != nil {
 		i.d.Log.Warn("qmp quit", "sprite", i.spec.Name, "err", err)
 	}
 	select {
@@ -265,15 +280,14 @@ func (i *Instance) Stop(ctx context.Context) error {
 
 // qmp runs one command on a fresh QMP connection.
 func (i *Instance) qmp(cmd string) error {
-	mon, err := qmp.NewSocketMonitor("unix", filepath.Join(i.spec.Dir, qmpSock), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	mon, err := dialMonitor(ctx, filepath.Join(i.spec.Dir, qmpSock), i.done)
 	if err != nil {
 		return err
 	}
-	if err := mon.Connect(); err != nil {
-		return err
-	}
-	defer mon.Disconnect()
-	_, err = mon.Run([]byte(cmd))
+	defer mon.Close()
+	_, err = mon.run(ctx, cmd, nil, nil)
 	return err
 }
 
