@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
@@ -13,7 +12,7 @@ import (
 )
 
 // sleepDir holds a sleeping sprite's memory and device state.
-func (m *Manager) sleepDir(rec Sprite) string { return filepath.Join(m.dir(rec), "sleep") }
+func (m *Manager) sleepDir(rec Sprite) string { return vmm.SleepDir(vmm.Spec{Dir: m.dir(rec)}) }
 
 func (m *Manager) saver(rec Sprite) (vmm.Saver, error) {
 	d, err := m.driver(rec)

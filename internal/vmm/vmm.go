@@ -5,6 +5,7 @@ package vmm
 import (
 	"context"
 	"errors"
+	"path/filepath"
 
 	"github.com/wisp-sh/wisp/internal/agent"
 )
@@ -81,7 +82,9 @@ type Freezer interface {
 // capability; sleep/wake and memory checkpoints use it).
 //
 // Save pauses the instance and writes its state into dir (files of the
-// backend's choosing; the disk is not among them). While the instance is
+// backend's choosing; the disk is not among them). The state in dir is
+// self-contained (a checkpoint may be restored into another sprite), except
+// in SleepDir(spec), where a backend may leave memory where it is. While the instance is
 // still paused it calls during (may be nil), where the caller clones the
 // disk. Then it resumes the instance (keep) or ends its process (!keep:
 // the instance is gone and Done is closed when Save returns).
@@ -93,3 +96,7 @@ type Saver interface {
 	Save(ctx context.Context, inst Instance, dir string, keep bool, during func() error) error
 	Restore(ctx context.Context, spec Spec, dir string) (Instance, error)
 }
+
+// SleepDir is where a sleeping instance's state is saved: inside its own
+// folder, so a backend may keep memory in place instead of copying it.
+func SleepDir(spec Spec) string { return filepath.Join(spec.Dir, "sleep") }

@@ -289,7 +289,7 @@ func testSaveRestore(t *testing.T, f Fixture) {
 	before = waitAbove(inst.Agent(), before)
 
 	// Save without keep: the process ends; Restore brings the counter back.
-	sleep := filepath.Join(spec.Dir, "sleep")
+	sleep := vmm.SleepDir(spec)
 	if err := sv.Save(ctx, inst, sleep, false, nil); err != nil {
 		t.Fatalf("Save: %v", err)
 	}

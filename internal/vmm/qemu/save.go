@@ -131,12 +131,6 @@ func readState(dir string) (savedState, error) {
 	return st, nil
 }
 
-// within reports whether path is dir or below it.
-func within(dir, path string) bool {
-	rel, err := filepath.Rel(dir, path)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
-}
-
 // clone copies src to dst (reflink where the filesystem can), through a
 // temporary name so dst is whole or absent.
 func (d *Driver) clone(src, dst string) error {
@@ -217,7 +211,7 @@ func (d *Driver) Save(ctx context.Context, vi vmm.Instance, dir string, keep boo
 	if err := d.migrateOut(ctx, mon, filepath.Join(dir, st.Device)); err != nil {
 		return fmt.Errorf("%w%s", err, d.diagnose(spec))
 	}
-	if !within(spec.Dir, dir) {
+	if filepath.Clean(dir) != vmm.SleepDir(spec) {
 		st.Memory = memFile
 		if err := d.clone(filepath.Join(spec.Dir, memFile), filepath.Join(dir, st.Memory)); err != nil {
 			return err
