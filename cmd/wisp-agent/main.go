@@ -19,8 +19,8 @@ import (
 func main() {
 	socket := flag.String("socket", "", "serve over this unix socket (the host listens) instead of a virtio port")
 	port := flag.String("port", "wisp.agent", "name of the virtio-serial port")
-	hostname := flag.String("hostname", "", "hostname to set (gVisor mode)")
-	machineID := flag.String("machine-id", "", "machine-id to set (gVisor mode)")
+	hostname := flag.String("hostname", os.Getenv("WISP_HOSTNAME"), "hostname to set (gVisor mode; env WISP_HOSTNAME)")
+	machineID := flag.String("machine-id", os.Getenv("WISP_MACHINE_ID"), "machine-id to set (gVisor mode; env WISP_MACHINE_ID)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -48,9 +48,10 @@ type Options struct {
 	// Clone copies a file cheaply (a reflink in the storage pool); nil
 	// means a sparse copy.
 	Clone func(src, dst string) error
-	// WarmSnapshots makes creates restore a saved, freshly booted sprite
-	// of their kind instead of booting a kernel (backends that can save).
-	WarmSnapshots bool
+	// WarmSnapshots names the backends whose creates restore a saved,
+	// freshly booted sprite of their kind instead of starting cold: those
+	// where a restore beats a start (QEMU: no kernel boot).
+	WarmSnapshots map[string]bool
 	// Idle is how long a sprite may sit unused before it sleeps, when
 	// its own setting does not say; 0 means never.
 	Idle time.Duration
@@ -273,7 +274,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 	}
 	undo.push("folder", func() error { return os.RemoveAll(dir) })
 	inst, warm := vmm.Instance(nil), false
-	if m.opt.WarmSnapshots {
+	if m.opt.WarmSnapshots[rec.Backend] {
 		inst, warm = m.fromTemplate(ctx, rec, root)
 	}
 	if !warm {
@@ -284,7 +285,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		if inst, err = m.boot(ctx, e, rec); err != nil {
 			return fail(err)
 		}
-		if m.opt.WarmSnapshots {
+		if m.opt.WarmSnapshots[rec.Backend] {
 			go m.buildTemplate(rec, root)
 		}
 	}

@@ -84,9 +84,14 @@ func ociConfig(spec vmm.Spec, rootfs, sockDir string) ociSpec {
 	s := ociSpec{
 		Version: "1.0.0",
 		Process: ociProcess{
-			Args: []string{guestAgent, "--socket", guestSockDir + "/" + sockName, "--hostname", spec.Name},
-			Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"},
-			Cwd:  "/",
+			// The identity goes in the environment, not the arguments:
+			// runsc restore demands the arguments of the checkpoint, so a
+			// sandbox restored into another sprite (a warm create, a fork)
+			// must not differ there. The restorer then sets the identity.
+			Args: []string{guestAgent, "--socket", guestSockDir + "/" + sockName},
+			Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
+				"WISP_HOSTNAME=" + spec.Name, "WISP_MACHINE_ID=" + spec.MachineID},
+			Cwd: "/",
 			Capabilities: map[string][]string{
 				"bounding": caps, "effective": caps, "permitted": caps,
 			},
@@ -104,9 +109,6 @@ func ociConfig(spec vmm.Spec, rootfs, sockDir string) ociSpec {
 			{Destination: guestAgent, Type: "bind", Source: spec.Agent, Options: []string{"rbind", "ro"}},
 			{Destination: guestSockDir, Type: "bind", Source: sockDir, Options: []string{"rbind", "rw"}},
 		},
-	}
-	if spec.MachineID != "" {
-		s.Process.Args = append(s.Process.Args, "--machine-id", spec.MachineID)
 	}
 	for _, ns := range []string{"pid", "ipc", "uts", "mount", "network"} {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, ociNamespace{ns})
