@@ -46,7 +46,7 @@ tic; "$BIN/wisp" image build dev; toc "image build dev"
 
 step "create a sprite on the default backend (auto), and one on QEMU"
 tic; "$BIN/wisp" create dev; toc "create dev (auto backend)"
-tic; "$BIN/wisp" create vm --backend qemu --memory 512; toc "create vm (qemu)"
+tic; "$BIN/wisp" create vm --backend qemu --memory 512 --idle never; toc "create vm (qemu, cold boot; builds its warm snapshot)"
 "$BIN/wisp" list
 
 step "run commands: as the sprite user, with real toolchains"
@@ -72,10 +72,39 @@ tic; start_daemon; toc "daemon restart + adopt"
 "$BIN/wisp" exec vm -- cat /home/sprite/note
 echo "   blob in dev: $("$BIN/wisp" exec dev -- sha256sum /home/sprite/blob | cut -c1-16)"
 
+step "checkpoint, break, restore; fork"
+"$BIN/wisp" exec dev -- sh -c 'mkdir -p ~/proj && echo "def main(): pass" > ~/proj/app.py'
+tic; "$BIN/wisp" checkpoint create dev --comment "before the agent ran"; toc "checkpoint create (running sprite)"
+"$BIN/wisp" exec dev -- sh -c 'rm -rf ~/proj ~/blob; ls -la ~'
+tic; "$BIN/wisp" restore dev v1; toc "restore v1 (gvisor)"
+"$BIN/wisp" exec dev -- cat /home/sprite/proj/app.py
+tic; "$BIN/wisp" fork dev --from v1 dev2; toc "fork dev2 from v1"
+"$BIN/wisp" exec dev2 -- sh -c 'echo "in $(hostname): $(cat ~/proj/app.py)"'
+"$BIN/wisp" checkpoint list dev
+
+step "memory checkpoint: a running counter resumes where it was"
+"$BIN/wisp" exec vm -- sh -c "setsid sh -c 'i=0; while true; do i=\$((i+1)); echo \$i > /tmp/n; sleep 0.1; done' </dev/null >/dev/null 2>&1 &"
+sleep 1
+tic; "$BIN/wisp" checkpoint create vm --memory; toc "memory checkpoint (qemu)"
+echo "   counter at checkpoint: $("$BIN/wisp" exec vm -- cat /tmp/n)"; sleep 2
+echo "   counter later:         $("$BIN/wisp" exec vm -- cat /tmp/n)"
+tic; "$BIN/wisp" restore vm v1; toc "restore with memory (qemu)"
+echo "   counter after restore: $("$BIN/wisp" exec vm -- cat /tmp/n)"
+
+step "sleep and wake: processes keep running"
+tic; "$BIN/wisp" sleep vm; toc "sleep (qemu)"
+"$BIN/wisp" list
+tic; echo "   counter after wake: $("$BIN/wisp" exec vm -- cat /tmp/n)"; toc "wake + exec (qemu)"
+
 step "stop and start: the disk keeps everything"
 "$BIN/wisp" stop vm
 tic; "$BIN/wisp" start vm; toc "start vm (qemu cold boot)"
 "$BIN/wisp" exec vm -- cat /home/sprite/note
+
+step "a second QEMU sprite comes from the warm snapshot"
+for _ in $(seq 1 300); do ls "$DEMO/data/pool/templates" 2>/dev/null | grep -v tmp | grep -q '^qemu-dev-' && break; sleep 0.1; done
+tic; "$BIN/wisp" create vm2 --backend qemu --memory 512; toc "create vm2 (qemu, warm snapshot)"
+"$BIN/wisp" exec vm2 -- sh -c 'echo "hello from $(hostname), up $(cut -d" " -f1 /proc/uptime) s"'
 
 step "benchmark (both backends, minimal image)"
 "$BIN/wisp" bench --runs 3 --backend both --out "$DEMO/bench.json" 2>/dev/null
