@@ -1,11 +1,9 @@
 package cli
 
 import (
-	"archive/tar"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -14,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/archive"
 	"github.com/wisp-sh/wisp/internal/client"
 )
 
@@ -74,7 +73,7 @@ func upload(cmd *cobra.Command, c *client.Client, src, name, dst string) error {
 	}
 	defer st.Close()
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(writeTar(pw, src, base)) }()
+	go func() { pw.CloseWithError(archive.Write(pw, src, base)) }()
 	if err := sendAll(st, pr, proto.TData); err != nil {
 		return fmt.Errorf("cp: %w", err)
 	}
@@ -100,52 +99,6 @@ func readResponse(st *client.Stream) error {
 		return fmt.Errorf("cp: %s", r.Error)
 	}
 	return nil
-}
-
-// writeTar writes src as a tar whose top-level entry is named top.
-func writeTar(w io.Writer, src, top string) error {
-	tw := tar.NewWriter(w)
-	root := filepath.Clean(src)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			link, _ = os.Readlink(p)
-		}
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return nil // sockets, devices: skipped
-		}
-		rel, _ := filepath.Rel(root, p)
-		hdr.Name = path.Join(top, filepath.ToSlash(rel))
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.CopyN(tw, f, hdr.Size)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
 }
 
 func download(cmd *cobra.Command, c *client.Client, name, src, dst string) error {
@@ -194,87 +147,17 @@ func download(cmd *cobra.Command, c *client.Client, name, src, dst string) error
 			}
 		}
 	}()
-	err = extractTar(pr, dir, path.Base(path.Clean(src)), rename)
+	// The tar comes from the sprite: archive.Extract confines it to dir.
+	top := path.Base(path.Clean(src))
+	err = archive.Extract(pr, dir, archive.Options{Rename: func(name string) string {
+		if first, rest, _ := strings.Cut(name, "/"); rename != "" && first == top {
+			return path.Join(rename, rest)
+		}
+		return name
+	}})
 	pr.CloseWithError(err)
-	return err
-}
-
-// extractTar unpacks r under dir. The tar comes from a sprite, which is
-// hostile: names are confined to dir, links are never followed while
-// writing, and only files, directories and symlinks are made. The top-level
-// name top is replaced by rename when rename is set.
-func extractTar(r io.Reader, dir, top, rename string) error {
-	tr := tar.NewReader(r)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("cp: %w", err)
-		}
-		name := path.Clean("/" + hdr.Name)[1:] // confined: no leading /, no ..
-		if name == "" {
-			continue
-		}
-		if rename != "" {
-			first, rest, _ := strings.Cut(name, "/")
-			if first == top {
-				name = path.Join(rename, rest)
-			}
-		}
-		target := filepath.Join(dir, filepath.FromSlash(name))
-		if err := checkParents(dir, target); err != nil {
-			return err
-		}
-		mode := fs.FileMode(hdr.Mode) & 0o777
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(target, mode|0o700); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			os.Remove(target)
-			f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			os.Remove(target)
-			if err := os.Symlink(hdr.Linkname, target); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// checkParents refuses a target whose parent directories below root are
-// not real directories (a symlink planted by an earlier entry).
-func checkParents(root, target string) error {
-	rel, err := filepath.Rel(root, filepath.Dir(target))
-	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return fmt.Errorf("cp: entry %q leaves %s", target, root)
-	}
-	cur := root
-	for _, part := range strings.Split(rel, string(filepath.Separator)) {
-		if part == "." {
-			continue
-		}
-		cur = filepath.Join(cur, part)
-		fi, err := os.Lstat(cur)
-		if err != nil {
-			return fmt.Errorf("cp: %w", err)
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("cp: refusing to write through %s: not a directory", cur)
-		}
+	if err != nil {
+		return fmt.Errorf("cp: %w", err)
 	}
 	return nil
 }

@@ -1,16 +1,15 @@
 package guest
 
 import (
-	"archive/tar"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/archive"
 )
 
 var (
@@ -252,47 +251,7 @@ func tarOut(st io.ReadWriter, req proto.Request) {
 	if err := proto.WriteJSON(st, proto.TResponse, proto.Response{}); err != nil {
 		return
 	}
-	tw := tar.NewWriter(frameWriter{st})
-	base := filepath.Dir(p)
-	err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			link, _ = os.Readlink(path)
-		}
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return nil // sockets and the like are skipped
-		}
-		rel, _ := filepath.Rel(base, path)
-		hdr.Name = filepath.ToSlash(rel)
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uname, hdr.Gname = "", ""
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(path)
-			if err != nil {
-				return err
-			}
-			_, err = io.CopyN(tw, f, hdr.Size)
-			f.Close()
-			return err
-		}
-		return nil
-	})
-	if err == nil {
-		err = tw.Close()
-	}
+	err = archive.Write(frameWriter{st}, p, filepath.Base(p))
 	if err != nil {
 		proto.WriteJSON(st, proto.TResponse, errResponse(err))
 		return
@@ -318,85 +277,8 @@ func tarIn(st io.Reader, req proto.Request) error {
 	} else if !fi.IsDir() {
 		return invalid("%s is not a directory", dst)
 	}
-	tr := tar.NewReader(fr)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		// Rooting the name at "/" before cleaning keeps ".." inside dst.
-		name := filepath.Clean("/" + hdr.Name)
-		if name == "/" {
-			continue // the destination itself
-		}
-		target := filepath.Join(dst, name)
-		if err := noSymlinkParents(dst, target); err != nil {
-			return err
-		}
-		mode := fs.FileMode(hdr.Mode) & 0o7777
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(target, mode|0o700); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			if err := writeTarFile(target, tr, mode); err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			os.Remove(target)
-			if err := os.Symlink(hdr.Linkname, target); err != nil {
-				return err
-			}
-		default:
-			continue
-		}
-		os.Lchown(target, u.uid, u.gid)
-	}
-}
-
-func writeTarFile(target string, r io.Reader, mode fs.FileMode) error {
-	os.Remove(target) // replace, never write through, an existing symlink
-	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// noSymlinkParents refuses a target whose parents under root are symlinks,
-// so a tar cannot write through a link it planted earlier.
-func noSymlinkParents(root, target string) error {
-	rel, err := filepath.Rel(root, filepath.Dir(target))
-	if err != nil || strings.HasPrefix(rel, "..") {
-		return invalid("tar entry %q leaves the destination", target)
-	}
-	cur := root
-	if rel == "." {
+	return archive.Extract(fr, dst, archive.Options{Made: func(p string) error {
+		os.Lchown(p, u.uid, u.gid)
 		return nil
-	}
-	for _, part := range strings.Split(rel, string(filepath.Separator)) {
-		cur = filepath.Join(cur, part)
-		fi, err := os.Lstat(cur)
-		if errors.Is(err, fs.ErrNotExist) {
-			if err := os.Mkdir(cur, 0o755); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if !fi.IsDir() {
-			return invalid("tar entry %q: parent %s is not a directory", target, cur)
-		}
-	}
-	return nil
+	}})
 }

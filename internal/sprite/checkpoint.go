@@ -101,6 +101,7 @@ func (m *Manager) checkpoint(ctx context.Context, e *entry, comment string, memo
 	if err != nil {
 		return ck, noSpace(fmt.Errorf("checkpoint %s of %s: %w", ck.ID, rec.Name, err))
 	}
+	tDone := time.Now()
 	if err := os.Rename(tmp, m.checkpointDir(rec, ck.ID)); err != nil {
 		return ck, err
 	}
@@ -111,7 +112,7 @@ func (m *Manager) checkpoint(ctx context.Context, e *entry, comment string, memo
 		os.RemoveAll(m.checkpointDir(rec, ck.ID))
 		return ck, err
 	}
-	m.log.Info("checkpoint created", LogSprite, rec.Name, "id", ck.ID, "memory", memory, "took", time.Since(t0).Round(time.Microsecond))
+	m.log.Info("checkpoint created", LogSprite, rec.Name, "id", ck.ID, "memory", memory, "took", time.Since(t0).Round(time.Microsecond), "recorded", time.Since(tDone).Round(time.Microsecond))
 	return ck, nil
 }
 
@@ -125,11 +126,29 @@ func (m *Manager) frozen(ctx context.Context, rec Sprite, inst vmm.Instance, fn 
 	if !ok {
 		return fmt.Errorf("backend %s cannot freeze a running sprite: %w", rec.Backend, errdefs.ErrUnavailable)
 	}
+	// Flush the host's cached writes of the disk file first, while the
+	// guest still runs: the clone would otherwise flush them inside the
+	// frozen window.
+	syncFile(m.DiskPath(rec))
+	t0 := time.Now()
 	thaw, err := fr.Freeze(ctx, inst)
 	if err != nil {
 		return fmt.Errorf("freeze: %w", err)
 	}
-	return errors.Join(fn(), thaw())
+	t1 := time.Now()
+	err = fn()
+	t2 := time.Now()
+	err = errors.Join(err, thaw())
+	m.log.Debug("frozen", LogSprite, rec.Name, "freeze", t1.Sub(t0), "clone", t2.Sub(t1), "thaw", time.Since(t2))
+	return err
+}
+
+// syncFile writes a file's cached data to its filesystem (best effort).
+func syncFile(path string) {
+	if f, err := os.OpenFile(path, os.O_RDWR, 0); err == nil {
+		f.Sync()
+		f.Close()
+	}
 }
 
 // Checkpoints lists a sprite's checkpoints with the space each holds.

@@ -5,7 +5,9 @@ package vmm
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent"
 )
@@ -100,3 +102,17 @@ type Saver interface {
 // SleepDir is where a sleeping instance's state is saved: inside its own
 // folder, so a backend may keep memory in place instead of copying it.
 func SleepDir(spec Spec) string { return filepath.Join(spec.Dir, "sleep") }
+
+// FlushGuest asks the guest agent to sync and remount its root read-only
+// before the backend process ends, for at most 10 s. A failure is logged,
+// not returned: the stop goes on.
+func FlushGuest(ctx context.Context, log *slog.Logger, name string, ag *agent.Client) {
+	if ag == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := ag.Shutdown(ctx); err != nil {
+		log.Warn("guest shutdown", "sprite", name, "err", err)
+	}
+}

@@ -255,13 +255,7 @@ func (i *Instance) Stop(ctx context.Context) error {
 		return nil
 	default:
 	}
-	if ag := i.Agent(); ag != nil {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if err := ag.Shutdown(sctx); err != nil {
-			i.d.Log.Warn("guest shutdown", "sprite", i.spec.Name, "err", err)
-		}
-		cancel()
-	}
+	vmm.FlushGuest(ctx, i.d.Log, i.spec.Name, i.Agent())
 	if err := i.qmp("quit"); err != nil {
 		i.d.Log.Warn("qmp quit", "sprite", i.spec.Name, "err", err)
 	}
