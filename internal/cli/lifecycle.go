@@ -3,10 +3,27 @@ package cli
 import (
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 )
+
+// sanitizer replaces control characters other than newline and tab.
+type sanitizer struct{ w io.Writer }
+
+func (s *sanitizer) Write(p []byte) (int, error) {
+	q := make([]byte, len(p))
+	for i, c := range p {
+		if (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f {
+			c = '?'
+		}
+		q[i] = c
+	}
+	_, err := s.w.Write(q)
+	return len(p), err
+}
 
 func newStart(e *env) *cobra.Command {
 	return &cobra.Command{
@@ -68,7 +85,13 @@ func newLogs(e *env) *cobra.Command {
 				return err
 			}
 			defer rc.Close()
-			_, err = io.Copy(e.stdout, rc)
+			w := e.stdout
+			if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				// The console is written by the guest: keep its escape
+				// sequences away from the user's terminal.
+				w = &sanitizer{w: w}
+			}
+			_, err = io.Copy(w, rc)
 			return err
 		},
 	}

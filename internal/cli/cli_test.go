@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestParseIdle(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+		ok   bool
+	}{{"never", -1, true}, {"default", 0, true}, {"30s", 30, true}, {"5m", 300, true}, {"0s", 0, false}, {"abc", 0, false}, {"-5m", 0, false}} {
+		got, err := parseIdle(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
+			t.Errorf("parseIdle(%q) = %d, %v", tc.in, got, err)
+		}
+	}
+}
+
+func TestSplitRemote(t *testing.T) {
+	for _, tc := range []struct {
+		in, name, path string
+		remote         bool
+	}{{"dev:/x", "dev", "/x", true}, {"./a:b", "", "./a:b", false}, {"/abs", "", "/abs", false}, {"file", "", "", false}} {
+		n, p, r := splitRemote(tc.in)
+		if r != tc.remote || (r && (n != tc.name || p != tc.path)) {
+			t.Errorf("splitRemote(%q) = %q %q %v", tc.in, n, p, r)
+		}
+	}
+}
+
+func TestSanitizer(t *testing.T) {
+	var b bytes.Buffer
+	(&sanitizer{w: &b}).Write([]byte("ok\n\x1b[2Jbad\x07\tend"))
+	if got := b.String(); got != "ok\n?[2Jbad?\tend" {
+		t.Errorf("sanitized %q", got)
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	s := []float64{5, 1, 4, 2, 3}
+	if quantile(s, 0.5) != 3 || quantile(s, 0.9) != 5 || quantile(nil, 0.5) != 0 {
+		t.Errorf("quantiles of %v: %v %v", s, quantile(s, 0.5), quantile(s, 0.9))
+	}
+}
