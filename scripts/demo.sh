@@ -6,10 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
 DEMO=$(mktemp -d /tmp/wisp-demo.XXXX)
-CACHE=${WISP_DEMO_CACHE:-$HOME/.cache/wisp-demo}   # images survive between demos
+CACHE=${WISP_DEMO_CACHE:-$HOME/.cache/wisp-demo}   # images survive between demos (--images)
 export WISP_SOCKET=$DEMO/wisp.sock
 mkdir -p "$DEMO/data" "$CACHE/images"
-ln -s "$CACHE/images" "$DEMO/data/images"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 t0=0; tic() { t0=$(date +%s%N); }
@@ -24,12 +23,13 @@ cleanup() {
   [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
   # runsc keeps one network-namespace mount for all its sandboxes.
   findmnt -rn -o TARGET | grep "^$DEMO/" | sort -r | xargs -r umount -l || true
+  cp "$DEMO/wispd.log" /tmp/wisp-demo-wispd.log 2>/dev/null && echo "   the daemon's log: /tmp/wisp-demo-wispd.log"
   rm -rf "$DEMO"
 }
 trap cleanup EXIT
 
 start_daemon() {
-  "$BIN/wispd" --data-dir "$DEMO/data" --socket "$WISP_SOCKET" >>"$DEMO/wispd.log" 2>&1 &
+  "$BIN/wispd" --data-dir "$DEMO/data" --socket "$WISP_SOCKET" --images "$CACHE/images" --pool-size 50 >>"$DEMO/wispd.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 500); do [ -S "$WISP_SOCKET" ] && "$BIN/wisp" list >/dev/null 2>&1 && return; sleep 0.02; done
   echo "wispd did not start:"; cat "$DEMO/wispd.log"; exit 1
@@ -40,8 +40,9 @@ tic; start_daemon; toc "daemon start"
 "$BIN/wisp" doctor
 
 step "build the default image, dev (Debian bookworm with build tools; cached after the first time)"
-tic; "$BIN/wisp" image build dev; toc "image build dev"
-"$BIN/wisp" image build minimal >/dev/null 2>&1
+built() { "$BIN/wisp" image list --json | python3 -c "import json,sys; sys.exit(0 if any(i['name']=='$1' and i['built'] for i in json.load(sys.stdin)) else 1)"; }
+if built dev; then echo "   dev is built (cached in $CACHE); rebuild with: wisp image build dev"; else tic; "$BIN/wisp" image build dev; toc "image build dev"; fi
+built minimal || "$BIN/wisp" image build minimal >/dev/null
 "$BIN/wisp" image list
 
 step "create a sprite on the default backend (auto), and one on QEMU"

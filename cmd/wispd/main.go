@@ -123,7 +123,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 	srv := &server.Server{
 		Log: log, Sprites: mgr, Images: images, Version: version,
 		Doctor: func(context.Context) any {
-			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool})
+			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots})
 		},
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}

@@ -34,8 +34,8 @@ func newCreate(e *env) *cobra.Command {
 			if asJSON {
 				return printJSON(e.stdout, sp)
 			}
-			fmt.Fprintf(e.stdout, "created %s (%s/%s, %d cpu, %d MiB, %d GiB, image %s) in %s\n",
-				sp.Name, sp.Backend, sp.Accel, sp.CPUs, sp.MemoryMiB, sp.DiskGiB, sp.Image, time.Since(t0).Round(time.Millisecond))
+			fmt.Fprintf(e.stdout, "created %s (%s/%s, %d cpu, %d MiB, %d GiB, image %s, from %s) in %s\n",
+				sp.Name, sp.Backend, sp.Accel, sp.CPUs, sp.MemoryMiB, sp.DiskGiB, sp.Image, sp.Origin, time.Since(t0).Round(time.Millisecond))
 			return nil
 		},
 	}

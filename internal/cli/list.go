@@ -60,6 +60,7 @@ func newInfo(e *env) *cobra.Command {
 			row("memory", fmt.Sprintf("%d MiB", s.MemoryMiB))
 			row("disk", fmt.Sprintf("%d GiB (%.1f MiB used on the host)", s.DiskGiB, float64(s.DiskUsedBytes)/(1<<20)))
 			row("image", s.Image)
+			row("origin", s.Origin)
 			row("idle", idleString(s.IdleSeconds))
 			if len(s.Checkpoints) > 0 {
 				row("checkpoints", len(s.Checkpoints))

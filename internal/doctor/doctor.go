@@ -25,6 +25,8 @@ type Report struct {
 	DataDir string        `json:"data_dir,omitempty"`
 	FreeGiB float64       `json:"data_dir_free_gib,omitempty"`
 	Pool    *PoolInfo     `json:"pool,omitempty"`
+	// WarmSnapshots are the saved, freshly booted sprites creates restore.
+	WarmSnapshots []string `json:"warm_snapshots,omitempty"`
 }
 
 // PoolInfo is the storage pool's kind and space.
@@ -60,6 +62,7 @@ type Options struct {
 	GVisor  *GVisorInfo
 	Choice  *BackendChoice
 	Pool    *storage.Pool
+	Warm    func() []string
 }
 
 // Probe inspects the host.
@@ -73,6 +76,9 @@ func Probe(o Options) Report {
 	if o.Images != nil {
 		r.Kernel = o.Images.CachedKernelVersion()
 		r.Images, _ = o.Images.List()
+	}
+	if o.Warm != nil {
+		r.WarmSnapshots = o.Warm()
 	}
 	if o.Pool != nil {
 		if st, err := o.Pool.Stats(); err == nil {
@@ -133,6 +139,9 @@ func (r Report) String() string {
 	p("backend:         configured %s; auto picks %s: %s", r.Backend.Configured, r.Backend.Auto, r.Backend.Reason)
 	if r.DataDir != "" {
 		p("data dir:        %s (%.1f GiB free)", r.DataDir, r.FreeGiB)
+	}
+	for _, w := range r.WarmSnapshots {
+		p("warm snapshot:   %s", w)
 	}
 	if r.Pool != nil {
 		p("storage pool:    %s (%s): %.1f of %.1f GiB used, %.1f GiB free", r.Pool.Root, r.Pool.Kind,

@@ -290,6 +290,10 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		}
 	}
 	undo.push("instance", func() error { inst.Kill(); <-inst.Done(); return nil })
+	rec.Origin = "boot"
+	if warm {
+		rec.Origin = "warm-snapshot"
+	}
 	if err := m.running(e, rec, inst); err != nil {
 		return fail(err)
 	}

@@ -67,6 +67,9 @@ type Sprite struct {
 	StartedAt time.Time `json:"started_at,omitzero"`
 	LastError string    `json:"last_error,omitempty"`
 	MachineID string    `json:"machine_id"`
+	// Origin says how the sprite was made: "boot", "warm-snapshot" or
+	// "fork of NAME".
+	Origin string `json:"origin,omitempty"`
 	// IdleSeconds is how long the sprite may sit unused before it sleeps:
 	// 0 means the daemon's default, -1 never.
 	IdleSeconds    int          `json:"idle_seconds"`

@@ -153,3 +153,16 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 	}
 	return errors.Join(os.Rename(tmp, final))
 }
+
+// WarmSnapshots lists the warm snapshots ready for use, by key
+// (backend-image-CPUs-memory-disk-imagehash).
+func (m *Manager) WarmSnapshots() []string {
+	ents, _ := os.ReadDir(m.templatesDir())
+	var out []string
+	for _, d := range ents {
+		if !strings.Contains(d.Name(), ".tmp-") {
+			out = append(out, d.Name())
+		}
+	}
+	return out
+}
