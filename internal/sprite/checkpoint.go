@@ -241,15 +241,8 @@ func (m *Manager) Restore(ctx context.Context, name, id string) (Sprite, error) 
 		if err := m.persist(e, rec); err != nil {
 			return err
 		}
-		m.mu.Lock()
-		inst := e.inst
-		e.inst = nil
-		m.mu.Unlock()
-		if inst != nil {
-			inst.Kill()
-			<-inst.Done()
-			inst.Close()
-		}
+		inst := m.takeInstance(e)
+		kill(inst)
 		os.RemoveAll(m.sleepDir(rec))
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
 		defer cancel()
@@ -362,7 +355,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	if err != nil {
 		return fail(err)
 	}
-	undo.push("instance", func() error { inst.Kill(); <-inst.Done(); return nil })
+	undo.push("instance", func() error { kill(inst); return nil })
 	if ck.Memory {
 		// The memory came from the parent: make the fork its own.
 		seed := make([]byte, 64)

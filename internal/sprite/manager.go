@@ -289,7 +289,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 			go m.buildTemplate(rec, root)
 		}
 	}
-	undo.push("instance", func() error { inst.Kill(); <-inst.Done(); return nil })
+	undo.push("instance", func() error { kill(inst); return nil })
 	rec.Origin = "boot"
 	if warm {
 		rec.Origin = "warm-snapshot"
@@ -350,6 +350,26 @@ func (m *Manager) running(e *entry, rec Sprite, inst vmm.Instance) error {
 	m.mu.Unlock()
 	go m.watch(e, inst)
 	return nil
+}
+
+// takeInstance detaches e's instance from it (the caller now owns it; the
+// watcher will not mark the sprite stopped when it ends).
+func (m *Manager) takeInstance(e *entry) vmm.Instance {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	inst := e.inst
+	e.inst = nil
+	return inst
+}
+
+// kill ends inst (if any) at once and lets go of it.
+func kill(inst vmm.Instance) {
+	if inst == nil {
+		return
+	}
+	inst.Kill()
+	<-inst.Done()
+	inst.Close()
 }
 
 // watch marks the sprite stopped when its instance dies on its own.
@@ -442,10 +462,7 @@ func (m *Manager) Stop(ctx context.Context, name string) (Sprite, error) {
 	if err := m.persist(e, rec); err != nil {
 		return Sprite{}, err
 	}
-	m.mu.Lock()
-	inst := e.inst
-	e.inst = nil
-	m.mu.Unlock()
+	inst := m.takeInstance(e)
 	if inst != nil {
 		if err := inst.Stop(context.WithoutCancel(ctx)); err != nil {
 			m.log.Warn("stop", LogSprite, name, LogErr, err)
@@ -475,10 +492,7 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 	if err := m.persist(e, rec); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	inst := e.inst
-	e.inst = nil
-	m.mu.Unlock()
+	inst := m.takeInstance(e)
 	if err := m.remove(e, inst); err != nil {
 		return err
 	}
@@ -488,11 +502,7 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 
 // remove ends inst, deletes the folder and then the record.
 func (m *Manager) remove(e *entry, inst vmm.Instance) error {
-	if inst != nil {
-		inst.Kill()
-		<-inst.Done()
-		inst.Close()
-	}
+	kill(inst)
 	if err := os.RemoveAll(m.dir(e.rec)); err != nil {
 		return err
 	}
@@ -593,11 +603,7 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 		}
 	}
 	stopped := func(why string) error {
-		if inst != nil {
-			inst.Kill()
-			<-inst.Done()
-			inst.Close()
-		}
+		kill(inst)
 		rec.State, rec.Pid, rec.LastError = Stopped, 0, why
 		return m.persist(e, rec)
 	}
@@ -627,11 +633,7 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 		// A sleep was cut short. Its state is complete only if the backend
 		// finished writing it (it renames it into place last).
 		if _, err := os.Stat(m.sleepDir(rec)); err == nil {
-			if inst != nil {
-				inst.Kill()
-				<-inst.Done()
-				inst.Close()
-			}
+			kill(inst)
 			rec.State, rec.Pid = Sleeping, 0
 			return m.persist(e, rec)
 		}

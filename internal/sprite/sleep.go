@@ -61,10 +61,7 @@ func (m *Manager) sleep(ctx context.Context, e *entry) error {
 	if err := m.persist(e, rec); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	inst := e.inst
-	e.inst = nil
-	m.mu.Unlock()
+	inst := m.takeInstance(e)
 	t0 := time.Now()
 	err = sv.Save(context.WithoutCancel(ctx), inst, dir, false, nil)
 	if err != nil {

@@ -47,10 +47,7 @@ func (m *Manager) fromTemplate(ctx context.Context, rec Sprite, root string) (in
 	}
 	fail := func(err error) (vmm.Instance, bool) {
 		m.log.Warn("warm snapshot failed; booting cold and rebuilding it", LogSprite, rec.Name, LogErr, err)
-		if inst != nil {
-			inst.Kill()
-			<-inst.Done()
-		}
+		kill(inst)
 		os.Remove(m.DiskPath(rec))
 		os.RemoveAll(dir)
 		return nil, false
@@ -141,13 +138,11 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 		return err
 	}
 	sv := d.(vmm.Saver)
-	if err := sv.Save(ctx, inst, filepath.Join(tmp, "state"), false, nil); err != nil {
-		inst.Kill()
-		<-inst.Done()
+	err = sv.Save(ctx, inst, filepath.Join(tmp, "state"), false, nil)
+	kill(inst) // gone already after a good save
+	if err != nil {
 		return err
 	}
-	<-inst.Done()
-	inst.Close()
 	if err := os.RemoveAll(vmDir); err != nil {
 		return err
 	}

@@ -73,8 +73,15 @@ func makeXFS(ctx context.Context, img string, size int64) error {
 }
 
 // mountLoop attaches img to a free loop device and mounts its xfs on dir.
-// The device autoclears: unmounting dir detaches it.
 func mountLoop(img, dir string) (string, error) {
+	return MountLoop(img, dir, "xfs", unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOATIME)
+}
+
+// MountLoop attaches img to a free loop device and mounts the filesystem
+// of type fstype on it at dir. It uses the loop ioctls rather than `mount
+// -o loop`: no external binary, and the autoclear flag is set together with
+// the backing file, so unmounting dir detaches the device.
+func MountLoop(img, dir, fstype string, flags uintptr) (string, error) {
 	f, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
 		return "", err
@@ -107,7 +114,7 @@ func mountLoop(img, dir string) (string, error) {
 			return "", fmt.Errorf("configure %s: %w", dev, err)
 		}
 		// Autoclear fires when the last opener goes: mount before closing lf.
-		err = unix.Mount(dev, dir, "xfs", unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOATIME, "")
+		err = unix.Mount(dev, dir, fstype, flags, "")
 		lf.Close()
 		if err != nil {
 			return "", fmt.Errorf("mount %s (%s) on %s: %w", img, dev, dir, err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wisp-sh/wisp/internal/storage"
 )
 
 // mountDisk attaches the ext4 image disk to a free loop device and mounts
@@ -21,46 +23,8 @@ import (
 // binary, the autoclear flag is set atomically with the backing file, and
 // errors come back as errnos.
 func mountDisk(disk, dir string) error {
-	f, err := os.OpenFile(disk, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer ctl.Close()
-	for range 10 { // another process may take the free device first
-		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
-		if err != nil {
-			return fmt.Errorf("get free loop device: %w", err)
-		}
-		dev := fmt.Sprintf("/dev/loop%d", n)
-		lf, err := os.OpenFile(dev, os.O_RDWR, 0)
-		if err != nil {
-			return err
-		}
-		cfg := unix.LoopConfig{Fd: uint32(f.Fd())}
-		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
-		err = unix.IoctlLoopConfigure(int(lf.Fd()), &cfg)
-		if errors.Is(err, unix.EBUSY) {
-			lf.Close()
-			continue
-		}
-		if err != nil {
-			lf.Close()
-			return fmt.Errorf("configure %s: %w", dev, err)
-		}
-		// Autoclear fires when the last opener goes: mount before closing lf.
-		err = unix.Mount(dev, dir, "ext4", unix.MS_NODEV, "")
-		lf.Close()
-		if err != nil {
-			return fmt.Errorf("mount %s (%s) on %s: %w", disk, dev, dir, err)
-		}
-		return nil
-	}
-	return errors.New("no free loop device")
+	_, err := storage.MountLoop(disk, dir, "ext4", unix.MS_NODEV)
+	return err
 }
 
 // unmountDisk unmounts everything stacked on dir (a crash may leave more
