@@ -285,7 +285,14 @@ func (i *Instance) qmp(cmd string) error {
 	return err
 }
 
+// Kill ends QEMU at once. Once Done is closed it does nothing: the pid may
+// belong to another process by then.
 func (i *Instance) Kill() error {
+	select {
+	case <-i.done:
+		return nil
+	default:
+	}
 	err := syscall.Kill(i.pid, syscall.SIGKILL)
 	if errors.Is(err, syscall.ESRCH) {
 		return nil
