@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -40,7 +41,7 @@ func Main(args []string) int {
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
 	}
@@ -49,6 +50,9 @@ func Main(args []string) int {
 		return ee.code
 	}
 	fmt.Fprintln(e.stderr, "wisp:", err)
+	if strings.Contains(err.Error(), " arg(s)") || strings.HasPrefix(err.Error(), "unknown flag") {
+		fmt.Fprintf(e.stderr, "usage: %s (see %s --help)\n", cmd.UseLine(), cmd.CommandPath())
+	}
 	var ce *client.Error
 	if errors.As(err, &ce) && ce.Hint != "" {
 		fmt.Fprintln(e.stderr, "hint:", ce.Hint)

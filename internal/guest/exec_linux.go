@@ -20,6 +20,9 @@ import (
 // exits; a background child that keeps stdout open must not hold the exec.
 const drainAfterExit = time.Second
 
+// pipeSize is the capacity asked for the output pipes (the default is 64 KiB).
+const pipeSize = 1 << 20
+
 func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequest) {
 	exit := func(e proto.Exit) { proto.WriteJSON(st, proto.TExit, e) }
 	if req == nil || len(req.Argv) == 0 {
@@ -90,6 +93,11 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 		if err := errors.Join(err1, err2, err3); err != nil {
 			exit(proto.Exit{Code: 126, Error: "exec: pipes: " + err.Error()})
 			return
+		}
+		// Larger output pipes: fewer, larger reads and frames (each
+		// syscall is dear under emulation). Best effort.
+		for _, f := range []*os.File{outR, errR} {
+			unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, pipeSize)
 		}
 		stdin = inW
 		outs, types = []*os.File{outR, errR}, []byte{proto.TStdout, proto.TStderr}
