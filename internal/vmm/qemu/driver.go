@@ -5,6 +5,7 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,10 +150,41 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 	inst := &Instance{spec: spec, d: d, pid: pid, done: done}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	// A daemon that died in the middle of a save leaves the VM paused: its
+	// agent cannot answer until it runs again.
+	if err := inst.resumeIfPaused(cctx); err != nil {
+		return nil, fmt.Errorf("adopt %s (pid %d): %w", spec.Name, pid, err)
+	}
 	if err := inst.connect(cctx); err != nil {
 		return nil, fmt.Errorf("adopt %s (pid %d): %w", spec.Name, pid, err)
 	}
 	return inst, nil
+}
+
+// resumeIfPaused continues a VM whose vCPUs are stopped.
+func (i *Instance) resumeIfPaused(ctx context.Context) error {
+	mon, err := dialMonitor(ctx, filepath.Join(i.spec.Dir, qmpSock), i.done)
+	if err != nil {
+		return err
+	}
+	defer mon.Close()
+	raw, err := mon.run(ctx, "query-status", nil, nil)
+	if err != nil {
+		return err
+	}
+	var st struct {
+		Running bool   `json:"running"`
+		Status  string `json:"status"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("query-status: %w", err)
+	}
+	if st.Running {
+		return nil
+	}
+	i.d.Log.Warn("adopted VM was paused; resuming", "sprite", i.spec.Name, "status", st.Status)
+	_, err = mon.run(ctx, "cont", nil, nil)
+	return err
 }
 
 // livePid reads the pid file and checks the process is this sprite's QEMU

@@ -143,6 +143,32 @@ func TestCheckpoint(t *testing.T) {
 	}
 }
 
+// TestAdoptPaused: a daemon that died in the middle of a save left the VM
+// paused; adopting it resumes it.
+func TestAdoptPaused(t *testing.T) {
+	d, newSpec := fixture(t)
+	spec := newSpec(t, "paused", 256)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	inst, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.Kill(); <-inst.Done() })
+	if err := inst.(*Instance).qmp("stop"); err != nil {
+		t.Fatal(err)
+	}
+	inst.Close()
+	again, err := d.Adopt(ctx, spec)
+	if err != nil {
+		t.Fatalf("Adopt of a paused VM: %v", err)
+	}
+	defer again.Close()
+	if got := sh(t, again.Agent(), "echo resumed"); got != "resumed\n" {
+		t.Errorf("after adopt: %q", got)
+	}
+}
+
 // BenchmarkSaveRestore reports medians of sleep (Save without keep), wake
 // (Restore until the agent answers) and the pause of a checkpoint (Save
 // with keep into a folder elsewhere: device state plus a memory copy).
