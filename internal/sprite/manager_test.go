@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +194,25 @@ func TestRecover(t *testing.T) {
 	ents, _ := os.ReadDir(filepath.Join(dir, "sprites"))
 	if len(ents) != 2 {
 		t.Errorf("after recover, %d folders, want 2", len(ents))
+	}
+}
+
+func TestConsoleBounded(t *testing.T) {
+	m := newManager(t, t.TempDir(), &vmmtest.Driver{})
+	defer m.Close()
+	sp, err := m.Create(context.Background(), CreateOptions{Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, maxConsole+100)
+	for i := range big {
+		big[i] = 'x'
+	}
+	copy(big[len(big)-4:], "END\n")
+	os.WriteFile(m.ConsolePath(sp), big, 0o644)
+	m.boundConsoles()
+	got, _ := os.ReadFile(m.ConsolePath(sp))
+	if len(got) > keepConsole+200 || !strings.HasSuffix(string(got), "END\n") || !strings.HasPrefix(string(got), "[wisp: console log was") {
+		t.Errorf("bounded log: %d bytes, head %q", len(got), got[:min(60, len(got))])
 	}
 }

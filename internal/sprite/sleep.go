@@ -149,7 +149,7 @@ func (m *Manager) idleLimit(rec Sprite) time.Duration {
 }
 
 // IdleLoop puts sprites to sleep once they have been unused for their idle
-// time. It returns when ctx ends.
+// time, and keeps their console logs bounded. It returns when ctx ends.
 func (m *Manager) IdleLoop(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -158,6 +158,7 @@ func (m *Manager) IdleLoop(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			m.boundConsoles()
 			for _, e := range m.idle(now) {
 				go func() {
 					// Check again under the lock: a request may have come.

@@ -216,7 +216,7 @@ func (d *Driver) ensureTmp(spec vmm.Spec, rootfs string) error {
 // sandbox gets a session of its own and no context, so it outlives the
 // daemon; only the wait for runsc is bounded by ctx.
 func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
-	logf, err := os.OpenFile(filepath.Join(spec.Dir, consoleLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	logf, err := os.OpenFile(filepath.Join(spec.Dir, consoleLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
