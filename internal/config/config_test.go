@@ -1,0 +1,31 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	if c := Default(); c.Validate() != nil {
+		t.Fatalf("defaults do not validate: %v", c.Validate())
+	}
+	for _, tc := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.DataDir = "relative" }, "must be absolute"},
+		{func(c *Config) { c.Backend = "docker" }, "want auto, qemu or gvisor"},
+		{func(c *Config) { c.CPUs = 0 }, "default cpus"},
+		{func(c *Config) { c.MemoryMiB = 64 }, "default memory"},
+		{func(c *Config) { c.DiskGiB = 0 }, "default disk"},
+		{func(c *Config) { c.PoolGiB = 0 }, "pool size"},
+		{func(c *Config) { c.Idle = -1 }, "idle"},
+		{func(c *Config) { c.Socket = "" }, "socket"},
+	} {
+		c := Default()
+		tc.edit(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate() = %v, want an error mentioning %q", err, tc.want)
+		}
+	}
+}
