@@ -59,6 +59,7 @@ func Default() Config {
 		Backend:       "auto",
 		QEMU:          "qemu-system-x86_64",
 		QEMUUser:      "nobody",
+		PoolGiB:       200,
 		CPUs:          1,
 		MemoryMiB:     1024,
 		DiskGiB:       10,
