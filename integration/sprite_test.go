@@ -140,3 +140,19 @@ func testSprite(t *testing.T, backend string) {
 	}
 	d.fails("not found", "destroy", "s1")
 }
+
+// TestWarmSnapshotCrash: a daemon killed while it builds a warm snapshot
+// leaves no VM behind once the next daemon is up.
+func TestWarmSnapshotCrash(t *testing.T) {
+	d := newDaemon(t, "qemu")
+	d.ok("create", "w1")
+	d.kill9AndRestart() // the snapshot's throwaway VM is booting now
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		if strings.Contains(string(b), filepath.Join(d.dir, "data", "pool", "templates")) {
+			t.Errorf("a half-built warm snapshot's VM survived the restart: %s", strings.ReplaceAll(string(b), "\x00", " ")[:120])
+		}
+	}
+	d.ok("exec", "w1", "--", "true")
+}

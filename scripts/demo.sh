@@ -66,6 +66,11 @@ echo "   sprite $("$BIN/wisp" exec dev -- sha256sum /home/sprite/blob | cut -c1-
 echo "   back   $(sha256sum < "$DEMO/blob.back" | cut -c1-16)"
 "$BIN/wisp" exec vm -- sh -c 'echo "written before the crash" > /home/sprite/note'
 
+step "a second QEMU sprite comes from the warm snapshot"
+for _ in $(seq 1 300); do ls "$DEMO/data/pool/templates" 2>/dev/null | grep -v tmp | grep -q '^qemu-dev-' && break; sleep 0.1; done
+tic; "$BIN/wisp" create vm2 --backend qemu --memory 512; toc "create vm2 (qemu, warm snapshot)"
+"$BIN/wisp" exec vm2 -- sh -c 'echo "hello from $(hostname), up $(cut -d" " -f1 /proc/uptime) s"'
+
 step "kill -9 the daemon; the sprites keep running and are adopted"
 kill -9 "$PID"; wait "$PID" 2>/dev/null || true
 tic; start_daemon; toc "daemon restart + adopt"
@@ -101,11 +106,6 @@ step "stop and start: the disk keeps everything"
 "$BIN/wisp" stop vm
 tic; "$BIN/wisp" start vm; toc "start vm (qemu cold boot)"
 "$BIN/wisp" exec vm -- cat /home/sprite/note
-
-step "a second QEMU sprite comes from the warm snapshot"
-for _ in $(seq 1 300); do ls "$DEMO/data/pool/templates" 2>/dev/null | grep -v tmp | grep -q '^qemu-dev-' && break; sleep 0.1; done
-tic; "$BIN/wisp" create vm2 --backend qemu --memory 512; toc "create vm2 (qemu, warm snapshot)"
-"$BIN/wisp" exec vm2 -- sh -c 'echo "hello from $(hostname), up $(cut -d" " -f1 /proc/uptime) s"'
 
 step "benchmark (both backends, minimal image)"
 "$BIN/wisp" bench --runs 3 --backend both --out "$DEMO/bench.json" 2>/dev/null

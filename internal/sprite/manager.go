@@ -111,12 +111,6 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	if opt.Clone == nil {
 		opt.Clone = copyFile
 	}
-	// Warm snapshots half-built when the daemon died are garbage.
-	if tmps, _ := filepath.Glob(filepath.Join(opt.DataDir, "templates", "*.tmp-*")); len(tmps) > 0 {
-		for _, t := range tmps {
-			os.RemoveAll(t)
-		}
-	}
 	return &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}}, nil
 }
 
@@ -566,6 +560,7 @@ func (m *Manager) withOp(e *entry, fn func() error) error {
 // what runs: running VMs are adopted, half-made sprites removed, half-done
 // destroys finished, dead VMs marked stopped.
 func (m *Manager) Recover(ctx context.Context) error {
+	m.cleanTemplates(ctx)
 	recs, err := m.store.List()
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -133,6 +134,11 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 	if err != nil {
 		return err
 	}
+	// Recorded before the start: a daemon that dies now leaves a VM that
+	// the next one must find and end (cleanTemplates).
+	if err := writeJSON(filepath.Join(tmp, tplSpecFile), tplSpec{Backend: tpl.Backend, Spec: spec}); err != nil {
+		return err
+	}
 	inst, err := d.Start(ctx, spec)
 	if err != nil {
 		return err
@@ -160,4 +166,39 @@ func (m *Manager) WarmSnapshots() []string {
 		}
 	}
 	return out
+}
+
+// tplSpecFile records, in a warm snapshot being built, the throwaway
+// instance's backend and spec.
+const tplSpecFile = "spec.json"
+
+type tplSpec struct {
+	Backend string   `json:"backend"`
+	Spec    vmm.Spec `json:"spec"`
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
+
+// cleanTemplates removes warm snapshots that were being built when the
+// daemon died, ending the throwaway VMs they were built from.
+func (m *Manager) cleanTemplates(ctx context.Context) {
+	tmps, _ := filepath.Glob(filepath.Join(m.templatesDir(), "*.tmp-*"))
+	for _, t := range tmps {
+		var ts tplSpec
+		if b, err := os.ReadFile(filepath.Join(t, tplSpecFile)); err == nil && json.Unmarshal(b, &ts) == nil {
+			if d, ok := m.opt.Drivers[ts.Backend]; ok {
+				if inst, err := d.Adopt(ctx, ts.Spec); err == nil {
+					m.log.Info("ending the VM of a half-built warm snapshot", "dir", t)
+					kill(inst)
+				}
+			}
+		}
+		os.RemoveAll(t)
+	}
 }
