@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/fsfreeze"
 )
 
 func guestInfo() (proto.Info, error) {
@@ -67,12 +68,6 @@ func setTime(t time.Time, seed []byte) error {
 	return nil
 }
 
-// Filesystem freeze ioctls, _IOWR('X', 119/120, int); x/sys/unix lacks them.
-const (
-	fiFreeze = 0xC0045877
-	fiThaw   = 0xC0045878
-)
-
 // freezeRoot freezes the root filesystem (FIFREEZE): dirty data is written
 // and writers wait until thawRoot.
 func freezeRoot() error {
@@ -81,7 +76,7 @@ func freezeRoot() error {
 		return err
 	}
 	defer f.Close()
-	return unix.IoctlSetInt(int(f.Fd()), fiFreeze, 0)
+	return fsfreeze.Freeze(int(f.Fd()))
 }
 
 func thawRoot() error {
@@ -90,7 +85,7 @@ func thawRoot() error {
 		return err
 	}
 	defer f.Close()
-	return unix.IoctlSetInt(int(f.Fd()), fiThaw, 0)
+	return fsfreeze.Thaw(int(f.Fd()))
 }
 
 // setIdentity makes a forked sprite its own: hostname, machine-id, fresh

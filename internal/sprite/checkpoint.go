@@ -349,7 +349,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	} else {
 		err = m.withOp(e, func() error { return m.cloneCurrent(ctx, e, m.DiskPath(rec)) })
 		if err == nil {
-			inst, err = m.boot(ctx, ne, rec)
+			inst, err = m.boot(ctx, rec)
 		}
 	}
 	if err != nil {

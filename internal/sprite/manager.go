@@ -109,7 +109,7 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 		opt.BootTimeout = 3 * time.Minute
 	}
 	if opt.Clone == nil {
-		opt.Clone = copyFile
+		opt.Clone = storage.CopyFile
 	}
 	return &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}}, nil
 }
@@ -276,7 +276,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 			return fail(fmt.Errorf("create disk: %w", err))
 		}
 		var err error
-		if inst, err = m.boot(ctx, e, rec); err != nil {
+		if inst, err = m.boot(ctx, rec); err != nil {
 			return fail(err)
 		}
 		if m.opt.WarmSnapshots[rec.Backend] {
@@ -319,8 +319,8 @@ func (m *Manager) driver(rec Sprite) (vmm.Driver, error) {
 	return d, nil
 }
 
-// boot starts the sprite's instance and supervises it.
-func (m *Manager) boot(ctx context.Context, e *entry, rec Sprite) (vmm.Instance, error) {
+// boot starts the sprite's instance (running then records and watches it).
+func (m *Manager) boot(ctx context.Context, rec Sprite) (vmm.Instance, error) {
 	d, err := m.driver(rec)
 	if err != nil {
 		return nil, err
@@ -416,7 +416,7 @@ func (m *Manager) Start(ctx context.Context, name string) (Sprite, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
 	defer cancel()
-	inst, err := m.boot(ctx, e, rec)
+	inst, err := m.boot(ctx, rec)
 	if err == nil {
 		err = m.running(e, rec, inst)
 	}

@@ -24,8 +24,8 @@ func CreateDisk(ctx context.Context, src, dst string, sizeGiB int) (err error) {
 			os.Remove(dst)
 		}
 	}()
-	if out, err := exec.CommandContext(ctx, "cp", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput(); err != nil {
-		return diskErr("copy image", out, err)
+	if err := copyFile(ctx, src, dst); err != nil {
+		return err
 	}
 	size := int64(sizeGiB) << 30
 	fi, err := os.Stat(dst)
@@ -40,6 +40,17 @@ func CreateDisk(ctx context.Context, src, dst string, sizeGiB int) (err error) {
 	}
 	if out, err := exec.CommandContext(ctx, "resize2fs", "-f", dst).CombinedOutput(); err != nil {
 		return diskErr("resize2fs", out, err)
+	}
+	return nil
+}
+
+// CopyFile copies src to dst, a reflink where the filesystem has them and
+// a sparse copy elsewhere: the clone to use outside a Pool.
+func CopyFile(src, dst string) error { return copyFile(context.Background(), src, dst) }
+
+func copyFile(ctx context.Context, src, dst string) error {
+	if out, err := exec.CommandContext(ctx, "cp", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput(); err != nil {
+		return diskErr("copy "+src, out, err)
 	}
 	return nil
 }

@@ -14,18 +14,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/fsfreeze"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
 var (
 	_ vmm.Freezer = (*Driver)(nil)
 	_ vmm.Saver   = (*Driver)(nil)
-)
-
-// Filesystem freeze ioctls, _IOWR('X', 119/120, int); x/sys/unix lacks them.
-const (
-	fiFreeze = 0xC0045877
-	fiThaw   = 0xC0045878
 )
 
 // instance returns inst as one of this driver's live instances.
@@ -81,7 +76,7 @@ func freezeFS(dir string, limit time.Duration) (func() error, error) {
 		f.Close()
 		return nil, fmt.Errorf("syncfs %s: %w", dir, err)
 	}
-	if err := unix.IoctlSetInt(int(f.Fd()), fiFreeze, 0); err != nil {
+	if err := fsfreeze.Freeze(int(f.Fd())); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("FIFREEZE %s: %w", dir, err)
 	}
@@ -91,7 +86,7 @@ func freezeFS(dir string, limit time.Duration) (func() error, error) {
 	)
 	thaw := func() error {
 		once.Do(func() {
-			thawErr = unix.IoctlSetInt(int(f.Fd()), fiThaw, 0)
+			thawErr = fsfreeze.Thaw(int(f.Fd()))
 			f.Close()
 			if thawErr != nil {
 				thawErr = fmt.Errorf("FITHAW %s: %w", dir, thawErr)
@@ -115,7 +110,7 @@ func thawFS(dir string) {
 		return
 	}
 	defer f.Close()
-	unix.IoctlSetInt(int(f.Fd()), fiThaw, 0) // EINVAL when not frozen
+	fsfreeze.Thaw(int(f.Fd())) // EINVAL when not frozen
 }
 
 // Save checkpoints the sandbox into dir (runsc checkpoint; the image holds

@@ -35,8 +35,8 @@ type Driver struct {
 	RunAs        string // drop to this user after start-up (-runas); empty: stay
 	Log          *slog.Logger
 	// Clone copies a file (a memory file into or out of a checkpoint),
-	// creating dst; a reflink where the filesystem can. Nil: cp
-	// --reflink=auto --sparse=always.
+	// creating dst; a reflink where the filesystem can. Nil:
+	// storage.CopyFile.
 	Clone func(src, dst string) error
 }
 

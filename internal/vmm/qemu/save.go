@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
@@ -136,12 +136,11 @@ func readState(dir string) (savedState, error) {
 func (d *Driver) clone(src, dst string) error {
 	tmp := dst + ".tmp"
 	os.Remove(tmp)
-	var err error
-	if d.Clone != nil {
-		err = d.Clone(src, tmp)
-	} else if out, cerr := exec.Command("cp", "--reflink=auto", "--sparse=always", src, tmp).CombinedOutput(); cerr != nil {
-		err = fmt.Errorf("cp: %w: %s", cerr, strings.TrimSpace(string(out)))
+	clone := d.Clone
+	if clone == nil {
+		clone = storage.CopyFile
 	}
+	err := clone(src, tmp)
 	if err == nil {
 		err = os.Rename(tmp, dst)
 	}
