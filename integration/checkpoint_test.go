@@ -73,7 +73,7 @@ func testCheckpoint(t *testing.T, backend string) {
 	d.ok("destroy", "c2")
 
 	// A memory checkpoint resumes a running counter.
-	d.ok("exec", "c1", "--", "sh", "-c", "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' </dev/null >/dev/null 2>&1 &")
+	d.ok("exec", "c1", "--", "sh", "-c", "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done' </dev/null >/dev/null 2>&1 &")
 	before := counterAbove(t, d, "c1", 3)
 	d.ok("checkpoint", "create", "c1", "--memory")
 	later := counterAbove(t, d, "c1", counter(t, d, "c1")+20)
@@ -141,8 +141,11 @@ func (d *daemon) spriteID(name string) string {
 
 func counter(t *testing.T, d *daemon, name string) int {
 	t.Helper()
-	out, _, _ := d.wisp(nil, "exec", name, "--", "cat", "/tmp/count")
-	n, _ := strconv.Atoi(strings.TrimSpace(out))
+	out, e, code := d.wisp(nil, "exec", name, "--", "cat", "/tmp/count")
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if code != 0 || err != nil {
+		t.Fatalf("read the counter in %s: exit %d, %q %s", name, code, out, e)
+	}
 	return n
 }
 

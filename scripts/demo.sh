@@ -89,7 +89,7 @@ tic; "$BIN/wisp" fork dev --from v1 dev2; toc "fork dev2 from v1"
 "$BIN/wisp" checkpoint list dev
 
 step "memory checkpoint: a running counter resumes where it was"
-"$BIN/wisp" exec vm -- sh -c "setsid sh -c 'i=0; while true; do i=\$((i+1)); echo \$i > /tmp/n; sleep 0.1; done' </dev/null >/dev/null 2>&1 &"
+"$BIN/wisp" exec vm -- sh -c "setsid sh -c 'i=0; while true; do i=\$((i+1)); echo \$i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.1; done' </dev/null >/dev/null 2>&1 &"
 sleep 1
 tic; "$BIN/wisp" checkpoint create vm --memory; toc "memory checkpoint (qemu)"
 echo "   counter at checkpoint: $("$BIN/wisp" exec vm -- cat /tmp/n)"; sleep 2

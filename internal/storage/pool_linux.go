@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -92,7 +94,16 @@ func MountLoop(img, dir, fstype string, flags uintptr) (string, error) {
 		return "", err
 	}
 	defer ctl.Close()
-	for range 10 { // another process may take the free device first
+	// LOOP_CTL_GET_FREE hands every concurrent caller the same device, and
+	// a device still being released after an autoclear is "free" yet busy:
+	// attach one at a time here, and retry a busy device for a while
+	// (another process may also have taken it).
+	loopMu.Lock()
+	defer loopMu.Unlock()
+	for try := range loopTries {
+		if try > 0 {
+			time.Sleep(time.Duration(min(try, 10)) * time.Millisecond)
+		}
 		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
 		if err != nil {
 			return "", fmt.Errorf("get free loop device: %w", err)
@@ -121,8 +132,12 @@ func MountLoop(img, dir, fstype string, flags uintptr) (string, error) {
 		}
 		return dev, nil
 	}
-	return "", errors.New("no free loop device")
+	return "", fmt.Errorf("no free loop device after %d tries", loopTries)
 }
+
+var loopMu sync.Mutex // serializes MountLoop's attach
+
+const loopTries = 300 // about 2.5 s of retries on a busy device
 
 // growLoop grows img to size bytes if it is smaller, then has the loop
 // device dev and the xfs on dir take up the whole file. The last two steps

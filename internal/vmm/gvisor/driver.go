@@ -381,17 +381,30 @@ func (i *Instance) connect(ctx context.Context) error {
 		}
 		i.ln.SetDeadline(time.Now()) // unblock Accept
 	}()
-	conn, err := i.ln.AcceptUnix()
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("agent did not connect: %w", context.Cause(ctx))
+	var (
+		conn *net.UnixConn
+		ag   *agent.Client
+	)
+	for ag == nil {
+		c, err := i.ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("agent did not connect: %w", context.Cause(ctx))
+			}
+			return err
 		}
-		return err
-	}
-	ag, err := agent.Connect(ctx, conn, 250*time.Millisecond)
-	if err != nil {
-		conn.Close()
-		return err
+		// A connection can break during the handshake (seen right after a
+		// restore under load); the agent redials whenever its session
+		// ends, so wait for the next one until ctx ends.
+		if ag, err = agent.Connect(ctx, c, 250*time.Millisecond); err != nil {
+			c.Close()
+			if ctx.Err() != nil {
+				return err
+			}
+			i.d.Log.Warn("agent connection broke during the handshake; waiting for its redial", "sprite", i.spec.Name, "err", err)
+			continue
+		}
+		conn = c
 	}
 	i.mu.Lock()
 	old := i.ag
