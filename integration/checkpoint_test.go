@@ -3,6 +3,7 @@ package integration
 import (
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -139,26 +140,37 @@ func (d *daemon) spriteID(name string) string {
 	return s.ID
 }
 
-func counter(t *testing.T, d *daemon, name string) int {
-	t.Helper()
+// readCounter reads /tmp/count, which the counter loop replaces by rename.
+func readCounter(d *daemon, name string) (int, error) {
 	out, e, code := d.wisp(nil, "exec", name, "--", "cat", "/tmp/count")
 	n, err := strconv.Atoi(strings.TrimSpace(out))
 	if code != 0 || err != nil {
-		t.Fatalf("read the counter in %s: exit %d, %q %s", name, code, out, e)
+		return 0, fmt.Errorf("read the counter in %s: exit %d, %q %s", name, code, out, e)
+	}
+	return n, nil
+}
+
+// counter reads the counter, which must exist by now.
+func counter(t *testing.T, d *daemon, name string) int {
+	t.Helper()
+	n, err := readCounter(d, name)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
 
-// counterAbove waits until the counter in /tmp/count passes n.
+// counterAbove waits until the counter in /tmp/count exists and passes n.
 func counterAbove(t *testing.T, d *daemon, name string, n int) int {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if v := counter(t, d, name); v > n {
+		v, err := readCounter(d, name)
+		if err == nil && v > n {
 			return v
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("counter in %s stuck at or below %d", name, n)
+			t.Fatalf("counter in %s stuck at or below %d (last read: %d, %v)", name, n, v, err)
 		}
 		time.Sleep(50 * time.Millisecond) // the counter ticks every 50 ms
 	}
