@@ -5,20 +5,27 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 )
 
-// drainAfterExit bounds how long output is still read after the process
-// exits; a background child that keeps stdout open must not hold the exec.
-const drainAfterExit = time.Second
+// After the process exits its output is still read while it keeps coming:
+// until a read waits drainIdle for data (a background child that keeps
+// stdout open but quiet must not hold the exec), and for drainMax at most.
+// A copier that was blocked sending to a slow host still gets drainIdle
+// for each read.
+const (
+	drainIdle = time.Second
+	drainMax  = 30 * time.Second
+)
 
 // pipeSize is the capacity asked for the output pipes (the default is 64 KiB).
 const pipeSize = 1 << 20
@@ -70,7 +77,7 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 		master  *os.File
 	)
 	if req.TTY {
-		m, tty, err := pty.Open()
+		m, tty, err := openPTY()
 		if err != nil {
 			exit(proto.Exit{Code: 126, Error: "exec: open pty: " + err.Error()})
 			return
@@ -79,7 +86,7 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 		if rows == 0 || cols == 0 {
 			rows, cols = 24, 80
 		}
-		pty.Setsize(m, &pty.Winsize{Rows: rows, Cols: cols})
+		setWinsize(m, rows, cols)
 		master = m
 		stdin = m
 		outs, types = []*os.File{m}, []byte{proto.TStdout}
@@ -97,7 +104,10 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 		// Larger output pipes: fewer, larger reads and frames (each
 		// syscall is dear under emulation). Best effort.
 		for _, f := range []*os.File{outR, errR} {
-			unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, pipeSize)
+			control(f, func(fd int) error {
+				_, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, pipeSize)
+				return err
+			})
 		}
 		stdin = inW
 		outs, types = []*os.File{outR, errR}, []byte{proto.TStdout, proto.TStderr}
@@ -123,13 +133,26 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 	}
 
 	// Output: one copier per stream.
-	var wg sync.WaitGroup
+	var (
+		wg     sync.WaitGroup
+		exited atomic.Int64 // unix nanoseconds of the exit, 0 before
+	)
+	drainDeadline := func() time.Time {
+		idle, limit := time.Now().Add(drainIdle), time.Unix(0, exited.Load()).Add(drainMax)
+		if idle.After(limit) {
+			return limit
+		}
+		return idle
+	}
 	for i, f := range outs {
 		wg.Add(1)
 		go func(f *os.File, t byte) {
 			defer wg.Done()
 			buf := make([]byte, proto.ChunkSize)
 			for {
+				if exited.Load() != 0 {
+					f.SetReadDeadline(drainDeadline())
+				}
 				n, err := f.Read(buf)
 				if n > 0 {
 					if proto.WriteFrame(st, t, buf[:n]) != nil {
@@ -164,7 +187,7 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 			case proto.TResize:
 				var r proto.Resize
 				if proto.DecodeJSON(p, &r) == nil && master != nil && r.Rows > 0 && r.Cols > 0 {
-					pty.Setsize(master, &pty.Winsize{Rows: r.Rows, Cols: r.Cols})
+					setWinsize(master, r.Rows, r.Cols)
 				}
 			case proto.TSignal:
 				var sg proto.Signal
@@ -189,8 +212,9 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 	if !req.TTY {
 		stdin.Close()
 	}
+	exited.Store(time.Now().UnixNano())
 	for _, f := range outs {
-		f.SetReadDeadline(time.Now().Add(drainAfterExit))
+		f.SetReadDeadline(drainDeadline()) // wakes a read already waiting
 	}
 	wg.Wait()
 	for _, f := range outs {
@@ -202,4 +226,52 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 		e.Signal = unix.SignalName(ws.Signal())
 	}
 	exit(e)
+}
+
+// control runs fn on f's descriptor without f.Fd(), which would switch f
+// to blocking mode and so disable its read deadlines (the output drain
+// after exit relies on them).
+func control(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// setWinsize sets the terminal size of the PTY master m (pty.Setsize
+// would use m.Fd(); see control).
+func setWinsize(m *os.File, rows, cols uint16) error {
+	return control(m, func(fd int) error {
+		return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	})
+}
+
+// openPTY opens a new PTY pair. Not creack/pty: its Open and Setsize use
+// Fd() (see control), so the master would lose its read deadlines.
+func openPTY() (master, tty *os.File, err error) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	var n int
+	err = control(m, func(fd int) error {
+		if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil { // unlock
+			return err
+		}
+		n, err = unix.IoctlGetInt(fd, unix.TIOCGPTN)
+		return err
+	})
+	if err == nil {
+		tty, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	return m, tty, nil
 }

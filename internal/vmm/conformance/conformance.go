@@ -147,6 +147,17 @@ func testExec(t *testing.T, f Fixture) {
 	if got := fmt.Sprintf("%x", sha256.Sum256([]byte(out))); exit.Code != 0 || got != want || len(out) != 10000000 {
 		t.Errorf("10 MB output: %d bytes, sha %s, want %s", len(out), got, want)
 	}
+	// Output written after the process exits, by a child that keeps stdout
+	// open, still arrives while it keeps coming; a child that holds stdout
+	// but stays quiet does not hold the exec until it ends.
+	begin := time.Now()
+	out, _, exit = run(t, ag, nil, "sh", "-c", "(for i in 1 2 3; do sleep 0.1; echo late$i; done; sleep 300) & echo now")
+	if exit.Code != 0 || out != "now\nlate1\nlate2\nlate3\n" {
+		t.Errorf("output after exit: %q %+v", out, exit)
+	}
+	if took := time.Since(begin); took > 10*time.Second {
+		t.Errorf("a quiet background child held the exec for %s", took)
+	}
 	// Concurrent execs share the channel.
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
