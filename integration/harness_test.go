@@ -109,11 +109,13 @@ func (d *daemon) start() {
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
-	// Wait until the socket answers.
+	// Wait until the socket exists, then for a first answer: wispd listens
+	// before it recovers its sprites and serves only after.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if c, err := net.Dial("unix", d.sock); err == nil {
 			c.Close()
+			d.ok("list")
 			return
 		}
 		if time.Now().After(deadline) {

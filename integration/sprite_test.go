@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func sha(b []byte) string { return fmt.Sprintf("%x", sha256.Sum256(b)) }
@@ -146,7 +147,18 @@ func testSprite(t *testing.T, backend string) {
 func TestWarmSnapshotCrash(t *testing.T) {
 	d := newDaemon(t, "qemu")
 	d.ok("create", "w1")
-	d.kill9AndRestart() // the snapshot's throwaway VM is booting now
+	// Kill the daemon once the snapshot's throwaway VM has started (its
+	// pid file is written when QEMU runs); it is still booting then.
+	pids := filepath.Join(d.dir, "data", "pool", "templates", "*.tmp-*", "vm", "qemu.pid")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if m, _ := filepath.Glob(pids); len(m) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no warm snapshot build started after a cold create")
+		}
+	}
+	d.kill9AndRestart()
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, _ := os.ReadFile(p)

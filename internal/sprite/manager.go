@@ -594,7 +594,12 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 		spec, _ := m.spec(ctx, rec)
 		inst, err = d.Adopt(ctx, spec)
 		if err != nil && !errors.Is(err, vmm.ErrNotRunning) {
-			log.Warn("adopt failed", LogErr, err)
+			// Something runs that does not answer: end it, or it would
+			// run on beside whatever uses the sprite's disk next.
+			log.Warn("adopt failed; ending the VM", LogErr, err)
+			if err := d.Reap(ctx, spec); err != nil {
+				log.Error("could not end the VM", LogErr, err)
+			}
 		}
 	}
 	stopped := func(why string) error {

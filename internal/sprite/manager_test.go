@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,7 +161,7 @@ func TestRecover(t *testing.T) {
 	dir := t.TempDir()
 	m := newManager(t, dir, &vmmtest.Driver{})
 	ctx := context.Background()
-	for _, n := range []string{"alive", "dead", "half", "going"} {
+	for _, n := range []string{"alive", "dead", "half", "going", "hung"} {
 		if _, err := m.Create(ctx, CreateOptions{Name: n}); err != nil {
 			t.Fatal(err)
 		}
@@ -173,12 +175,22 @@ func TestRecover(t *testing.T) {
 	m.store.Close()
 
 	adopted := vmmtest.NewInstance()
-	m2 := newManager(t, dir, &vmmtest.Driver{AdoptFunc: func(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
-		if s.Name == "alive" {
-			return adopted, nil
-		}
-		return nil, vmm.ErrNotRunning
-	}})
+	var reaped []string
+	m2 := newManager(t, dir, &vmmtest.Driver{
+		AdoptFunc: func(_ context.Context, s vmm.Spec) (vmm.Instance, error) {
+			switch s.Name {
+			case "alive":
+				return adopted, nil
+			case "hung": // runs, but its agent does not answer
+				return nil, errors.New("agent did not answer")
+			}
+			return nil, vmm.ErrNotRunning
+		},
+		ReapFunc: func(_ context.Context, s vmm.Spec) error {
+			reaped = append(reaped, s.Name) // Recover adopts concurrently; only "hung" gets here
+			return nil
+		},
+	})
 	defer m2.Close()
 	if err := m2.Recover(ctx); err != nil {
 		t.Fatal(err)
@@ -187,13 +199,16 @@ func TestRecover(t *testing.T) {
 	for _, s := range m2.List() {
 		got[s.Name] = s.State
 	}
-	want := map[string]State{"alive": Running, "dead": Stopped}
-	if len(got) != len(want) || got["alive"] != Running || got["dead"] != Stopped {
+	want := map[string]State{"alive": Running, "dead": Stopped, "hung": Stopped}
+	if !maps.Equal(got, want) {
 		t.Errorf("after recover: %v, want %v", got, want)
 	}
+	if !slices.Equal(reaped, []string{"hung"}) {
+		t.Errorf("reaped %v, want the one that ran unanswering: [hung]", reaped)
+	}
 	ents, _ := os.ReadDir(filepath.Join(dir, "sprites"))
-	if len(ents) != 2 {
-		t.Errorf("after recover, %d folders, want 2", len(ents))
+	if len(ents) != 3 {
+		t.Errorf("after recover, %d folders, want 3", len(ents))
 	}
 }
 

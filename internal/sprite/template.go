@@ -193,9 +193,10 @@ func (m *Manager) cleanTemplates(ctx context.Context) {
 		var ts tplSpec
 		if b, err := os.ReadFile(filepath.Join(t, tplSpecFile)); err == nil && json.Unmarshal(b, &ts) == nil {
 			if d, ok := m.opt.Drivers[ts.Backend]; ok {
-				if inst, err := d.Adopt(ctx, ts.Spec); err == nil {
-					m.log.Info("ending the VM of a half-built warm snapshot", "dir", t)
-					kill(inst)
+				// Its VM may still be booting: end it without waiting for
+				// its agent.
+				if err := d.Reap(ctx, ts.Spec); err != nil {
+					m.log.Warn("could not end the VM of a half-built warm snapshot", "dir", t, LogErr, err)
 				}
 			}
 		}

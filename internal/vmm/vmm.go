@@ -46,12 +46,16 @@ var ErrNotRunning = errors.New("not running")
 // the handshake (a boot that hangs is retried by the driver's watchdog).
 // After a daemon restart, Adopt re-attaches to an instance that kept running,
 // or fails with ErrNotRunning (and cleans up stale files) when it did not.
-// The instance's life never depends on the ctx passed to either: ctx bounds
-// only the wait.
+// Reap ends whatever still runs for spec without talking to it, and returns
+// once it is gone: for an instance Adopt could not reach (a VM still
+// booting when the daemon died, a hung guest), which must not keep running
+// beside a new one on the same disk. The instance's life never depends on
+// the ctx passed to any of them: ctx bounds only the wait.
 type Driver interface {
 	Name() string
 	Start(ctx context.Context, spec Spec) (Instance, error)
 	Adopt(ctx context.Context, spec Spec) (Instance, error)
+	Reap(ctx context.Context, spec Spec) error
 }
 
 // Instance is one running sprite.

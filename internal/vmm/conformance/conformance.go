@@ -215,6 +215,31 @@ func testAdopt(t *testing.T, f Fixture) {
 		}
 		again.Close()
 	}
+
+	// Reap ends an instance nobody holds, without its agent, and a new
+	// instance can use the disk afterwards. Reap of nothing succeeds.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := f.Driver.Reap(ctx, spec); err != nil {
+		t.Fatalf("Reap: %v", err)
+	}
+	select {
+	case <-inst.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the instance still runs after Reap")
+	}
+	if _, err := f.Driver.Adopt(ctx, spec); !errors.Is(err, vmm.ErrNotRunning) {
+		t.Fatalf("Adopt after Reap: %v, want ErrNotRunning", err)
+	}
+	if err := f.Driver.Reap(ctx, spec); err != nil {
+		t.Fatalf("Reap of nothing: %v", err)
+	}
+	inst2 := start(t, f, spec)
+	if out, _, exit := run(t, inst2.Agent(), nil, "cat", "/etc/hostname"); exit.Code != 0 || out == "" {
+		t.Fatalf("start after Reap: %q %+v", out, exit)
+	}
+	inst2.Kill()
+	<-inst2.Done()
 }
 
 // testFreeze: between Freeze and thaw the disk file holds what the guest

@@ -110,6 +110,15 @@ func (d *Driver) cleanup(ctx context.Context, spec vmm.Spec) error {
 	return unmountDisk(ctx, spec.Disk, filepath.Join(spec.Dir, rootfsDir))
 }
 
+// Reap ends the sprite's sandbox, if one runs, and cleans up after it
+// (runsc delete --force kills a running sandbox).
+func (d *Driver) Reap(ctx context.Context, spec vmm.Spec) error {
+	if err := d.cleanup(ctx, spec); err != nil {
+		return fmt.Errorf("reap %s: %w", spec.Name, err)
+	}
+	return nil
+}
+
 // Start mounts the disk, starts the sandbox and waits for its agent.
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
 	inst, err := d.boot(ctx, spec, "")

@@ -161,6 +161,29 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 	return inst, nil
 }
 
+// Reap kills the sprite's QEMU process, if one runs, and waits until it
+// has exited.
+func (d *Driver) Reap(ctx context.Context, spec vmm.Spec) error {
+	pid, err := livePid(spec)
+	if err != nil {
+		return nil // nothing runs
+	}
+	done, err := vmm.WatchPid(pid)
+	if err != nil {
+		return nil // gone meanwhile
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("reap %s (pid %d): %w", spec.Name, pid, err)
+	}
+	select {
+	case <-done:
+		d.Log.Info("ended a VM the daemon could not reach", "sprite", spec.Name, "pid", pid)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reap %s (pid %d): %w", spec.Name, pid, context.Cause(ctx))
+	}
+}
+
 // resumeIfPaused continues a VM whose vCPUs are stopped.
 func (i *Instance) resumeIfPaused(ctx context.Context) error {
 	mon, err := dialMonitor(ctx, filepath.Join(i.spec.Dir, qmpSock), i.done)

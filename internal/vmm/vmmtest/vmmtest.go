@@ -14,6 +14,7 @@ import (
 type Driver struct {
 	StartFunc func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 	AdoptFunc func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
+	ReapFunc  func(ctx context.Context, spec vmm.Spec) error
 }
 
 var _ vmm.Driver = (*Driver)(nil)
@@ -32,6 +33,13 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 		return d.AdoptFunc(ctx, spec)
 	}
 	return nil, vmm.ErrNotRunning
+}
+
+func (d *Driver) Reap(ctx context.Context, spec vmm.Spec) error {
+	if d.ReapFunc != nil {
+		return d.ReapFunc(ctx, spec)
+	}
+	return nil
 }
 
 // Instance is a fake running instance; Exit makes it die on its own.
