@@ -77,7 +77,9 @@ func testCheckpoint(t *testing.T, backend string) {
 	d.ok("exec", "c1", "--", "sh", "-c", "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done' </dev/null >/dev/null 2>&1 &")
 	before := counterAbove(t, d, "c1", 3)
 	d.ok("checkpoint", "create", "c1", "--memory")
-	later := counterAbove(t, d, "c1", counter(t, d, "c1")+20)
+	// Far enough ahead (3 s of ticks) that the counter cannot get there
+	// again between the restore and the next read.
+	later := counterAbove(t, d, "c1", counter(t, d, "c1")+60)
 	d.ok("restore", "c1", "v3")
 	back := counter(t, d, "c1")
 	if back < before || back >= later {

@@ -98,13 +98,13 @@ func testSleep(t *testing.T, backend string) {
 
 	// Idle timeouts: fire for an unused sprite, not for one set to never,
 	// not while an exec runs.
-	d.ok("set", "z1", "idle=1s")
+	d.ok("set", "z1", "idle=2s")
 	d.ok("create", "z2", "--idle", "never")
 	waitState(t, d, "z1", "sleeping", 30*time.Second)
 	if s := d.info("z2"); s.State != "running" {
 		t.Errorf("idle=never sprite is %s", s.State)
 	}
-	d.ok("exec", "z1", "--", "sleep", "3") // active for 3 s with idle=1s
+	d.ok("exec", "z1", "--", "sleep", "4") // active for 4 s with idle=2s
 	if s := d.info("z1"); s.State != "running" {
 		t.Errorf("slept right after an exec: %s", s.State)
 	}
