@@ -67,7 +67,7 @@ echo "   back   $(sha256sum < "$DEMO/blob.back" | cut -c1-16)"
 "$BIN/wisp" exec vm -- sh -c 'echo "written before the crash" > /home/sprite/note'
 
 step "a second QEMU sprite comes from the warm snapshot"
-for _ in $(seq 1 300); do ls "$DEMO/data/pool/templates" 2>/dev/null | grep -v tmp | grep -q '^qemu-dev-' && break; sleep 0.1; done
+for _ in $(seq 1 1200); do ls "$DEMO/data/pool/templates" 2>/dev/null | grep -v tmp | grep -q '^qemu-dev-' && break; sleep 0.1; done
 tic; "$BIN/wisp" create vm2 --backend qemu --memory 512; toc "create vm2 (qemu, warm snapshot)"
 "$BIN/wisp" exec vm2 -- sh -c 'echo "hello from $(hostname), up $(cut -d" " -f1 /proc/uptime) s"'
 
