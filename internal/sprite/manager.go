@@ -589,7 +589,10 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 	rec := e.rec
 	log := m.log.With(LogSprite, rec.Name)
 	m.cleanCheckpoints(rec)
-	var inst vmm.Instance
+	var (
+		inst     vmm.Instance
+		notAlive = "the VM was not running when the daemon started"
+	)
 	if d, err := m.driver(rec); err == nil && rec.State != Stopped && rec.State != Sleeping {
 		spec, _ := m.spec(ctx, rec)
 		inst, err = d.Adopt(ctx, spec)
@@ -597,6 +600,7 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 			// Something runs that does not answer: end it, or it would
 			// run on beside whatever uses the sprite's disk next.
 			log.Warn("adopt failed; ending the VM", LogErr, err)
+			notAlive = fmt.Sprintf("the daemon could not reach the VM when it started, and ended it (%v)", err)
 			if err := d.Reap(ctx, spec); err != nil {
 				log.Error("could not end the VM", LogErr, err)
 			}
@@ -622,7 +626,7 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 			rec.State = Sleeping
 			return m.persist(e, rec)
 		}
-		return stopped(fmt.Sprintf("the VM was not running when the daemon started (state %s)", rec.State))
+		return stopped(fmt.Sprintf("%s (state %s)", notAlive, rec.State))
 	case Stopping:
 		if inst != nil {
 			inst.Stop(ctx)

@@ -206,6 +206,9 @@ func TestRecover(t *testing.T) {
 	if !slices.Equal(reaped, []string{"hung"}) {
 		t.Errorf("reaped %v, want the one that ran unanswering: [hung]", reaped)
 	}
+	if s, _ := m2.Get("hung"); !strings.Contains(s.LastError, "could not reach the VM") {
+		t.Errorf("hung sprite's reason: %q", s.LastError)
+	}
 	ents, _ := os.ReadDir(filepath.Join(dir, "sprites"))
 	if len(ents) != 3 {
 		t.Errorf("after recover, %d folders, want 3", len(ents))
