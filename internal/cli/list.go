@@ -69,6 +69,13 @@ func newInfo(e *env) *cobra.Command {
 			if s.Pid > 0 {
 				row("pid", s.Pid)
 			}
+			if s.State == "sleeping" {
+				durable := "on stable storage"
+				if !s.SleepSynced {
+					durable = "still being written to stable storage"
+				}
+				row("asleep since", s.SleptAt.Local().Format(time.RFC3339)+" (state "+durable+")")
+			}
 			if s.LastError != "" {
 				row("last error", s.LastError)
 			}

@@ -6,11 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm"
 	"github.com/wisp-sh/wisp/internal/vmm/vmmtest"
 )
@@ -170,5 +172,71 @@ func TestSleepWakeAndIdle(t *testing.T) {
 	}
 	if sp, _ := m.Get("b"); sp.State != Running {
 		t.Errorf("idle=never sprite is %s", sp.State)
+	}
+}
+
+// TestSleepAcrossHostRestart: sleep state is synced to stable storage in
+// the background; after a host restart a synced sleep wakes, and one that
+// was not is refused with the reason and left stopped, startable cold.
+func TestSleepAcrossHostRestart(t *testing.T) {
+	d := &vmmtest.FullDriver{}
+	dir := t.TempDir()
+	m := newManager(t, dir, &d.Driver)
+	m.opt.Drivers["fake"] = d
+	m.opt.BootID = "boot-1"
+	ctx := context.Background()
+	for _, n := range []string{"kept", "lost"} {
+		if _, err := m.Create(ctx, CreateOptions{Name: n, IdleSeconds: -1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost, _ := m.Get("lost")
+	synced := make(chan string, 2)
+	m.opt.SyncDir = func(dir string) error {
+		defer func() { synced <- dir }()
+		if dir == m.dir(lost) {
+			return errors.New("the host died first") // as if it never finished
+		}
+		return storage.SyncTree(dir)
+	}
+	for _, n := range []string{"kept", "lost"} {
+		if sp, err := m.Sleep(ctx, n); err != nil || sp.SleptBoot != "boot-1" {
+			t.Fatalf("sleep %s: %+v %v", n, sp, err)
+		}
+	}
+	<-synced
+	<-synced
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if sp, _ := m.Get("kept"); sp.SleepSynced {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the synced sleep was never recorded as synced")
+		}
+	}
+	if sp, _ := m.Get("lost"); sp.SleepSynced {
+		t.Fatal("a sleep whose sync failed is recorded as synced")
+	}
+	m.Close()
+
+	// The host restarted: a new boot ID.
+	m2 := newManager(t, dir, &d.Driver)
+	m2.opt.Drivers["fake"] = d
+	m2.opt.BootID = "boot-2"
+	defer m2.Close()
+	if err := m2.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m2.Agent(ctx, "kept") // wakes it (the fake has no agent to hand out)
+	if sp, _ := m2.Get("kept"); sp.State != Running || sp.SleptBoot != "" {
+		t.Errorf("synced sleep after a host restart: %+v", sp)
+	}
+	_, _, err := m2.Agent(ctx, "lost")
+	sp, _ := m2.Get("lost")
+	if err == nil || !strings.Contains(err.Error(), "host restarted") || sp.State != Stopped || !strings.Contains(sp.LastError, "wisp start lost") {
+		t.Errorf("unsynced sleep after a host restart: %v; %+v", err, sp)
+	}
+	if sp, err := m2.Start(ctx, "lost"); err != nil || sp.State != Running {
+		t.Errorf("cold start after a refused wake: %+v %v", sp, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +56,11 @@ type Options struct {
 	// Idle is how long a sprite may sit unused before it sleeps, when
 	// its own setting does not say; 0 means never.
 	Idle time.Duration
+	// BootID identifies this boot of the host ("" reads the kernel's).
+	BootID string
+	// SyncDir writes a folder's files to stable storage; nil means
+	// storage.SyncTree.
+	SyncDir func(dir string) error
 }
 
 // CreateOptions is what a user asks for.
@@ -110,6 +116,17 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	}
 	if opt.Clone == nil {
 		opt.Clone = storage.CopyFile
+	}
+	if opt.SyncDir == nil {
+		opt.SyncDir = storage.SyncTree
+	}
+	if opt.BootID == "" {
+		b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("read the host's boot ID: %w", err)
+		}
+		opt.BootID = strings.TrimSpace(string(b))
 	}
 	return &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}}, nil
 }
@@ -638,14 +655,20 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 		// finished writing it (it renames it into place last).
 		if _, err := os.Stat(m.sleepDir(rec)); err == nil {
 			kill(inst)
-			rec.State, rec.Pid = Sleeping, 0
-			return m.persist(e, rec)
+			rec.State, rec.Pid, rec.SleptAt = Sleeping, 0, time.Now().UTC()
+			if err := m.persist(e, rec); err != nil {
+				return err
+			}
+			m.syncSleepLater(e, rec)
+			return nil
 		}
 		if inst != nil {
 			rec.State = Running
 			return m.running(e, rec, inst)
 		}
 		return stopped("the daemon stopped while the sprite was going to sleep")
+	case Sleeping:
+		m.syncSleepLater(e, rec) // the last daemon may not have finished
 	}
 	return nil
 }

@@ -57,7 +57,7 @@ func (m *Manager) sleep(ctx context.Context, e *entry) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	rec.State = Suspending
+	rec.State, rec.SleptBoot, rec.SleepSynced = Suspending, m.opt.BootID, false
 	if err := m.persist(e, rec); err != nil {
 		return err
 	}
@@ -76,7 +76,43 @@ func (m *Manager) sleep(ctx context.Context, e *entry) error {
 	}
 	rec.State, rec.Pid, rec.SleptAt, rec.LastError = Sleeping, 0, time.Now().UTC(), ""
 	m.log.Info("sprite asleep", LogSprite, rec.Name, "took", time.Since(t0).Round(time.Millisecond))
-	return m.persist(e, rec)
+	if err := m.persist(e, rec); err != nil {
+		return err
+	}
+	m.syncSleepLater(e, rec)
+	return nil
+}
+
+// syncSleepLater writes a sleeping sprite's folder to stable storage in the
+// background (so that sleeping stays fast) and then records that it did. A
+// sleep that was never synced cannot be trusted after a host restart: wake
+// refuses it then. Nothing to do for a sleep already synced, or one from
+// an earlier boot (its page cache is gone).
+func (m *Manager) syncSleepLater(e *entry, rec Sprite) {
+	if rec.SleepSynced || rec.SleptBoot != m.opt.BootID {
+		return
+	}
+	dir, slept := m.dir(rec), rec.SleptAt
+	go func() {
+		t0 := time.Now()
+		err := m.opt.SyncDir(dir)
+		e.op.Lock()
+		defer e.op.Unlock()
+		rec := e.rec
+		if rec.State != Sleeping || !rec.SleptAt.Equal(slept) {
+			return // woken, or asleep again, meanwhile
+		}
+		if err != nil {
+			m.log.Warn("sync sleeping sprite", LogSprite, rec.Name, LogErr, err)
+			return
+		}
+		rec.SleepSynced = true
+		if err := m.persist(e, rec); err != nil {
+			m.log.Warn("sync sleeping sprite", LogSprite, rec.Name, LogErr, err)
+			return
+		}
+		m.log.Debug("sleep state synced", LogSprite, rec.Name, "took", time.Since(t0).Round(time.Millisecond))
+	}()
 }
 
 // wake restores a sleeping sprite, under e.op. A wake that fails leaves the
@@ -85,6 +121,12 @@ func (m *Manager) wake(ctx context.Context, e *entry) error {
 	rec := e.rec
 	if rec.State != Sleeping {
 		return nil
+	}
+	if !rec.SleepSynced && rec.SleptBoot != "" && rec.SleptBoot != m.opt.BootID {
+		why := fmt.Sprintf("the host restarted before the sleeping sprite's memory reached the disk, so its processes cannot resume; its disk holds what the guest had written out: `wisp start %s` boots it cold", rec.Name)
+		rec.State, rec.LastError = Stopped, why
+		m.log.Error("wake refused", LogSprite, rec.Name, "reason", why)
+		return errors.Join(fmt.Errorf("wake %s: %s: %w", rec.Name, why, errdefs.ErrUnavailable), m.persist(e, rec))
 	}
 	sv, err := m.saver(rec)
 	if err != nil {
@@ -103,6 +145,7 @@ func (m *Manager) wake(ctx context.Context, e *entry) error {
 		inst, err = sv.Restore(ctx, spec, m.sleepDir(rec))
 	}
 	if err == nil {
+		rec.SleptBoot, rec.SleepSynced = "", false
 		err = m.running(e, rec, inst)
 	}
 	if err != nil {

@@ -72,8 +72,14 @@ type Sprite struct {
 	Origin string `json:"origin,omitempty"`
 	// IdleSeconds is how long the sprite may sit unused before it sleeps:
 	// 0 means the daemon's default, -1 never.
-	IdleSeconds    int          `json:"idle_seconds"`
-	SleptAt        time.Time    `json:"slept_at,omitzero"`
+	IdleSeconds int       `json:"idle_seconds"`
+	SleptAt     time.Time `json:"slept_at,omitzero"`
+	// SleptBoot is the host's boot ID when the sprite went to sleep;
+	// SleepSynced says its folder (memory, device state, disk) has reached
+	// stable storage since. Until then the sleep state lives partly in
+	// the host's page cache, and a host that restarted may have lost it.
+	SleptBoot      string       `json:"slept_boot,omitempty"`
+	SleepSynced    bool         `json:"sleep_synced,omitempty"`
 	Checkpoints    []Checkpoint `json:"checkpoints,omitempty"`
 	NextCheckpoint int          `json:"next_checkpoint"`
 	// DiskUsedBytes is filled in when the sprite is shown, not stored.
