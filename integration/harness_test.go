@@ -185,6 +185,8 @@ type spriteJSON struct {
 	DiskGiB   int    `json:"disk_gib"`
 	Pid       int    `json:"pid"`
 	CreatedAt string `json:"created_at"`
+	// SleepSynced: the sleep state has reached stable storage.
+	SleepSynced bool `json:"sleep_synced"`
 }
 
 func (d *daemon) info(name string) spriteJSON {

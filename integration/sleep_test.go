@@ -88,8 +88,14 @@ func testSleep(t *testing.T, backend string) {
 	}
 
 	// kill -9 of the daemon while the sprite sleeps: it stays asleep and
-	// wakes fine afterwards.
+	// wakes fine afterwards. Its sleep state reaches stable storage in the
+	// background before that.
 	d.ok("sleep", "z1")
+	for deadline := time.Now().Add(60 * time.Second); !d.info("z1").SleepSynced; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sleep state was not synced to stable storage within 60 s")
+		}
+	}
 	d.kill9AndRestart()
 	if s := d.info("z1"); s.State != "sleeping" {
 		t.Fatalf("after daemon kill -9: %s", s.State)
