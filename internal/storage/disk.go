@@ -78,9 +78,16 @@ func Usage(path string) (int64, error) {
 }
 
 // SyncTree writes every regular file below dir, and the folders holding
-// them, to stable storage (fsync each). Files that vanish meanwhile are
-// skipped: the tree may change under it.
+// them, to stable storage (fsync each). It stays on dir's filesystem (a
+// sandbox's disk may be mounted inside, with a guest's files in it), never
+// follows links and never opens anything but files and folders, so no
+// FIFO can block it. Entries that vanish meanwhile are skipped: the tree
+// may change under it.
 func SyncTree(dir string) error {
+	var root syscall.Stat_t
+	if err := syscall.Stat(dir, &root); err != nil {
+		return err
+	}
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -91,15 +98,30 @@ func SyncTree(dir string) error {
 		if !d.IsDir() && !d.Type().IsRegular() {
 			return nil // sockets, pipes, links: nothing to sync
 		}
-		f, err := os.Open(path)
-		if errors.Is(err, fs.ErrNotExist) {
+		// O_NONBLOCK: should the entry have become a FIFO since it was
+		// listed, opening it must not wait for a writer.
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
 			return nil
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("open %s: %w", path, err)
 		}
-		defer f.Close()
-		if err := f.Sync(); err != nil {
+		defer syscall.Close(fd)
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("stat %s: %w", path, err)
+		}
+		if st.Dev != root.Dev {
+			if d.IsDir() {
+				return fs.SkipDir // another filesystem mounted here
+			}
+			return nil
+		}
+		if mode := st.Mode & syscall.S_IFMT; mode != syscall.S_IFREG && mode != syscall.S_IFDIR {
+			return nil
+		}
+		if err := syscall.Fsync(fd); err != nil {
 			return fmt.Errorf("sync %s: %w", path, err)
 		}
 		return nil
