@@ -319,6 +319,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	rec.ID, rec.Name, rec.State, rec.MAC, rec.MachineID = randHex(5), newName, Creating, newMAC(), randHex(16)
 	rec.CreatedAt, rec.Pid, rec.LastError, rec.Checkpoints, rec.NextCheckpoint = time.Now().UTC(), 0, "", nil, 0
 	rec.StartedAt, rec.SleptAt, rec.Origin = time.Time{}, time.Time{}, "fork of "+name
+	rec.SleptBoot, rec.SleepSynced = "", false
 	if err := m.store.Insert(rec); err != nil {
 		return Sprite{}, errdefs.WithHint(err, "choose another name for the fork")
 	}

@@ -192,12 +192,12 @@ func TestSleepAcrossHostRestart(t *testing.T) {
 	}
 	lost, _ := m.Get("lost")
 	synced := make(chan string, 2)
-	m.opt.SyncDir = func(dir string) error {
-		defer func() { synced <- dir }()
-		if dir == m.dir(lost) {
+	m.opt.Sync = func(dirs ...string) error {
+		defer func() { synced <- dirs[0] }()
+		if dirs[0] == m.dir(lost) {
 			return errors.New("the host died first") // as if it never finished
 		}
-		return storage.SyncTree(dir)
+		return storage.SyncFiles(dirs...)
 	}
 	for _, n := range []string{"kept", "lost"} {
 		if sp, err := m.Sleep(ctx, n); err != nil || sp.SleptBoot != "boot-1" {
@@ -235,6 +235,9 @@ func TestSleepAcrossHostRestart(t *testing.T) {
 	sp, _ := m2.Get("lost")
 	if err == nil || !strings.Contains(err.Error(), "host restarted") || sp.State != Stopped || !strings.Contains(sp.LastError, "wisp start lost") {
 		t.Errorf("unsynced sleep after a host restart: %v; %+v", err, sp)
+	}
+	if _, err := os.Stat(m2.sleepDir(sp)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused sleep state is still there: %v", err)
 	}
 	if sp, err := m2.Start(ctx, "lost"); err != nil || sp.State != Running {
 		t.Errorf("cold start after a refused wake: %+v %v", sp, err)

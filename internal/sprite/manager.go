@@ -58,9 +58,9 @@ type Options struct {
 	Idle time.Duration
 	// BootID identifies this boot of the host ("" reads the kernel's).
 	BootID string
-	// SyncDir writes a folder's files to stable storage; nil means
-	// storage.SyncTree.
-	SyncDir func(dir string) error
+	// Sync writes the files in folders to stable storage; nil means
+	// storage.SyncFiles.
+	Sync func(dirs ...string) error
 }
 
 // CreateOptions is what a user asks for.
@@ -87,6 +87,13 @@ type Manager struct {
 
 	tplMu       sync.Mutex
 	tplBuilding map[string]bool // warm snapshots being built
+
+	// Background syncs of sleep state (see syncSleepLater): at most
+	// cap(syncSlots) at once; Close stops and waits for them.
+	syncs     sync.WaitGroup
+	syncSlots chan struct{}
+	closing   context.Context
+	close     context.CancelFunc
 }
 
 // entry is one sprite in memory. op serialises state changes of the sprite;
@@ -117,8 +124,8 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	if opt.Clone == nil {
 		opt.Clone = storage.CopyFile
 	}
-	if opt.SyncDir == nil {
-		opt.SyncDir = storage.SyncTree
+	if opt.Sync == nil {
+		opt.Sync = storage.SyncFiles
 	}
 	if opt.BootID == "" {
 		b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
@@ -128,7 +135,9 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 		}
 		opt.BootID = strings.TrimSpace(string(b))
 	}
-	return &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}}, nil
+	m := &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}, syncSlots: make(chan struct{}, 2)}
+	m.closing, m.close = context.WithCancel(context.Background())
+	return m, nil
 }
 
 func (m *Manager) dir(s Sprite) string { return filepath.Join(m.opt.DataDir, "sprites", s.ID) }
@@ -676,6 +685,8 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 // Close lets go of every instance, leaving the VMs running for the next
 // daemon to adopt, and closes the store.
 func (m *Manager) Close() error {
+	m.close()
+	m.syncs.Wait()
 	m.mu.Lock()
 	for _, e := range m.sprites {
 		if e.inst != nil {

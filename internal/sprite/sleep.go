@@ -83,31 +83,42 @@ func (m *Manager) sleep(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// syncSleepLater writes a sleeping sprite's folder to stable storage in the
-// background (so that sleeping stays fast) and then records that it did. A
-// sleep that was never synced cannot be trusted after a host restart: wake
-// refuses it then. Nothing to do for a sleep already synced, or one from
-// an earlier boot (its page cache is gone).
+// syncSleepLater writes a sleeping sprite's files (memory, device state,
+// disk) to stable storage in the background, so that sleeping stays fast,
+// and then records that it did. A sleep that was never synced cannot be
+// trusted after a host restart: wake refuses it then. Nothing to do for a
+// sleep already synced, or one from an earlier boot (its page cache is
+// gone).
 func (m *Manager) syncSleepLater(e *entry, rec Sprite) {
 	if rec.SleepSynced || rec.SleptBoot != m.opt.BootID {
 		return
 	}
-	dir, slept := m.dir(rec), rec.SleptAt
+	dirs, slept := []string{m.dir(rec), m.sleepDir(rec)}, rec.SleptAt
+	m.syncs.Add(1)
 	go func() {
+		defer m.syncs.Done()
+		select {
+		case m.syncSlots <- struct{}{}:
+			defer func() { <-m.syncSlots }()
+		case <-m.closing.Done():
+			return // the next daemon syncs it (Recover)
+		}
 		t0 := time.Now()
-		err := m.opt.SyncDir(dir)
+		err := m.opt.Sync(dirs...)
+		if m.closing.Err() != nil {
+			return
+		}
 		e.op.Lock()
 		defer e.op.Unlock()
 		rec := e.rec
 		if rec.State != Sleeping || !rec.SleptAt.Equal(slept) {
 			return // woken, or asleep again, meanwhile
 		}
-		if err != nil {
-			m.log.Warn("sync sleeping sprite", LogSprite, rec.Name, LogErr, err)
-			return
+		if err == nil {
+			rec.SleepSynced = true
+			err = m.persist(e, rec)
 		}
-		rec.SleepSynced = true
-		if err := m.persist(e, rec); err != nil {
+		if err != nil {
 			m.log.Warn("sync sleeping sprite", LogSprite, rec.Name, LogErr, err)
 			return
 		}
@@ -123,10 +134,14 @@ func (m *Manager) wake(ctx context.Context, e *entry) error {
 		return nil
 	}
 	if !rec.SleepSynced && rec.SleptBoot != "" && rec.SleptBoot != m.opt.BootID {
-		why := fmt.Sprintf("the host restarted before the sleeping sprite's memory reached the disk, so its processes cannot resume; its disk holds what the guest had written out: `wisp start %s` boots it cold", rec.Name)
+		why := fmt.Sprintf("the host restarted before the sleeping sprite's memory was known to be on disk, so its processes cannot safely resume; its disk holds what the guest had written out: `wisp start %s` boots it cold", rec.Name)
 		rec.State, rec.LastError = Stopped, why
 		m.log.Error("wake refused", LogSprite, rec.Name, "reason", why)
-		return errors.Join(fmt.Errorf("wake %s: %s: %w", rec.Name, why, errdefs.ErrUnavailable), m.persist(e, rec))
+		err := m.persist(e, rec)
+		if err == nil {
+			os.RemoveAll(m.sleepDir(rec)) // never to be woken now
+		}
+		return errors.Join(fmt.Errorf("wake %s: %s: %w", rec.Name, why, errdefs.ErrUnavailable), err)
 	}
 	sv, err := m.saver(rec)
 	if err != nil {

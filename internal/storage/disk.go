@@ -77,53 +77,60 @@ func Usage(path string) (int64, error) {
 	return st.Blocks * 512, nil
 }
 
-// SyncTree writes every regular file below dir, and the folders holding
-// them, to stable storage (fsync each). It stays on dir's filesystem (a
-// sandbox's disk may be mounted inside, with a guest's files in it), never
-// follows links and never opens anything but files and folders, so no
-// FIFO can block it. Entries that vanish meanwhile are skipped: the tree
-// may change under it.
-func SyncTree(dir string) error {
-	var root syscall.Stat_t
-	if err := syscall.Stat(dir, &root); err != nil {
-		return err
-	}
-	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
+// SyncFiles writes the regular files directly in each of dirs, and the
+// folders themselves, to stable storage (fsync each). It does not descend:
+// a sprite's folder holds subfolders a guest can write into (its socket
+// folder, a sandbox's mounted disk), and nothing there is synced. It never
+// follows links, opens nothing but files and folders (non-blocking, so a
+// FIFO cannot stall it) and keeps to each folder's filesystem. Entries that
+// vanish meanwhile are skipped.
+func SyncFiles(dirs ...string) error {
+	for _, dir := range dirs {
+		if err := syncDir(dir); err != nil {
 			return err
 		}
-		if !d.IsDir() && !d.Type().IsRegular() {
-			return nil // sockets, pipes, links: nothing to sync
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	dfd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer syscall.Close(dfd)
+	var root syscall.Stat_t
+	if err := syscall.Fstat(dfd, &root); err != nil {
+		return fmt.Errorf("stat %s: %w", dir, err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue // folders, sockets, pipes, links
 		}
-		// O_NONBLOCK: should the entry have become a FIFO since it was
-		// listed, opening it must not wait for a writer.
+		path := filepath.Join(dir, e.Name())
 		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
-			return nil
+			continue
 		}
 		if err != nil {
 			return fmt.Errorf("open %s: %w", path, err)
 		}
-		defer syscall.Close(fd)
 		var st syscall.Stat_t
-		if err := syscall.Fstat(fd, &st); err != nil {
-			return fmt.Errorf("stat %s: %w", path, err)
+		err = syscall.Fstat(fd, &st)
+		if err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Dev == root.Dev {
+			err = syscall.Fsync(fd)
 		}
-		if st.Dev != root.Dev {
-			if d.IsDir() {
-				return fs.SkipDir // another filesystem mounted here
-			}
-			return nil
-		}
-		if mode := st.Mode & syscall.S_IFMT; mode != syscall.S_IFREG && mode != syscall.S_IFDIR {
-			return nil
-		}
-		if err := syscall.Fsync(fd); err != nil {
+		syscall.Close(fd)
+		if err != nil {
 			return fmt.Errorf("sync %s: %w", path, err)
 		}
-		return nil
-	})
+	}
+	if err := syscall.Fsync(dfd); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }

@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// TestSyncTree: files and folders are synced; FIFOs, links to them and
+// TestSyncFiles: files and folders are synced; FIFOs, links to them and
 // sockets are passed over, without blocking on the FIFO.
-func TestSyncTree(t *testing.T) {
+func TestSyncFiles(t *testing.T) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "sleep"), 0o700)
 	if err := os.WriteFile(filepath.Join(dir, "sleep", "state"), []byte("x"), 0o600); err != nil {
@@ -22,6 +22,9 @@ func TestSyncTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Symlink(fifo, filepath.Join(dir, "link"))
+	if err := os.WriteFile(filepath.Join(dir, "disk.img"), []byte("d"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("unix", filepath.Join(dir, "sock"))
 	if err != nil {
 		t.Fatal(err)
@@ -29,16 +32,19 @@ func TestSyncTree(t *testing.T) {
 	defer ln.Close()
 
 	done := make(chan error, 1)
-	go func() { done <- SyncTree(dir) }()
+	go func() { done <- SyncFiles(dir, filepath.Join(dir, "sleep")) }()
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatal(err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("SyncTree hangs (opened the FIFO?)")
+		t.Fatal("SyncFiles hangs (opened the FIFO?)")
 	}
-	if err := SyncTree(filepath.Join(dir, "missing")); err == nil {
-		t.Error("SyncTree of a missing folder succeeded")
+	if err := SyncFiles(filepath.Join(dir, "missing")); err == nil {
+		t.Error("SyncFiles of a missing folder succeeded")
+	}
+	if err := SyncFiles(filepath.Join(dir, "link")); err == nil {
+		t.Error("SyncFiles followed a link")
 	}
 }
