@@ -18,13 +18,14 @@ import (
 )
 
 // After the process exits its output is still read while it keeps coming:
-// until a read waits drainIdle for data (a background child that keeps
-// stdout open but quiet must not hold the exec), and for drainMax at most.
-// A copier that was blocked sending to a slow host still gets drainIdle
-// for each read.
+// until a read waits drainIdle for data, and for drainMax at most. That
+// delivers what the process left in the pipes even to a slow host (each
+// read gets drainIdle, however long the copier waited to send), while a
+// background child that keeps stdout open (a server started with &) holds
+// the exec for drainIdle if quiet, drainMax if chatty.
 const (
 	drainIdle = time.Second
-	drainMax  = 30 * time.Second
+	drainMax  = 5 * time.Second
 )
 
 // pipeSize is the capacity asked for the output pipes (the default is 64 KiB).

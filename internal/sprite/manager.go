@@ -622,15 +622,27 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 	if d, err := m.driver(rec); err == nil && rec.State != Stopped && rec.State != Sleeping {
 		spec, _ := m.spec(ctx, rec)
 		inst, err = d.Adopt(ctx, spec)
-		if err != nil && !errors.Is(err, vmm.ErrNotRunning) {
+		if err != nil && !errors.Is(err, vmm.ErrNotRunning) && ctx.Err() == nil {
+			// A busy host may just be slow: try once more.
+			log.Warn("adopt failed; trying again", LogErr, err)
+			inst, err = d.Adopt(ctx, spec)
+		}
+		if err != nil && !errors.Is(err, vmm.ErrNotRunning) && ctx.Err() == nil {
 			// Something runs that does not answer: end it, or it would
 			// run on beside whatever uses the sprite's disk next.
-			log.Warn("adopt failed; ending the VM", LogErr, err)
+			log.Error("adopt failed again; ending the VM", LogErr, err)
 			notAlive = fmt.Sprintf("the daemon could not reach the VM when it started, and ended it (%v)", err)
-			if err := d.Reap(ctx, spec); err != nil {
-				log.Error("could not end the VM", LogErr, err)
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if rerr := d.Reap(rctx, spec); rerr != nil {
+				log.Error("could not end the VM", LogErr, rerr)
+				notAlive = fmt.Sprintf("the daemon could not reach the VM when it started (%v), nor end it (%v)", err, rerr)
 			}
+			cancel()
 		}
+	}
+	if inst == nil && ctx.Err() != nil {
+		// The daemon is stopping: leave the record for the next one.
+		return context.Cause(ctx)
 	}
 	stopped := func(why string) error {
 		kill(inst)

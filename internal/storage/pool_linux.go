@@ -94,10 +94,25 @@ func MountLoop(img, dir, fstype string, flags uintptr) (string, error) {
 		return "", err
 	}
 	defer ctl.Close()
-	// LOOP_CTL_GET_FREE hands every concurrent caller the same device, and
-	// a device still being released after an autoclear is "free" yet busy:
-	// attach one at a time here, and retry a busy device for a while
-	// (another process may also have taken it).
+	dev, lf, err := attachLoop(ctl, f)
+	if err != nil {
+		return "", err
+	}
+	// Autoclear fires when the last opener goes: mount before closing lf.
+	err = unix.Mount(dev, dir, fstype, flags, "")
+	lf.Close()
+	if err != nil {
+		return "", fmt.Errorf("mount %s (%s) on %s: %w", img, dev, dir, err)
+	}
+	return dev, nil
+}
+
+// attachLoop binds the file f to a free loop device, autoclear set, and
+// returns it open. LOOP_CTL_GET_FREE hands every concurrent caller the
+// same device, and a device still being released after an autoclear is
+// "free" yet busy: attach one at a time here, and retry a busy device for
+// a while (another process may also have taken it).
+func attachLoop(ctl, f *os.File) (string, *os.File, error) {
 	loopMu.Lock()
 	defer loopMu.Unlock()
 	for try := range loopTries {
@@ -106,12 +121,12 @@ func MountLoop(img, dir, fstype string, flags uintptr) (string, error) {
 		}
 		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
 		if err != nil {
-			return "", fmt.Errorf("get free loop device: %w", err)
+			return "", nil, fmt.Errorf("get free loop device: %w", err)
 		}
 		dev := fmt.Sprintf("/dev/loop%d", n)
 		lf, err := os.OpenFile(dev, os.O_RDWR, 0)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		cfg := unix.LoopConfig{Fd: uint32(f.Fd())}
 		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
@@ -122,22 +137,16 @@ func MountLoop(img, dir, fstype string, flags uintptr) (string, error) {
 		}
 		if err != nil {
 			lf.Close()
-			return "", fmt.Errorf("configure %s: %w", dev, err)
+			return "", nil, fmt.Errorf("configure %s: %w", dev, err)
 		}
-		// Autoclear fires when the last opener goes: mount before closing lf.
-		err = unix.Mount(dev, dir, fstype, flags, "")
-		lf.Close()
-		if err != nil {
-			return "", fmt.Errorf("mount %s (%s) on %s: %w", img, dev, dir, err)
-		}
-		return dev, nil
+		return dev, lf, nil
 	}
-	return "", fmt.Errorf("no free loop device after %d tries", loopTries)
+	return "", nil, fmt.Errorf("no free loop device after %d tries", loopTries)
 }
 
 var loopMu sync.Mutex // serializes MountLoop's attach
 
-const loopTries = 300 // about 2.5 s of retries on a busy device
+const loopTries = 300 // about 3 s of retries on a busy device
 
 // growLoop grows img to size bytes if it is smaller, then has the loop
 // device dev and the xfs on dir take up the whole file. The last two steps

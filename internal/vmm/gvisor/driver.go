@@ -338,6 +338,10 @@ func (d *Driver) attach(ctx context.Context, spec vmm.Spec, ln *net.UnixListener
 	return inst, nil
 }
 
+// maxBrokenHandshakes bounds the connections connect accepts whose
+// handshake fails before it gives up.
+const maxBrokenHandshakes = 20
+
 // Instance is one sandbox.
 type Instance struct {
 	spec   vmm.Spec
@@ -391,8 +395,9 @@ func (i *Instance) connect(ctx context.Context) error {
 		i.ln.SetDeadline(time.Now()) // unblock Accept
 	}()
 	var (
-		conn *net.UnixConn
-		ag   *agent.Client
+		conn   *net.UnixConn
+		ag     *agent.Client
+		broken int
 	)
 	for ag == nil {
 		c, err := i.ln.AcceptUnix()
@@ -405,12 +410,16 @@ func (i *Instance) connect(ctx context.Context) error {
 		// A connection can break during the handshake (seen right after a
 		// restore under load); the agent redials whenever its session
 		// ends, so wait for the next one until ctx ends.
+		// Any process in the sandbox can connect: a bounded number of
+		// tries, and one log line.
 		if ag, err = agent.Connect(ctx, c, 250*time.Millisecond); err != nil {
 			c.Close()
-			if ctx.Err() != nil {
-				return err
+			if broken++; ctx.Err() != nil || broken >= maxBrokenHandshakes {
+				return fmt.Errorf("%w (%d connections broke during the handshake)", err, broken)
 			}
-			i.d.Log.Warn("agent connection broke during the handshake; waiting for its redial", "sprite", i.spec.Name, "err", err)
+			if broken == 1 {
+				i.d.Log.Warn("agent connection broke during the handshake; waiting for its redial", "sprite", i.spec.Name, "err", err)
+			}
 			continue
 		}
 		conn = c

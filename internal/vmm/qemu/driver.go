@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
@@ -162,17 +164,26 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 }
 
 // Reap kills the sprite's QEMU process, if one runs, and waits until it
-// has exited.
+// has exited. The process is pinned by a pidfd before its identity is
+// checked, and signalled through it, so a reused pid is never hit.
 func (d *Driver) Reap(ctx context.Context, spec vmm.Spec) error {
 	pid, err := livePid(spec)
 	if err != nil {
 		return nil // nothing runs
 	}
-	done, err := vmm.WatchPid(pid)
+	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return nil // gone meanwhile
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+	defer unix.Close(pidfd)
+	if again, err := livePid(spec); err != nil || again != pid {
+		return nil // gone, or the pid now names another process
+	}
+	done, err := vmm.WatchPid(pid)
+	if err != nil {
+		return nil
+	}
+	if err := unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("reap %s (pid %d): %w", spec.Name, pid, err)
 	}
 	select {
