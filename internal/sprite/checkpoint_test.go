@@ -227,9 +227,17 @@ func TestSleepAcrossHostRestart(t *testing.T) {
 	if err := m2.Recover(ctx); err != nil {
 		t.Fatal(err)
 	}
+	var during Sprite
+	d.RestoreFunc = func(context.Context, vmm.Spec, string) (vmm.Instance, error) {
+		during, _ = m2.Get("kept")
+		return vmmtest.NewInstance(), nil
+	}
 	m2.Agent(ctx, "kept") // wakes it (the fake has no agent to hand out)
 	if sp, _ := m2.Get("kept"); sp.State != Running || sp.SleptBoot != "" {
 		t.Errorf("synced sleep after a host restart: %+v", sp)
+	}
+	if during.State != Waking || during.SleepSynced {
+		t.Errorf("while waking: %s, synced %v; a resumed guest's memory is not known to be on disk", during.State, during.SleepSynced)
 	}
 	_, _, err := m2.Agent(ctx, "lost")
 	sp, _ := m2.Get("lost")

@@ -662,7 +662,11 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 		if rec.State == Waking {
 			// The wake did not finish; the sleep state is still there.
 			rec.State = Sleeping
-			return m.persist(e, rec)
+			if err := m.persist(e, rec); err != nil {
+				return err
+			}
+			m.syncSleepLater(e, rec)
+			return nil
 		}
 		return stopped(fmt.Sprintf("%s (state %s)", notAlive, rec.State))
 	case Stopping:

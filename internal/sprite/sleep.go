@@ -147,7 +147,9 @@ func (m *Manager) wake(ctx context.Context, e *entry) error {
 	if err != nil {
 		return err
 	}
-	rec.State = Waking
+	// A resumed guest changes its memory file: from here the state on
+	// disk is not known to be whole until the next sync.
+	rec.State, rec.SleepSynced = Waking, false
 	if err := m.persist(e, rec); err != nil {
 		return err
 	}
