@@ -224,11 +224,7 @@ func (m *Manager) DeleteCheckpoint(ctx context.Context, name, id string) error {
 // checkpoint's and, for a memory checkpoint, so do its RAM and processes.
 // Later checkpoints stay. The sprite runs afterwards.
 func (m *Manager) Restore(ctx context.Context, name, id string) (Sprite, error) {
-	e, err := m.lookup(name)
-	if err != nil {
-		return Sprite{}, err
-	}
-	err = m.withOp(e, func() error {
+	return m.change(name, func(e *entry) error {
 		rec := e.rec
 		ck, ok := rec.checkpoint(id)
 		if !ok {
@@ -257,10 +253,6 @@ func (m *Manager) Restore(ctx context.Context, name, id string) (Sprite, error) 
 		m.log.Info("sprite restored", LogSprite, name, "checkpoint", id, "memory", ck.Memory)
 		return nil
 	})
-	if err != nil {
-		return Sprite{}, err
-	}
-	return m.Get(name)
 }
 
 // fromCheckpoint makes dst's disk a clone of src's checkpoint ck (the

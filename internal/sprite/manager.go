@@ -417,83 +417,71 @@ func (m *Manager) watch(e *entry, inst vmm.Instance) {
 
 // Start boots a stopped sprite. Starting a running sprite is a no-op.
 func (m *Manager) Start(ctx context.Context, name string) (Sprite, error) {
-	e, err := m.lookup(name)
-	if err != nil {
-		return Sprite{}, err
-	}
-	e.op.Lock()
-	defer e.op.Unlock()
-	rec := e.rec
-	if rec.State == Running {
-		return m.Get(name)
-	}
-	if rec.State == Sleeping {
-		if err := m.wake(ctx, e); err != nil {
-			return Sprite{}, err
+	return m.change(name, func(e *entry) error {
+		rec := e.rec
+		if rec.State == Running {
+			return nil
 		}
-		return m.Get(name)
-	}
-	if !CanMove(rec.State, Starting) {
-		return Sprite{}, stateError("start", rec)
-	}
-	rec.State = Starting
-	if err := m.persist(e, rec); err != nil {
-		return Sprite{}, err
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
-	defer cancel()
-	inst, err := m.boot(ctx, rec)
-	if err == nil {
-		err = m.running(e, rec, inst)
-	}
-	if err != nil {
-		rec.State, rec.LastError = Stopped, err.Error()
-		return Sprite{}, errors.Join(err, m.persist(e, rec))
-	}
-	return m.Get(name)
+		if rec.State == Sleeping {
+			return m.wake(ctx, e)
+		}
+		if !CanMove(rec.State, Starting) {
+			return stateError("start", rec)
+		}
+		rec.State = Starting
+		if err := m.persist(e, rec); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
+		defer cancel()
+		inst, err := m.boot(ctx, rec)
+		if err == nil {
+			err = m.running(e, rec, inst)
+		}
+		if err != nil {
+			rec.State, rec.LastError = Stopped, err.Error()
+			return errors.Join(err, m.persist(e, rec))
+		}
+		return nil
+	})
 }
 
 // Stop shuts a running sprite down; its disk keeps everything. Stopping a
 // stopped sprite is a no-op.
 func (m *Manager) Stop(ctx context.Context, name string) (Sprite, error) {
-	e, err := m.lookup(name)
-	if err != nil {
-		return Sprite{}, err
-	}
-	e.op.Lock()
-	defer e.op.Unlock()
-	rec := e.rec
-	if rec.State == Stopped {
-		return m.Get(name)
-	}
-	if rec.State == Sleeping {
-		// Its processes are given up; the disk keeps everything else.
-		rec.State, rec.SleptAt = Stopped, time.Time{}
+	return m.change(name, func(e *entry) error {
+		rec := e.rec
+		if rec.State == Stopped {
+			return nil
+		}
+		if rec.State == Sleeping {
+			// Its processes are given up; the disk keeps everything else.
+			rec.State, rec.SleptAt = Stopped, time.Time{}
+			if err := m.persist(e, rec); err != nil {
+				return err
+			}
+			os.RemoveAll(m.sleepDir(rec))
+			return nil
+		}
+		if !CanMove(rec.State, Stopping) {
+			return stateError("stop", rec)
+		}
+		rec.State = Stopping
 		if err := m.persist(e, rec); err != nil {
-			return Sprite{}, err
+			return err
 		}
-		os.RemoveAll(m.sleepDir(rec))
-		return m.Get(name)
-	}
-	if !CanMove(rec.State, Stopping) {
-		return Sprite{}, stateError("stop", rec)
-	}
-	rec.State = Stopping
-	if err := m.persist(e, rec); err != nil {
-		return Sprite{}, err
-	}
-	inst := m.takeInstance(e)
-	if inst != nil {
-		if err := inst.Stop(context.WithoutCancel(ctx)); err != nil {
-			m.log.Warn("stop", LogSprite, name, LogErr, err)
+		if inst := m.takeInstance(e); inst != nil {
+			if err := inst.Stop(context.WithoutCancel(ctx)); err != nil {
+				m.log.Warn("stop", LogSprite, name, LogErr, err)
+			}
 		}
-	}
-	rec.State, rec.Pid = Stopped, 0
-	if err := m.persist(e, rec); err != nil {
-		return Sprite{}, err
-	}
-	m.log.Info("sprite stopped", LogSprite, name)
-	return m.Get(name)
+		rec.State, rec.Pid = Stopped, 0
+		if err := m.persist(e, rec); err != nil {
+			return err
+		}
+		m.log.Info("sprite stopped", LogSprite, name)
+		return nil
+	})
 }
 
 // Destroy removes a sprite, its VM and its disk.
@@ -580,6 +568,19 @@ func (m *Manager) withOp(e *entry, fn func() error) error {
 	e.op.Lock()
 	defer e.op.Unlock()
 	return fn()
+}
+
+// change runs fn on the named sprite under its operation lock and returns
+// the sprite as it is afterwards: the frame of every verb that changes one.
+func (m *Manager) change(name string, fn func(e *entry) error) (Sprite, error) {
+	e, err := m.lookup(name)
+	if err != nil {
+		return Sprite{}, err
+	}
+	if err := m.withOp(e, func() error { return fn(e) }); err != nil {
+		return Sprite{}, err
+	}
+	return m.Get(name)
 }
 
 // Recover loads the records after a daemon start and reconciles them with

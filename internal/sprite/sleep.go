@@ -30,14 +30,7 @@ func (m *Manager) saver(rec Sprite) (vmm.Saver, error) {
 // its VM: the host then holds none of its memory. Sleeping a sleeping
 // sprite is a no-op.
 func (m *Manager) Sleep(ctx context.Context, name string) (Sprite, error) {
-	e, err := m.lookup(name)
-	if err != nil {
-		return Sprite{}, err
-	}
-	if err := m.withOp(e, func() error { return m.sleep(ctx, e) }); err != nil {
-		return Sprite{}, err
-	}
-	return m.Get(name)
+	return m.change(name, func(e *entry) error { return m.sleep(ctx, e) })
 }
 
 // sleep runs under e.op.
@@ -182,19 +175,11 @@ func (m *Manager) SetIdle(name string, seconds int) (Sprite, error) {
 	if seconds < -1 {
 		return Sprite{}, fmt.Errorf("idle %d s: %w", seconds, errdefs.ErrInvalid)
 	}
-	e, err := m.lookup(name)
-	if err != nil {
-		return Sprite{}, err
-	}
-	err = m.withOp(e, func() error {
+	return m.change(name, func(e *entry) error {
 		rec := e.rec
 		rec.IdleSeconds = seconds
 		return m.persist(e, rec)
 	})
-	if err != nil {
-		return Sprite{}, err
-	}
-	return m.Get(name)
 }
 
 // idleLimit is how long rec may sit unused (0: forever).
