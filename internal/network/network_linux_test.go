@@ -1,0 +1,473 @@
+package network
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+)
+
+// These tests build real namespaces, veths and nftables rules, and stand
+// in for a sprite with a bare namespace (its veth end holds the guest
+// address, as under gVisor). The "outside" is a namespace of the test's
+// own at 198.51.100.2; the forbidden servers are in it too, at a private
+// and the metadata address, routed to only for the sprites' range (a
+// policy-routing rule of the test's), so no traffic leaves this machine.
+
+const (
+	testName   = "wtst"
+	testPrefix = "wtt-"
+	outsideNS  = "wtst-outside"
+	outHost    = "wto-host"
+)
+
+var (
+	testCIDR  = netip.MustParsePrefix("10.231.0.0/24")
+	outsideIP = netip.MustParseAddr("198.51.100.2")
+	outsideGW = netip.MustParseAddr("198.51.100.1")
+	otherIP   = netip.MustParseAddr("198.51.100.3")
+	privateIP = netip.MustParseAddr("172.16.55.5")
+	metaIP    = netip.MustParseAddr("169.254.169.254")
+)
+
+type fixture struct {
+	n     *Network
+	hosts string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root: network namespaces and nftables")
+	}
+	dir := t.TempDir()
+	hosts := filepath.Join(dir, "hosts")
+	os.WriteFile(hosts, []byte("198.51.100.2 outside.test\n198.51.100.3 other.test\n"), 0o644)
+	makeOutside(t)
+	n, err := Open(Config{CIDR: testCIDR, Name: testName, LinkPrefix: testPrefix, HostsFile: hosts,
+		Upstreams: []string{net.JoinHostPort(outsideIP.String(), "53")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{n: n, hosts: hosts}
+	t.Cleanup(func() {
+		f.n.Prune(nil)
+		f.n.Close()
+		deleteTable(testName)
+	})
+	return f
+}
+
+// makeOutside makes the outside namespace with HTTP servers on port 80 at
+// the outside, another outside, a private and the metadata address, and
+// routes the sprites' range (only) to the latter two through it.
+func makeOutside(t *testing.T) {
+	t.Helper()
+	path := filepath.Join(NetnsDir, outsideNS)
+	deleteNetns(path)
+	if l, err := netlink.LinkByName(outHost); err == nil {
+		netlink.LinkDel(l)
+	}
+	n := &Network{cfg: Config{Name: "wtst"}}
+	if err := n.ensureNetns("outside"); err != nil {
+		t.Fatal(err)
+	}
+	nsh := mustNs(t, path)
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: outHost}, PeerName: "eth0", PeerNamespace: netlink.NsFd(nsh)}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := netlink.LinkByName(outHost)
+	netlink.AddrAdd(host, addr(outsideGW, 24))
+	netlink.LinkSetUp(host)
+	var lns []net.Listener
+	err := inNetns(path, func() error {
+		eth, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		lo, _ := netlink.LinkByName("lo")
+		netlink.LinkSetUp(lo)
+		for _, a := range []netip.Addr{outsideIP, otherIP, privateIP, metaIP} {
+			bits := 24
+			if a == privateIP || a == metaIP {
+				bits = 32
+			}
+			if err := netlink.AddrAdd(eth, addr(a, bits)); err != nil {
+				return err
+			}
+		}
+		netlink.LinkSetUp(eth)
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: outsideGW.AsSlice()}); err != nil {
+			return err
+		}
+		for _, a := range []netip.Addr{outsideIP, otherIP, privateIP, metaIP} {
+			ln, err := net.Listen("tcp4", netip.AddrPortFrom(a, 80).String())
+			if err != nil {
+				return err
+			}
+			lns = append(lns, ln)
+		}
+		// An upstream DNS server for names not in the hosts file.
+		pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(outsideIP, 53).String())
+		if err != nil {
+			return err
+		}
+		srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+			m := new(dns.Msg).SetReply(r)
+			if r.Question[0].Qtype == dns.TypeA {
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: otherIP.AsSlice()})
+			}
+			w.WriteMsg(m)
+		})}
+		go srv.ActivateAndServe()
+		t.Cleanup(func() { srv.Shutdown() })
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ln := range lns {
+		ln := ln
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello from %s", ln.Addr())
+			if r.URL.Path == "/stream" { // one line a 50 ms until the client goes
+				for i := 0; ; i++ {
+					if _, err := fmt.Fprintf(w, "\n%d", i); err != nil {
+						return
+					}
+					w.(http.Flusher).Flush()
+					select {
+					case <-r.Context().Done():
+						return
+					case <-time.After(50 * time.Millisecond):
+					}
+				}
+			}
+		})}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	}
+	// Route the private and metadata addresses through the outside for
+	// the sprites' range only.
+	table := 7231
+	for _, a := range []netip.Addr{privateIP, metaIP} {
+		r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, Gw: outsideIP.AsSlice(), Table: table}
+		if err := netlink.RouteReplace(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rule := netlink.NewRule()
+	rule.Src = &net.IPNet{IP: testCIDR.Addr().AsSlice(), Mask: net.CIDRMask(testCIDR.Bits(), 32)}
+	rule.Table = table
+	rule.Priority = 7231
+	netlink.RuleDel(rule)
+	if err := netlink.RuleAdd(rule); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		netlink.RuleDel(rule)
+		netlink.LinkDel(host)
+		deleteNetns(path)
+	})
+}
+
+func mustNs(t *testing.T, path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}
+
+func addr(a netip.Addr, bits int) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, 32)}}
+}
+
+// sprite is a bare namespace attached as a sprite.
+type sprite struct {
+	id    string
+	guest netip.Addr
+	net   string // namespace path
+	gw    string
+}
+
+func (f *fixture) attach(t *testing.T, id string, p Policy) sprite {
+	t.Helper()
+	g, err := f.n.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nt, err := f.n.Attach(context.Background(), id, g, "52:54:00:aa:bb:cc", p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sprite{id: id, guest: g, net: nt.Netns, gw: strings.TrimSuffix(nt.Gateway, "/30")}
+}
+
+// dial connects from inside the sprite; the socket stays in its namespace.
+func (s sprite) dial(t *testing.T, addr string) (net.Conn, error) {
+	t.Helper()
+	var c net.Conn
+	err := inNetns(s.net, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp4", addr, time.Second)
+		return err
+	})
+	return c, err
+}
+
+// get fetches http://addr/ from inside the sprite.
+func (s sprite) get(t *testing.T, addr string) (string, error) {
+	t.Helper()
+	c, err := s.dial(t, addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return "", err
+	}
+	if !strings.Contains(string(b), "hello") {
+		return "", fmt.Errorf("unexpected answer %q", b)
+	}
+	return string(b), nil
+}
+
+// resolve asks the sprite's DNS server from inside the sprite.
+func (s sprite) resolve(t *testing.T, name string) (*dns.Msg, error) {
+	t.Helper()
+	var m *dns.Msg
+	err := inNetns(s.net, func() error {
+		c := &dns.Client{Timeout: 2 * time.Second}
+		conn, err := c.Dial(net.JoinHostPort(s.gw, "53"))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		q := new(dns.Msg).SetQuestion(dns.Fqdn(name), dns.TypeA)
+		m, _, err = c.ExchangeWithConn(q, conn)
+		return err
+	})
+	return m, err
+}
+
+func mustReach(t *testing.T, s sprite, addr string) {
+	t.Helper()
+	if _, err := s.get(t, addr); err != nil {
+		t.Errorf("sprite %s cannot reach %s: %v", s.id, addr, err)
+	}
+}
+
+func mustNotReach(t *testing.T, s sprite, addr string) {
+	t.Helper()
+	if body, err := s.get(t, addr); err == nil {
+		t.Errorf("sprite %s reached %s: %q", s.id, addr, body)
+	}
+}
+
+// hostServer listens on 0.0.0.0 in the host's namespace.
+func hostServer(t *testing.T) int {
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello from the host") })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func hostAddrs(t *testing.T) []netip.Addr {
+	var out []netip.Addr
+	addrs, _ := netlink.AddrList(nil, netlink.FAMILY_V4)
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+func TestIsolation(t *testing.T) {
+	f := newFixture(t)
+	a := f.attach(t, "aaaa", Policy{})
+	b := f.attach(t, "bbbb", Policy{})
+	out := netip.AddrPortFrom(outsideIP, 80).String()
+	mustReach(t, a, out)
+
+	port := hostServer(t)
+	for _, h := range append(hostAddrs(t), netip.MustParseAddr(a.gw)) {
+		mustNotReach(t, a, netip.AddrPortFrom(h, uint16(port)).String())
+	}
+	mustNotReach(t, a, netip.AddrPortFrom(privateIP, 80).String())
+	mustNotReach(t, a, netip.AddrPortFrom(metaIP, 80).String())
+
+	// Another sprite's server.
+	var ln net.Listener
+	if err := inNetns(b.net, func() (err error) { ln, err = net.Listen("tcp4", ":80"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello from b") }))
+	mustNotReach(t, a, netip.AddrPortFrom(b.guest, 80).String())
+	// The host itself reaches b (the URL front door will).
+	if resp, err := http.Get("http://" + netip.AddrPortFrom(b.guest, 80).String()); err != nil {
+		t.Errorf("host cannot reach sprite b: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+}
+
+func TestOpenHole(t *testing.T) {
+	// --net-allow opens a denied range on purpose.
+	f := newFixture(t)
+	f.n.Close()
+	n, err := Open(Config{CIDR: testCIDR, Name: testName, LinkPrefix: testPrefix, HostsFile: f.hosts,
+		Upstreams: []string{"127.0.0.1:1"}, Open: []netip.Prefix{netip.PrefixFrom(privateIP, 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.n = n
+	a := f.attach(t, "aaaa", Policy{})
+	mustReach(t, a, netip.AddrPortFrom(privateIP, 80).String())
+	mustNotReach(t, a, netip.AddrPortFrom(metaIP, 80).String())
+}
+
+func TestPolicy(t *testing.T) {
+	f := newFixture(t)
+	p, err := ParseAllow("outside.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := f.attach(t, "aaaa", p)
+	out := netip.AddrPortFrom(outsideIP, 80).String()
+	other := netip.AddrPortFrom(otherIP, 80).String()
+
+	// A hard-coded address of an allowed name, before any lookup.
+	mustNotReach(t, a, out)
+	m, err := a.resolve(t, "outside.test")
+	if err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
+		t.Fatalf("resolve outside.test: %v %v", m, err)
+	}
+	mustReach(t, a, out)
+	mustNotReach(t, a, other)
+	if m, err := a.resolve(t, "other.test"); err != nil || m.Rcode != dns.RcodeRefused {
+		t.Errorf("other.test: want REFUSED, got %v %v", m, err)
+	}
+
+	// By CIDR.
+	p, _ = ParseAllow("198.51.100.3/32")
+	if err := f.n.SetPolicy(a.id, p); err != nil {
+		t.Fatal(err)
+	}
+	mustReach(t, a, other)
+	mustNotReach(t, a, out)
+
+	// A wildcard name resolved by the upstream.
+	p, _ = ParseAllow("*.example.test")
+	f.n.SetPolicy(a.id, p)
+	if m, err := a.resolve(t, "www.example.test"); err != nil || len(m.Answer) != 1 {
+		t.Fatalf("www.example.test: %v %v", m, err)
+	}
+	mustReach(t, a, other)
+	if m, _ := a.resolve(t, "example.test"); m == nil || m.Rcode != dns.RcodeRefused {
+		t.Errorf("example.test is not under *.example.test: %v", m)
+	}
+
+	// Deny-all; the default deny list holds under allow-all.
+	f.n.SetPolicy(a.id, Policy{Mode: DenyAll})
+	mustNotReach(t, a, other)
+	if m, _ := a.resolve(t, "outside.test"); m == nil || m.Rcode != dns.RcodeRefused {
+		t.Errorf("deny-all: want REFUSED, got %v", m)
+	}
+	f.n.SetPolicy(a.id, Policy{Mode: AllowAll})
+	mustReach(t, a, out)
+	mustNotReach(t, a, netip.AddrPortFrom(metaIP, 80).String())
+}
+
+// TestPolicyOpenConnection: a connection open when the policy changes to
+// one that denies it is cut at its next packet.
+func TestPolicyOpenConnection(t *testing.T) {
+	f := newFixture(t)
+	a := f.attach(t, "aaaa", Policy{})
+	c, err := a.dial(t, netip.AddrPortFrom(outsideIP, 80).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+	r := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i := 0; i < 12; i++ { // headers and the first lines
+		if _, err := r.ReadString('\n'); err != nil {
+			t.Fatalf("stream before the change: %v", err)
+		}
+	}
+	f.n.SetPolicy(a.id, Policy{Mode: DenyAll})
+	// The sprite's next packet (its ACKs, a write) is rejected with a
+	// reset: the stream ends well before the deadline.
+	fmt.Fprintf(c, "x")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var err2 error
+	for err2 == nil {
+		_, err2 = r.ReadString('\n')
+	}
+	if ne, ok := err2.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the open connection survived deny-all")
+	}
+}
+
+func TestDetachLeavesNothing(t *testing.T) {
+	f := newFixture(t)
+	var ids []string
+	for i := 0; i < 10; i++ {
+		s := f.attach(t, fmt.Sprintf("c%03d", i), Policy{})
+		ids = append(ids, s.id)
+	}
+	for _, id := range ids {
+		if err := f.n.Detach(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left := leftovers(t, f.n); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// leftovers lists the namespaces, links and chains of n's sprites.
+func leftovers(t *testing.T, n *Network) []string {
+	var out []string
+	ents, _ := os.ReadDir(NetnsDir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), n.cfg.Name+"-") && e.Name() != outsideNS {
+			out = append(out, "netns "+e.Name())
+		}
+	}
+	links, _ := netlink.LinkList()
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, n.cfg.LinkPrefix) {
+			out = append(out, "link "+l.Attrs().Name)
+		}
+	}
+	ids, _ := n.nftSprites()
+	for id := range ids {
+		out = append(out, "chain s-"+id)
+	}
+	return out
+}
