@@ -206,7 +206,7 @@ func (n *Network) Attach(ctx context.Context, id string, guest netip.Addr, mac s
 	if err := n.ensureNetns(id); err != nil {
 		return nil, err
 	}
-	if err := n.ensureLinks(id, gw, guest, mac, tap); err != nil {
+	if err := n.ensureLinks(id, gw, mac, tap); err != nil {
 		return nil, fmt.Errorf("links of sprite %s: %w", id, err)
 	}
 	if err := n.applySprite(s, p, n.gen.Add(1), false); err != nil {

@@ -214,6 +214,9 @@ func (f *fixture) attach(t *testing.T, id string, p Policy) sprite {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := AddressVeth(nt); err != nil { // as a sandbox about to start
+		t.Fatal(err)
+	}
 	return sprite{id: id, guest: g, net: nt.Netns, gw: strings.TrimSuffix(nt.Gateway, "/30")}
 }
 

@@ -30,3 +30,4 @@ func (n *Network) Stats(string) (Stats, error)    { return Stats{}, errNotLinux 
 func (n *Network) Close() error                   { return nil }
 func (n *Network) CIDR() netip.Prefix             { return netip.Prefix{} }
 func OpenTap(string, string) (*os.File, error)    { return nil, errNotLinux }
+func AddressVeth(*vmm.Net) error                  { return errNotLinux }

@@ -13,6 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
 // NetnsDir is where named network namespaces are bind-mounted (as by
@@ -97,10 +99,10 @@ func sysctl(key, value string) error {
 }
 
 // ensureLinks makes the sprite's veth pair and, inside its namespace, the
-// layout its backend needs (tap: a tap bridged to eth0; else eth0 holds
-// the guest's address). Idempotent: it repairs what is missing, and puts
-// the guest address back on eth0, which runsc takes off when it starts.
-func (n *Network) ensureLinks(id string, gw, guest netip.Addr, mac string, tap bool) error {
+// layout its backend needs (tap: a tap bridged to eth0; else eth0 alone,
+// for a sandbox's stack: see AddressVeth). Idempotent: it repairs what is
+// missing.
+func (n *Network) ensureLinks(id string, gw netip.Addr, mac string, tap bool) error {
 	path := n.nsPath(id)
 	host := n.hostLink(id)
 	hostGW := &netlink.Addr{IPNet: &net.IPNet{IP: gw.AsSlice(), Mask: net.CIDRMask(30, 32)}}
@@ -167,14 +169,34 @@ func (n *Network) ensureLinks(id string, gw, guest netip.Addr, mac string, tap b
 		if tap {
 			return ensureTapBridge(eth)
 		}
-		if err := netlink.LinkSetUp(eth); err != nil {
+		// The address goes on eth0 only right before a sandbox starts
+		// (AddressVeth): runsc takes it off when it takes the link over,
+		// and it must not come back while the sandbox runs, or the
+		// namespace's own stack would answer (reset) the sandbox's
+		// connections.
+		return netlink.LinkSetUp(eth)
+	})
+}
+
+// AddressVeth puts the guest's address and default route on the veth end
+// in its namespace, for a sandbox about to start (or be restored) to take
+// over: runsc copies the link's addresses and routes into its own network
+// stack and removes them from the link.
+func AddressVeth(n *vmm.Net) error {
+	a, err := netlink.ParseAddr(n.Address)
+	if err != nil {
+		return err
+	}
+	gw := net.ParseIP(n.Gateway)
+	return inNetns(n.Netns, func() error {
+		eth, err := netlink.LinkByName(n.Link)
+		if err != nil {
 			return err
 		}
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: guest.AsSlice(), Mask: net.CIDRMask(30, 32)}}
 		if err := netlink.AddrReplace(eth, a); err != nil {
-			return fmt.Errorf("address %s on %s: %w", guest, nsLink, err)
+			return fmt.Errorf("address %s on %s: %w", n.Address, n.Link, err)
 		}
-		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw}); err != nil {
 			return fmt.Errorf("default route via %s: %w", gw, err)
 		}
 		return nil
