@@ -49,6 +49,7 @@ func main() {
 	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "sleep sprites unused this long (0: never), unless a sprite says otherwise")
 	flag.BoolVar(&cfg.WarmSnapshots, "warm-snapshots", cfg.WarmSnapshots, "create sprites from a saved, freshly booted one instead of booting a kernel")
 	flag.BoolVar(&cfg.Network, "network", cfg.Network, "give sprites networks of their own (needs root); false: no network at all")
+	flag.StringVar(&cfg.NetName, "net-name", cfg.NetName, "names this daemon's nftables table and network namespaces (two daemons on one host need two names and CIDRs)")
 	flag.StringVar(&cfg.NetCIDR, "net-cidr", cfg.NetCIDR, "IPv4 range of sprite addresses, a /30 each; must not overlap the host's networks")
 	flag.Func("net-allow", "CIDR sprites may reach despite the default deny list (a LAN database); repeatable or comma-separated", appendList(&cfg.NetAllow))
 	flag.Func("net-deny", "CIDR no sprite may reach, besides the default deny list; repeatable or comma-separated", appendList(&cfg.NetDeny))
@@ -96,12 +97,12 @@ func run(log *slog.Logger, cfg config.Config) error {
 	netInfo := &doctor.NetworkInfo{}
 	if cfg.Network {
 		cidr, allow, deny, dns := cfg.Net()
-		nw, err = network.Open(network.Config{CIDR: cidr, Open: allow, Deny: deny, Upstreams: dns, HostsFile: cfg.Hosts, Log: log})
+		nw, err = network.Open(network.Config{Name: cfg.NetName, CIDR: cidr, Open: allow, Deny: deny, Upstreams: dns, HostsFile: cfg.Hosts, Log: log})
 		if err != nil {
 			return fmt.Errorf("sprite networking: %w (run wispd as root, or --network=false for sprites without network)", err)
 		}
 		defer nw.Close()
-		*netInfo = doctor.ProbeNetwork(cidr.String(), allow, deny)
+		*netInfo = doctor.ProbeNetwork(cfg.NetName, cidr.String(), allow, deny)
 	} else {
 		netInfo.Problem = "off (wispd --network=false): sprites have no network"
 	}

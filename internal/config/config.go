@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -42,6 +43,7 @@ type Config struct {
 
 	// Sprite networking (internal/network): off with Network false.
 	Network  bool
+	NetName  string   // names the nftables table and prefixes namespaces: one per daemon on a host
 	NetCIDR  string   // sprites' addresses, a /30 each
 	NetAllow []string // CIDRs let through the default deny list
 	NetDeny  []string // CIDRs added to it
@@ -76,6 +78,7 @@ func Default() Config {
 		Idle:          30 * time.Second,
 		WarmSnapshots: true,
 		Network:       true,
+		NetName:       "wisp",
 		NetCIDR:       "10.229.0.0/16",
 		Hosts:         "/etc/hosts",
 		MaxCPUs:       runtime.NumCPU(),
@@ -109,6 +112,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("pool size %d GiB: want at least 1", c.PoolGiB))
 	}
 	if c.Network {
+		if !regexp.MustCompile(`^[a-z][a-z0-9]{1,11}$`).MatchString(c.NetName) {
+			errs = append(errs, fmt.Errorf("net name %q: want 2-12 lower-case letters and digits", c.NetName))
+		}
 		if p, err := netip.ParsePrefix(c.NetCIDR); err != nil || !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 28 {
 			errs = append(errs, fmt.Errorf("net cidr %q: want an IPv4 CIDR from /8 to /28", c.NetCIDR))
 		}

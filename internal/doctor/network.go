@@ -20,8 +20,8 @@ type NetworkInfo struct {
 
 // ProbeNetwork reports the host's side of sprite networking (the daemon
 // calls it once its nftables table is in place).
-func ProbeNetwork(cidr string, open, deny []netip.Prefix) NetworkInfo {
-	n := NetworkInfo{CIDR: cidr, Nftables: "table inet wisp (isolation, egress policy, masquerade)"}
+func ProbeNetwork(name, cidr string, open, deny []netip.Prefix) NetworkInfo {
+	n := NetworkInfo{CIDR: cidr, Nftables: "table inet " + name + " (isolation, egress policy, masquerade)"}
 	b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	n.Forwarding = strings.TrimSpace(string(b)) == "1"
 	n.DefaultRoute = defaultRoute()

@@ -58,6 +58,9 @@ func (c *Config) defaults() {
 	}
 	if c.LinkPrefix == "" {
 		c.LinkPrefix = "wsp-"
+		if c.Name != "wisp" {
+			c.LinkPrefix = c.Name[:min(3, len(c.Name))] + "-"
+		}
 	}
 	if c.HostsFile == "" {
 		c.HostsFile = "/etc/hosts"

@@ -9,13 +9,15 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
+
+	"github.com/wisp-sh/wisp/internal/network/nettest"
 )
 
 // These tests build real namespaces, veths and nftables rules, and stand
@@ -28,17 +30,14 @@ import (
 const (
 	testName   = "wtst"
 	testPrefix = "wtt-"
-	outsideNS  = "wtst-outside"
-	outHost    = "wto-host"
 )
 
 var (
 	testCIDR  = netip.MustParsePrefix("10.231.0.0/24")
-	outsideIP = netip.MustParseAddr("198.51.100.2")
-	outsideGW = netip.MustParseAddr("198.51.100.1")
-	otherIP   = netip.MustParseAddr("198.51.100.3")
-	privateIP = netip.MustParseAddr("172.16.55.5")
-	metaIP    = netip.MustParseAddr("169.254.169.254")
+	outsideIP = nettest.OutsideIP
+	otherIP   = nettest.OtherIP
+	privateIP = nettest.PrivateIP
+	metaIP    = nettest.MetaIP
 )
 
 type fixture struct {
@@ -51,149 +50,18 @@ func newFixture(t *testing.T) *fixture {
 	if os.Getuid() != 0 {
 		t.Skip("needs root: network namespaces and nftables")
 	}
-	dir := t.TempDir()
-	hosts := filepath.Join(dir, "hosts")
-	os.WriteFile(hosts, []byte("198.51.100.2 outside.test\n198.51.100.3 other.test\n"), 0o644)
-	makeOutside(t)
-	n, err := Open(Config{CIDR: testCIDR, Name: testName, LinkPrefix: testPrefix, HostsFile: hosts,
-		Upstreams: []string{net.JoinHostPort(outsideIP.String(), "53")}})
+	out := nettest.Start(t, testCIDR)
+	n, err := Open(Config{CIDR: testCIDR, Name: testName, LinkPrefix: testPrefix, HostsFile: out.Hosts, Upstreams: []string{out.DNS}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{n: n, hosts: hosts}
+	f := &fixture{n: n, hosts: out.Hosts}
 	t.Cleanup(func() {
 		f.n.Prune(nil)
 		f.n.Close()
 		deleteTable(testName)
 	})
 	return f
-}
-
-// makeOutside makes the outside namespace with HTTP servers on port 80 at
-// the outside, another outside, a private and the metadata address, and
-// routes the sprites' range (only) to the latter two through it.
-func makeOutside(t *testing.T) {
-	t.Helper()
-	path := filepath.Join(NetnsDir, outsideNS)
-	deleteNetns(path)
-	if l, err := netlink.LinkByName(outHost); err == nil {
-		netlink.LinkDel(l)
-	}
-	n := &Network{cfg: Config{Name: "wtst"}}
-	if err := n.ensureNetns("outside"); err != nil {
-		t.Fatal(err)
-	}
-	nsh := mustNs(t, path)
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: outHost}, PeerName: "eth0", PeerNamespace: netlink.NsFd(nsh)}
-	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	host, _ := netlink.LinkByName(outHost)
-	netlink.AddrAdd(host, addr(outsideGW, 24))
-	netlink.LinkSetUp(host)
-	var lns []net.Listener
-	err := inNetns(path, func() error {
-		eth, err := netlink.LinkByName("eth0")
-		if err != nil {
-			return err
-		}
-		lo, _ := netlink.LinkByName("lo")
-		netlink.LinkSetUp(lo)
-		for _, a := range []netip.Addr{outsideIP, otherIP, privateIP, metaIP} {
-			bits := 24
-			if a == privateIP || a == metaIP {
-				bits = 32
-			}
-			if err := netlink.AddrAdd(eth, addr(a, bits)); err != nil {
-				return err
-			}
-		}
-		netlink.LinkSetUp(eth)
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: outsideGW.AsSlice()}); err != nil {
-			return err
-		}
-		for _, a := range []netip.Addr{outsideIP, otherIP, privateIP, metaIP} {
-			ln, err := net.Listen("tcp4", netip.AddrPortFrom(a, 80).String())
-			if err != nil {
-				return err
-			}
-			lns = append(lns, ln)
-		}
-		// An upstream DNS server for names not in the hosts file.
-		pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(outsideIP, 53).String())
-		if err != nil {
-			return err
-		}
-		srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			m := new(dns.Msg).SetReply(r)
-			if r.Question[0].Qtype == dns.TypeA {
-				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: otherIP.AsSlice()})
-			}
-			w.WriteMsg(m)
-		})}
-		go srv.ActivateAndServe()
-		t.Cleanup(func() { srv.Shutdown() })
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ln := range lns {
-		ln := ln
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "hello from %s", ln.Addr())
-			if r.URL.Path == "/stream" { // one line a 50 ms until the client goes
-				for i := 0; ; i++ {
-					if _, err := fmt.Fprintf(w, "\n%d", i); err != nil {
-						return
-					}
-					w.(http.Flusher).Flush()
-					select {
-					case <-r.Context().Done():
-						return
-					case <-time.After(50 * time.Millisecond):
-					}
-				}
-			}
-		})}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
-	}
-	// Route the private and metadata addresses through the outside for
-	// the sprites' range only.
-	table := 7231
-	for _, a := range []netip.Addr{privateIP, metaIP} {
-		r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, Gw: outsideIP.AsSlice(), Table: table}
-		if err := netlink.RouteReplace(r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rule := netlink.NewRule()
-	rule.Src = &net.IPNet{IP: testCIDR.Addr().AsSlice(), Mask: net.CIDRMask(testCIDR.Bits(), 32)}
-	rule.Table = table
-	rule.Priority = 7231
-	netlink.RuleDel(rule)
-	if err := netlink.RuleAdd(rule); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		netlink.RuleDel(rule)
-		netlink.LinkDel(host)
-		deleteNetns(path)
-	})
-}
-
-func mustNs(t *testing.T, path string) int {
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return int(f.Fd())
-}
-
-func addr(a netip.Addr, bits int) *netlink.Addr {
-	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, 32)}}
 }
 
 // sprite is a bare namespace attached as a sprite.
@@ -224,7 +92,7 @@ func (f *fixture) attach(t *testing.T, id string, p Policy) sprite {
 func (s sprite) dial(t *testing.T, addr string) (net.Conn, error) {
 	t.Helper()
 	var c net.Conn
-	err := inNetns(s.net, func() error {
+	err := InNetns(s.net, func() error {
 		var err error
 		c, err = net.DialTimeout("tcp4", addr, time.Second)
 		return err
@@ -256,7 +124,7 @@ func (s sprite) get(t *testing.T, addr string) (string, error) {
 func (s sprite) resolve(t *testing.T, name string) (*dns.Msg, error) {
 	t.Helper()
 	var m *dns.Msg
-	err := inNetns(s.net, func() error {
+	err := InNetns(s.net, func() error {
 		c := &dns.Client{Timeout: 2 * time.Second}
 		conn, err := c.Dial(net.JoinHostPort(s.gw, "53"))
 		if err != nil {
@@ -323,7 +191,7 @@ func TestIsolation(t *testing.T) {
 
 	// Another sprite's server.
 	var ln net.Listener
-	if err := inNetns(b.net, func() (err error) { ln, err = net.Listen("tcp4", ":80"); return }); err != nil {
+	if err := InNetns(b.net, func() (err error) { ln, err = net.Listen("tcp4", ":80"); return }); err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
@@ -458,7 +326,7 @@ func leftovers(t *testing.T, n *Network) []string {
 	var out []string
 	ents, _ := os.ReadDir(NetnsDir)
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), n.cfg.Name+"-") && e.Name() != outsideNS {
+		if strings.HasPrefix(e.Name(), n.cfg.Name+"-") {
 			out = append(out, "netns "+e.Name())
 		}
 	}
@@ -473,4 +341,37 @@ func leftovers(t *testing.T, n *Network) []string {
 		out = append(out, "chain s-"+id)
 	}
 	return out
+}
+
+// TestPrune: a daemon that starts finds the networks of sprites it does
+// not know (destroyed while no daemon ran, warm-snapshot builds cut short)
+// and removes them, keeping the ones it knows.
+func TestPrune(t *testing.T) {
+	f := newFixture(t)
+	keep := f.attach(t, "keep", Policy{})
+	f.attach(t, "gone", Policy{})
+	f.n.Close()
+	n, err := Open(Config{CIDR: testCIDR, Name: testName, LinkPrefix: testPrefix, HostsFile: f.hosts, Upstreams: []string{"127.0.0.1:9"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.n = n
+	if err := n.Prune(map[string]bool{"keep": true}); err != nil {
+		t.Fatal(err)
+	}
+	left := leftovers(t, n)
+	want := []string{"netns wtst-keep", "link wtt-keep", "chain s-keep"}
+	for _, w := range want {
+		if !slices.Contains(left, w) {
+			t.Errorf("pruned %q of a sprite it knows; left %v", w, left)
+		}
+	}
+	if len(left) != len(want) {
+		t.Errorf("left %v, want only %v", left, want)
+	}
+	// The kept sprite works once attached again.
+	if _, err := n.Attach(context.Background(), keep.id, keep.guest, "52:54:00:aa:bb:cc", Policy{}, false); err != nil {
+		t.Fatal(err)
+	}
+	mustReach(t, keep, netip.AddrPortFrom(outsideIP, 80).String())
 }

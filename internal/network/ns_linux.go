@@ -32,10 +32,10 @@ func (n *Network) nsName(id string) string   { return n.cfg.Name + "-" + id }
 func (n *Network) nsPath(id string) string   { return filepath.Join(NetnsDir, n.nsName(id)) }
 func (n *Network) hostLink(id string) string { return n.cfg.LinkPrefix + id }
 
-// inNetns runs fn on an OS thread of its own inside the namespace at path.
-// The thread is thrown away afterwards rather than trusted back into
-// another namespace.
-func inNetns(path string, fn func() error) error {
+// InNetns runs fn on an OS thread of its own inside the network namespace
+// at path (sockets made there stay in it). The thread is thrown away
+// afterwards rather than trusted back into another namespace.
+func InNetns(path string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
@@ -115,7 +115,7 @@ func (n *Network) ensureLinks(id string, gw netip.Addr, mac string, tap bool) er
 		defer nsh.Close()
 		// The namespace may hold the other end of a pair whose host end
 		// is gone (it cannot: a veth pair goes as one) or a stale eth0.
-		inNetns(path, func() error {
+		InNetns(path, func() error {
 			if l, err := netlink.LinkByName(nsLink); err == nil {
 				netlink.LinkDel(l)
 			}
@@ -150,7 +150,7 @@ func (n *Network) ensureLinks(id string, gw netip.Addr, mac string, tap bool) er
 	if err := netlink.LinkSetUp(link); err != nil {
 		return err
 	}
-	return inNetns(path, func() error {
+	return InNetns(path, func() error {
 		if err := sysctl("net.ipv6.conf.all.disable_ipv6", "1"); err != nil {
 			return err
 		}
@@ -188,7 +188,7 @@ func AddressVeth(n *vmm.Net) error {
 		return err
 	}
 	gw := net.ParseIP(n.Gateway)
-	return inNetns(n.Netns, func() error {
+	return InNetns(n.Netns, func() error {
 		eth, err := netlink.LinkByName(n.Link)
 		if err != nil {
 			return err
@@ -251,7 +251,7 @@ func ensureTapBridge(eth netlink.Link) error {
 // VMM to be handed as a file descriptor.
 func OpenTap(nsPath, name string) (*os.File, error) {
 	var f *os.File
-	err := inNetns(nsPath, func() error {
+	err := InNetns(nsPath, func() error {
 		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open /dev/net/tun: %w", err)
