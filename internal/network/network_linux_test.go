@@ -59,7 +59,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() {
 		f.n.Prune(nil)
 		f.n.Close()
-		deleteTable(testName)
+		DropTable(testName)
 	})
 	return f
 }

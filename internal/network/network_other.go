@@ -31,3 +31,4 @@ func (n *Network) Close() error                   { return nil }
 func (n *Network) CIDR() netip.Prefix             { return netip.Prefix{} }
 func OpenTap(string, string) (*os.File, error)    { return nil, errNotLinux }
 func AddressVeth(*vmm.Net) error                  { return errNotLinux }
+func DropTable(string) error                      { return errNotLinux }

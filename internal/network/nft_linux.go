@@ -437,9 +437,10 @@ func (n *Network) setLearned(id string, add, refresh []netip.Addr, ttl time.Dura
 	return c.Flush()
 }
 
-// deleteTable removes the whole table (tests; sprites' traffic then meets
-// no rules at all, so never while sprites run).
-func deleteTable(name string) error {
+// DropTable removes a whole table (tests and benchmarks, on tables of
+// their own: sprites' traffic would then meet no rules at all, so never
+// the table of a daemon whose sprites run).
+func DropTable(name string) error {
 	c, err := nftables.New()
 	if err != nil {
 		return err

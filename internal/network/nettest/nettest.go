@@ -59,10 +59,34 @@ func Start(t testing.TB, cidr netip.Prefix) *Outside {
 	if os.Getuid() != 0 {
 		t.Skip("needs root: network namespaces")
 	}
+	o, stop, err := StartOutside(cidr, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return o
+}
+
+// StartOutside makes the outside (for benchmarks: Start is for tests),
+// writing its hosts file into dir. Traffic from cidr to the private and
+// metadata addresses is routed to it; with an invalid cidr, none is.
+// stop removes it all.
+func StartOutside(cidr netip.Prefix, dir string) (o *Outside, stop func(), err error) {
+	var undo []func()
+	stop = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
 	path := filepath.Join(netnsDir, nsName)
 	remove(path)
 	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -75,20 +99,21 @@ func Start(t testing.TB, cidr netip.Prefix) *Outside {
 		errc <- err
 	}()
 	if err := <-errc; err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
+	undo = append(undo, func() { remove(path) })
 	nsf, err := os.Open(path)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	defer nsf.Close()
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostLink}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(nsf.Fd()))}
 	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	host, err := netlink.LinkByName(hostLink)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	netlink.AddrAdd(host, addr(HostIP, 24))
 	netlink.LinkSetUp(host)
@@ -137,38 +162,38 @@ func Start(t testing.TB, cidr netip.Prefix) *Outside {
 		return nil
 	})
 	if err != nil {
-		remove(path)
-		t.Fatal(err)
+		return nil, nil, err
 	}
+	undo = append(undo, func() { dnsSrv.Shutdown() })
 	for _, ln := range lns {
 		srv := &http.Server{Handler: handler(ln.Addr().String())}
 		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
+		undo = append(undo, func() { srv.Close() })
 	}
-	// The private and metadata addresses, through the outside, for the
-	// sprites' range only.
-	for _, a := range []netip.Addr{PrivateIP, MetaIP} {
-		r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, Gw: OutsideIP.AsSlice(), Table: table}
-		if err := netlink.RouteReplace(r); err != nil {
-			t.Fatal(err)
+	if cidr.IsValid() {
+		// The private and metadata addresses, through the outside, for
+		// the sprites' range only.
+		for _, a := range []netip.Addr{PrivateIP, MetaIP} {
+			r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, Gw: OutsideIP.AsSlice(), Table: table}
+			if err := netlink.RouteReplace(r); err != nil {
+				return nil, nil, err
+			}
 		}
-	}
-	rule := netlink.NewRule()
-	rule.Src = &net.IPNet{IP: cidr.Addr().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), 32)}
-	rule.Table = table
-	rule.Priority = table
-	netlink.RuleDel(rule)
-	if err := netlink.RuleAdd(rule); err != nil {
-		t.Fatal(err)
-	}
-	hosts := filepath.Join(t.TempDir(), "hosts")
-	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n198.51.100.2 outside.test\n198.51.100.3 other.test\n"), 0o644)
-	t.Cleanup(func() {
-		dnsSrv.Shutdown()
+		rule := netlink.NewRule()
+		rule.Src = &net.IPNet{IP: cidr.Addr().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), 32)}
+		rule.Table = table
+		rule.Priority = table
 		netlink.RuleDel(rule)
-		remove(path)
-	})
-	return &Outside{Hosts: hosts, DNS: netip.AddrPortFrom(OutsideIP, 53).String()}
+		if err := netlink.RuleAdd(rule); err != nil {
+			return nil, nil, err
+		}
+		undo = append(undo, func() { netlink.RuleDel(rule) })
+	}
+	hosts := filepath.Join(dir, "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n198.51.100.2 outside.test\n198.51.100.3 other.test\n"), 0o644); err != nil {
+		return nil, nil, err
+	}
+	return &Outside{Hosts: hosts, DNS: netip.AddrPortFrom(OutsideIP, 53).String()}, stop, nil
 }
 
 func handler(name string) http.Handler {
