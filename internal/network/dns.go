@@ -105,7 +105,7 @@ func readHosts(path string) map[string][]netip.Addr {
 
 // forward sends q to the upstreams in turn until one answers.
 func (r *resolver) forward(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
-	var errs []error
+	errs := []error{errors.New("no upstream answered")}
 	for _, up := range r.upstreams {
 		c := &dns.Client{Timeout: dnsTimeout}
 		resp, _, err := c.ExchangeContext(ctx, q, up)
