@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/image"
@@ -328,4 +329,29 @@ func (c *Client) Restore(ctx context.Context, name, id string) (sprite.Sprite, e
 func (c *Client) Fork(ctx context.Context, name, from, newName string) (sprite.Sprite, error) {
 	var out sprite.Sprite
 	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/fork", map[string]string{"name": newName, "from": from}, &out)
+}
+
+// URL returns a sprite's URL on the front door (a signed one, with a
+// credential valid for ttlSeconds, when signed).
+func (c *Client) URL(ctx context.Context, name string, port int, signed bool, ttlSeconds int) (URLInfo, error) {
+	var out URLInfo
+	body := map[string]any{"port": port, "signed": signed, "ttl_seconds": ttlSeconds}
+	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/url", body, &out)
+}
+
+// URLInfo is a sprite's URL on the front door.
+type URLInfo struct {
+	URL       string    `json:"url"`
+	PathURL   string    `json:"path_url"`
+	Sprite    string    `json:"sprite"`
+	Port      int       `json:"port"`
+	Public    bool      `json:"public"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// SetURLPublic makes a sprite's URL answer anyone (true) or only requests
+// with a credential (false).
+func (c *Client) SetURLPublic(ctx context.Context, name string, public bool) (sprite.Sprite, error) {
+	var out sprite.Sprite
+	return out, c.do(ctx, "PATCH", "/v1/sprites/"+url.PathEscape(name), map[string]bool{"url_public": public}, &out)
 }
