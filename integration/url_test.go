@@ -115,6 +115,26 @@ func withPath(t *testing.T, u, p string) string {
 	return pu.String()
 }
 
+// rawGet sends a GET of target with Host host to the front door at addr,
+// exactly as written.
+func rawGet(t *testing.T, addr, host, target string) (int, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", target, host)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("Host %q, path %q: %v", host, target, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 // wakes counts the wakes wispd logged.
 func (d *daemon) wakes() int {
 	b, _ := os.ReadFile(d.logf.Name())
@@ -236,6 +256,42 @@ func TestURL(t *testing.T) {
 			if code, body := get(t, c, strings.Replace(plain.URL, "web.localhost", "9.web.localhost", 1)); code != 502 || !strings.Contains(body, "nothing listens") {
 				t.Errorf("nothing listening: %d %q", code, body)
 			}
+
+			// Host-header and path tricks reach no other sprite (another
+			// public one with a server on 8080) and no host service (a server
+			// on every host address).
+			d.ok("create", "other")
+			d.ok("exec", "other", "--", "sh", "-c", "mkdir -p /tmp/www && echo 'hello from other' > /tmp/www/index.html && httpd -p 8080 -h /tmp/www")
+			d.ok("url", "other", "--public")
+			otherURL := d.url("other").URL
+			waitFor(t, 10*time.Second, "other's server answers", func() bool {
+				code, body := get(t, c, otherURL)
+				return code == 200 && body == "hello from other\n"
+			})
+			hostPort := hostServer(t)
+			for _, trick := range [][2]string{
+				{"web.localhost", "/s/other/"},
+				{"127.0.0.1", "/s/web/../other/"},
+				{"127.0.0.1", "/s/web/%2e%2e/other/"},
+				{"127.0.0.1", "/s/web%2F..%2Fother/"},
+				{"127.0.0.1", "/s/other%2F/"},
+				{"web.localhost.other.localhost", "/"},
+				{"other.localhost.", "/"},
+				{"other%2elocalhost", "/"},
+				{"evil.example", "/s/other/"},
+				{fmt.Sprintf("%d.web.localhost", hostPort), "/"},
+				{fmt.Sprintf("127.0.0.1:%d", hostPort), "/"},
+				{"localhost", fmt.Sprintf("/s/%d.web/", hostPort)},
+				{"127.0.0.1", "/s/127.0.0.1/"},
+				{"127.0.0.1", "/s/" + d.netInfo("other").Address + "/"},
+			} {
+				code, body := rawGet(t, "127.0.0.1"+front, trick[0], trick[1])
+				t.Logf("Host %q, path %q: %d %s", trick[0], trick[1], code, strings.SplitN(body, "\n", 2)[0])
+				if strings.Contains(body, "hello from other") || strings.Contains(body, "hello from the host") {
+					t.Errorf("Host %q, path %q: %d %q", trick[0], trick[1], code, body)
+				}
+			}
+			d.ok("destroy", "other")
 
 			// A request wakes a sleeping sprite.
 			d.ok("sleep", "web")

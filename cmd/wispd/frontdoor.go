@@ -24,8 +24,7 @@ type frontDoor struct {
 }
 
 // serveFrontDoor listens on cfg.HTTPAddr and serves sprites' URLs until
-// ctx ends. Request headers are bounded in size and time; bodies and
-// responses are not (streams, uploads).
+// ctx ends.
 func serveFrontDoor(ctx context.Context, log *slog.Logger, cfg config.Config, mgr *sprite.Manager) (frontDoor, error) {
 	key, err := auth.LoadKey(filepath.Join(cfg.DataDir, "url.key"))
 	if err != nil {
@@ -36,18 +35,18 @@ func serveFrontDoor(ctx context.Context, log *slog.Logger, cfg config.Config, mg
 		return frontDoor{key: key}, nil
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil && cfg.HTTPAddr == config.Default().HTTPAddr {
+		// Another wispd has the default port: run on without a front door
+		// rather than not at all (asked for explicitly, it is an error).
+		log.Warn("front door off: its default address is taken (choose one with --http-addr)", "addr", cfg.HTTPAddr, "err", err)
+		return frontDoor{key: key}, nil
+	}
 	if err != nil {
 		return frontDoor{}, fmt.Errorf("front door: %w (choose another with --http-addr, or --http-addr '' for none)", err)
 	}
 	fd := server.NewFrontDoor(log, mgr, key)
 	fd.Wait = cfg.URLWait
-	hs := &http.Server{
-		Handler:           fd,
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+	hs := fd.HTTPServer()
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

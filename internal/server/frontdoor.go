@@ -60,7 +60,7 @@ func parseLabel(l string) (Site, error) {
 	if p, name, ok := strings.Cut(l, "."); ok {
 		port, err := strconv.Atoi(p)
 		if err != nil || p[0] < '1' || p[0] > '9' || len(p) > 5 || port > 65535 {
-			return Site{}, fmt.Errorf("%q is not a port (1-65535): %w", p, errdefs.ErrInvalid)
+			return Site{}, fmt.Errorf("%q is not a site: want NAME or PORT.NAME, PORT 1-65535: %w", l, errdefs.ErrInvalid)
 		}
 		s.Sprite, s.Port = name, port
 	}
@@ -334,7 +334,7 @@ func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && check(strings.TrimSpace(b)) {
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") && check(strings.TrimSpace(a[7:])) {
 		allowed, t.stripAuth = true, true
 	}
 	if gerr != nil && !allowed {
@@ -399,6 +399,27 @@ func (f *FrontDoor) waitPort(ctx context.Context, addr string) error {
 			return err
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// Limits of a front-door request's header: its size, and how long the
+// client may take to send it.
+const (
+	MaxHeaderBytes    = 64 << 10
+	ReadHeaderTimeout = 10 * time.Second
+	IdleTimeout       = 2 * time.Minute
+)
+
+// HTTPServer returns the server to serve f with: request headers bounded
+// in size and time, idle connections closed. Bodies and responses are not
+// bounded (uploads, streams).
+func (f *FrontDoor) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           f,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		IdleTimeout:       IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(f.Log.Handler(), slog.LevelDebug),
 	}
 }
 

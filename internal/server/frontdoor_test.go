@@ -455,3 +455,50 @@ func TestFrontDoorUpstreamErrors(t *testing.T) {
 		t.Errorf("no network: %d", resp.StatusCode)
 	}
 }
+
+// TestFrontDoorBounds: the front door's server refuses an oversized
+// request header, and bounds how long a header and an idle connection
+// may take.
+func TestFrontDoorBounds(t *testing.T) {
+	fx := newDoor(t, nil)
+	hs := fx.door.HTTPServer()
+	if hs.ReadHeaderTimeout <= 0 || hs.ReadHeaderTimeout > time.Minute || hs.IdleTimeout <= 0 || hs.MaxHeaderBytes > 1<<20 {
+		t.Errorf("unbounded: header timeout %s, idle %s, header bytes %d", hs.ReadHeaderTimeout, hs.IdleTimeout, hs.MaxHeaderBytes)
+	}
+	hs.ReadHeaderTimeout = 300 * time.Millisecond
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+
+	conn, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nX-Big: %s\r\n\r\n", fx.host(), strings.Repeat("a", MaxHeaderBytes+8<<10))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("oversized header: %v %v", resp, err)
+	}
+
+	// A client that never finishes its header is cut off.
+	slow, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "GET / HTTP/1.1\r\nHost: %s\r\n", fx.host())
+	slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(slow); err != nil {
+		t.Errorf("a slow header was not cut off: %v", err)
+	}
+
+	// Bearer is case-insensitive.
+	good := fx.cred("web", fx.port, time.Hour)
+	if resp, _ := fx.get(fx.host(), "/", "Authorization", "bearer "+good); resp.StatusCode != 200 {
+		t.Errorf("lower-case bearer: %d", resp.StatusCode)
+	}
+}
