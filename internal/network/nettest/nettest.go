@@ -240,3 +240,19 @@ func remove(path string) {
 func addr(a netip.Addr, bits int) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, 32)}}
 }
+
+// Serve serves h at OutsideIP:port in the outside until t ends.
+func Serve(t testing.TB, port int, h http.Handler) {
+	t.Helper()
+	var ln net.Listener
+	err := inNetns(filepath.Join(netnsDir, nsName), func() (err error) {
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(OutsideIP, uint16(port)).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
