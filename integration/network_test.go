@@ -70,34 +70,6 @@ func (d *daemon) netInfo(name string) netInfo {
 	return n
 }
 
-// hostServer serves HTTP on 0.0.0.0 in the host's namespace.
-func hostServer(t *testing.T) int {
-	ln, err := net.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello from the host") })}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// hostAddrs are the host's IPv4 addresses (its main one, the outside
-// link's, every sprite gateway).
-func hostAddrs(t *testing.T) []netip.Addr {
-	var out []netip.Addr
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !ip.IsLoopback() {
-			out = append(out, ip)
-		}
-	}
-	return out
-}
-
 // netLeftovers lists what of the test daemons' networks is still there.
 func netLeftovers(t *testing.T) []string {
 	var out []string
@@ -145,8 +117,8 @@ func TestNetwork(t *testing.T) {
 
 			// The host, through every address it has; the sprites'
 			// gateways included.
-			port := hostServer(t)
-			for _, h := range hostAddrs(t) {
+			port := nettest.HostServer(t)
+			for _, h := range nettest.HostAddrs(t) {
 				d.mustNotReach("a", netip.AddrPortFrom(h, uint16(port)).String())
 			}
 			// Another sprite's server (the host itself reaches it).

@@ -152,29 +152,6 @@ func mustNotReach(t *testing.T, s sprite, addr string) {
 	}
 }
 
-// hostServer listens on 0.0.0.0 in the host's namespace.
-func hostServer(t *testing.T) int {
-	ln, err := net.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello from the host") })}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func hostAddrs(t *testing.T) []netip.Addr {
-	var out []netip.Addr
-	addrs, _ := netlink.AddrList(nil, netlink.FAMILY_V4)
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-			out = append(out, ip)
-		}
-	}
-	return out
-}
-
 func TestIsolation(t *testing.T) {
 	f := newFixture(t)
 	a := f.attach(t, "aaaa", Policy{})
@@ -182,8 +159,8 @@ func TestIsolation(t *testing.T) {
 	out := netip.AddrPortFrom(outsideIP, 80).String()
 	mustReach(t, a, out)
 
-	port := hostServer(t)
-	for _, h := range append(hostAddrs(t), netip.MustParseAddr(a.gw)) {
+	port := nettest.HostServer(t)
+	for _, h := range append(nettest.HostAddrs(t), netip.MustParseAddr(a.gw)) {
 		mustNotReach(t, a, netip.AddrPortFrom(h, uint16(port)).String())
 	}
 	mustNotReach(t, a, netip.AddrPortFrom(privateIP, 80).String())

@@ -240,3 +240,50 @@ func remove(path string) {
 func addr(a netip.Addr, bits int) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, 32)}}
 }
+
+// Serve serves h at OutsideIP:port in the outside until t ends.
+func Serve(t testing.TB, port int, h http.Handler) {
+	t.Helper()
+	var ln net.Listener
+	err := inNetns(filepath.Join(netnsDir, nsName), func() (err error) {
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(OutsideIP, uint16(port)).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// HostServer serves HTTP on 0.0.0.0 in the host's own namespace (what no
+// sprite may reach) and returns its port.
+func HostServer(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello from the host") })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// HostAddrs are the host's IPv4 addresses but loopback: its main one, the
+// outside link's, every sprite gateway.
+func HostAddrs(t testing.TB) []netip.Addr {
+	t.Helper()
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !ip.IsLoopback() {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
