@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wisp-sh/wisp/internal/network/nettest"
 )
 
 // webScript starts, in a sprite, busybox httpd on 8080 (an index page, a
@@ -268,7 +270,7 @@ func TestURL(t *testing.T) {
 				code, body := get(t, c, otherURL)
 				return code == 200 && body == "hello from other\n"
 			})
-			hostPort := hostServer(t)
+			hostPort := nettest.HostServer(t)
 			for _, trick := range [][2]string{
 				{"web.localhost", "/s/other/"},
 				{"127.0.0.1", "/s/web/../other/"},
