@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,8 +14,11 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -295,6 +299,13 @@ func TestURL(t *testing.T) {
 			}
 			d.ok("destroy", "other")
 
+			// From here under --deny-all: the host reaches its sprites
+			// whatever their egress policy.
+			d.ok("policy", "set", "web", "--deny-all")
+			if code, _ := get(t, c, plain.URL); code != 200 {
+				t.Errorf("public, deny-all: %d", code)
+			}
+
 			// A request wakes a sleeping sprite.
 			d.ok("sleep", "web")
 			w0 := d.wakes()
@@ -371,6 +382,128 @@ func TestURL(t *testing.T) {
 			if code, _ := get(t, c, plain.URL); code != 401 {
 				t.Errorf("private again: %d", code)
 			}
+		})
+	}
+}
+
+// proxy starts `wisp proxy NAME SPECS...` for the rest of the test and
+// returns the local addresses it forwards, in order.
+func (d *daemon) proxy(name string, specs ...string) []string {
+	d.t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "wisp"), append([]string{"proxy", name}, specs...)...)
+	cmd.Env = append(os.Environ(), "WISP_SOCKET="+d.sock)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+		if d.t.Failed() {
+			d.t.Logf("wisp proxy stderr: %s", errb.String())
+		}
+	})
+	sc := bufio.NewScanner(out)
+	var addrs []string
+	for len(addrs) < len(specs) && sc.Scan() {
+		f := strings.Fields(sc.Text()) // forwarding ADDR -> NAME:PORT
+		if len(f) != 4 || f[0] != "forwarding" {
+			d.t.Fatalf("wisp proxy said %q", sc.Text())
+		}
+		addrs = append(addrs, f[1])
+	}
+	if len(addrs) < len(specs) {
+		d.t.Fatalf("wisp proxy ended: %s", errb.String())
+	}
+	return addrs
+}
+
+// TestProxy: on both backends, `wisp proxy` forwards local ports to a
+// sprite's servers: a page, a large response whole, an upgraded connection
+// echoing both ways; it wakes a sleeping sprite with one wake, works under
+// --deny-all, and ends a connection to a port where nothing listens.
+func TestProxy(t *testing.T) {
+	for _, backend := range backends() {
+		t.Run(backend, func(t *testing.T) {
+			d := newDaemon(t, backend)
+			d.ok("create", "web")
+			size := 32 << 20
+			lines := strings.Split(strings.TrimSpace(d.ok("exec", "web", "--", "sh", "-c", fmt.Sprintf(webScript, size))), "\n")
+			wantSum := strings.Fields(lines[len(lines)-1] + " ?")[0]
+			addrs := d.proxy("web", "0:8080", "0:8081", "0:9")
+			page := "http://" + addrs[0] + "/"
+			c := frontClient(nil)
+			waitFor(t, 10*time.Second, "the page through the proxy", func() bool {
+				code, body := get(t, c, page)
+				return code == 200 && body == "hello from web\n"
+			})
+
+			resp, err := c.Get(page + "big")
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := sha256.New()
+			n, err := io.Copy(h, resp.Body)
+			resp.Body.Close()
+			if err != nil || n != int64(size) || hex.EncodeToString(h.Sum(nil)) != wantSum {
+				t.Errorf("large response: %d bytes, sha256 %x, %v; want %d, %s", n, h.Sum(nil), err, size, wantSum)
+			}
+
+			conn, err := net.Dial("tcp4", addrs[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprint(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			cr := bufio.NewReader(conn)
+			if uresp, err := http.ReadResponse(cr, nil); err != nil || uresp.StatusCode != 101 {
+				t.Fatalf("upgrade through the proxy: %v %v", uresp, err)
+			}
+			for i := range 3 {
+				msg := fmt.Sprintf("ping %d\n", i)
+				conn.Write([]byte(msg))
+				if got, err := cr.ReadString('\n'); err != nil || got != msg {
+					t.Errorf("echo through the proxy: %q %v", got, err)
+				}
+			}
+			conn.Close()
+
+			d.ok("policy", "set", "web", "--deny-all")
+			d.ok("sleep", "web")
+			w0 := d.wakes()
+			var wg sync.WaitGroup
+			codes := make(chan int, 20)
+			for range 20 {
+				wg.Go(func() {
+					code, _ := get(t, c, page)
+					codes <- code
+				})
+			}
+			wg.Wait()
+			close(codes)
+			for code := range codes {
+				if code != 200 {
+					t.Errorf("request through the proxy to a sleeping, deny-all sprite: %d", code)
+				}
+			}
+			if d.wakes() != w0+1 {
+				t.Errorf("20 connections to a sleeping sprite caused %d wakes", d.wakes()-w0)
+			}
+
+			// Nothing listens on 9: the connection ends without a byte.
+			conn, err = net.Dial("tcp4", addrs[2])
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.SetDeadline(time.Now().Add(30 * time.Second))
+			if b, err := io.ReadAll(conn); err != nil || len(b) != 0 {
+				t.Errorf("a port where nothing listens: %q %v", b, err)
+			}
+			conn.Close()
 		})
 	}
 }

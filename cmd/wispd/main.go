@@ -154,7 +154,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 	}
 
 	srv := &server.Server{
-		Log: log, Sprites: mgr, Images: images, Version: version, FrontDoor: front.addr, URLKey: front.key,
+		Log: log, Sprites: mgr, Images: images, Version: version, FrontDoor: front.addr, URLKey: front.key, PortWait: cfg.URLWait,
 		Doctor: func(context.Context) any {
 			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo})
 		},

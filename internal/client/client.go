@@ -355,3 +355,51 @@ func (c *Client) SetURLPublic(ctx context.Context, name string, public bool) (sp
 	var out sprite.Sprite
 	return out, c.do(ctx, "PATCH", "/v1/sprites/"+url.PathEscape(name), map[string]bool{"url_public": public}, &out)
 }
+
+// Connect opens a TCP connection to port in the sprite, through wispd
+// (which wakes or starts the sprite, and keeps it awake while the
+// connection is open).
+func (c *Client) Connect(ctx context.Context, name string, port int) (net.Conn, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://wispd/v1/sprites/%s/connect?port=%d", url.PathEscape(name), port), nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "tcp")
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+	}
+	if err := req.Write(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		return nil, decodeError(resp)
+	}
+	conn.SetDeadline(time.Time{})
+	return &bufConn{Conn: conn, r: br}, nil
+}
+
+// bufConn is a connection whose first bytes may sit in a reader already.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// CloseWrite half-closes the connection: no more bytes from this side.
+func (b *bufConn) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return b.Conn.Close()
+}

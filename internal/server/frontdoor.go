@@ -375,7 +375,7 @@ func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.id, t.addr = rec.ID, net.JoinHostPort(rec.Address, strconv.Itoa(site.Port))
 	if woke {
 		f.transport.CloseIdleConnections() // pooled connections from before a sleep may be dead
-		if err := f.waitPort(r.Context(), t.addr); err != nil {
+		if err := waitPort(r.Context(), t.addr, f.Wait); err != nil {
 			plain(w, http.StatusBadGateway, fmt.Sprintf("sprite %q is up, but nothing listened on port %d within %s", site.Sprite, site.Port, f.Wait))
 			return
 		}
@@ -383,9 +383,9 @@ func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)))
 }
 
-// waitPort waits (at most f.Wait) until addr accepts a connection.
-func (f *FrontDoor) waitPort(ctx context.Context, addr string) error {
-	ctx, cancel := context.WithTimeout(ctx, f.Wait)
+// waitPort waits (at most wait) until addr accepts a connection.
+func waitPort(ctx context.Context, addr string, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var d net.Dialer
 	for {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/auth"
@@ -36,6 +37,9 @@ type Server struct {
 	// URLKey signs the credentials of signed URLs.
 	FrontDoor string
 	URLKey    *auth.Key
+	// PortWait bounds how long a connect that woke or started a sprite
+	// waits for the port to listen (0: 10 s).
+	PortWait time.Duration
 }
 
 // Handler returns the API's routes.
@@ -60,6 +64,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sprites/{name}/policy", s.getPolicy)
 	mux.HandleFunc("PUT /v1/sprites/{name}/policy", s.setPolicy)
 	mux.HandleFunc("POST /v1/sprites/{name}/url", s.url)
+	mux.HandleFunc("POST /v1/sprites/{name}/connect", s.connect)
 	mux.HandleFunc("POST /v1/sprites/{name}/restore", s.restore)
 	mux.HandleFunc("POST /v1/sprites/{name}/fork", s.fork)
 	mux.HandleFunc("GET /v1/sprites/{name}/checkpoints", s.listCheckpoints)
