@@ -25,7 +25,7 @@ func newBenchURL(e *env) *cobra.Command {
 	var sizeMiB int
 	c := &cobra.Command{
 		Use:   "url",
-		Short: "Measure the URL front door: what it adds to a request, wake-on-HTTP, throughput",
+		Short: "Measure the URL front door and wisp proxy: added latency, wake-on-HTTP, throughput",
 		Long: `Measure the front door of the running wispd (run it on the daemon's host),
 on a sprite serving busybox httpd on 8080:
 
@@ -37,6 +37,7 @@ on a sprite serving busybox httpd on 8080:
   wake_api         for comparison: the wake alone (the API's start of a
                    sleeping sprite)
   direct/url_throughput  one --size MiB response, straight and through it
+  proxy_throughput       the same through wispd's connect (wisp proxy's path)
 
 busybox httpd closes every connection, so both paths pay a TCP connect to
 the sprite per request.`,
@@ -147,7 +148,24 @@ func benchURL(ctx context.Context, e *env, f benchFlags, backend string, sizeMiB
 			*p.out = append(*p.out, float64(got)/d.Seconds()/1e6)
 		}
 	}
-	progress("%d MiB response: direct %.0f MB/s, front door %.0f MB/s", sizeMiB, quantile(tDirect, 0.5), quantile(tDoor, 0.5))
+	// The same through wispd's connect, what wisp proxy relays over.
+	var tProxy []float64
+	for range f.runs {
+		conn, err := c.Connect(ctx, name, 8080)
+		if err != nil {
+			return rep, err
+		}
+		t0 := time.Now()
+		fmt.Fprint(conn, "GET /big HTTP/1.0\r\n\r\n")
+		got, err := io.Copy(io.Discard, conn)
+		el := time.Since(t0)
+		conn.Close()
+		if err != nil || got < int64(sizeMiB)<<20 {
+			return rep, fmt.Errorf("through connect: %d bytes, %v", got, err)
+		}
+		tProxy = append(tProxy, float64(got)/el.Seconds()/1e6)
+	}
+	progress("%d MiB response: direct %.0f MB/s, front door %.0f MB/s, proxy %.0f MB/s", sizeMiB, quantile(tDirect, 0.5), quantile(tDoor, 0.5), quantile(tProxy, 0.5))
 
 	// Wake on HTTP: time to the first byte of a request to a sleeping
 	// sprite; and, for comparison, a wake through the API alone.
@@ -197,6 +215,7 @@ func benchURL(ctx context.Context, e *env, f benchFlags, backend string, sizeMiB
 		newMetric("wake_api", "ms", wakeAPI, 0, "lower"),
 		newMetric("direct_throughput", "MB/s", tDirect, 0, "higher"),
 		newMetric("url_throughput", "MB/s", tDoor, 0, "higher"),
+		newMetric("proxy_throughput", "MB/s", tProxy, 0, "higher"),
 	}
 	return rep, nil
 }
