@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/wisp-sh/wisp/internal/auth"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/sprite"
@@ -500,5 +502,70 @@ func TestFrontDoorBounds(t *testing.T) {
 	good := fx.cred("web", fx.port, time.Hour)
 	if resp, _ := fx.get(fx.host(), "/", "Authorization", "bearer "+good); resp.StatusCode != 200 {
 		t.Errorf("lower-case bearer: %d", resp.StatusCode)
+	}
+}
+
+// TestFrontDoorWebSocket: a real WebSocket client and server (coder/
+// websocket) talk through the front door: the handshake passes, messages
+// echo both ways, text and binary, and the open socket counts as activity.
+func TestFrontDoorWebSocket(t *testing.T) {
+	fx := newDoor(t, func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.SetReadLimit(2 << 20)
+		for {
+			typ, b, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, b); err != nil {
+				return
+			}
+		}
+	})
+	fx.sprites.set(sprite.Sprite{ID: "abc", Name: "web", Address: "127.0.0.1"})
+	front := fx.front.Listener.Addr().String()
+	var d net.Dialer
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp4", front) // *.localhost is loopback
+	}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u := fmt.Sprintf("ws://%s/echo?%s=%s", fx.host(), CredParam, fx.cred("web", fx.port, time.Hour))
+	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatalf("dial through the front door: %v (%v)", err, resp)
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(2 << 20)
+	for i, m := range []struct {
+		typ websocket.MessageType
+		b   []byte
+	}{{websocket.MessageText, []byte("hello")}, {websocket.MessageBinary, make([]byte, 1<<20)}, {websocket.MessageText, []byte("bye")}} {
+		if err := c.Write(ctx, m.typ, m.b); err != nil {
+			t.Fatal(err)
+		}
+		typ, b, err := c.Read(ctx)
+		if err != nil || typ != m.typ || len(b) != len(m.b) || string(b) != string(m.b) {
+			t.Fatalf("message %d: %v %d bytes %v", i, typ, len(b), err)
+		}
+	}
+	if n := fx.sprites.active.Load(); n != 1 {
+		t.Errorf("an open WebSocket counts %d as activity, want 1", n)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	deadline := time.Now().Add(5 * time.Second)
+	for fx.sprites.active.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a closed WebSocket still counts as activity")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Without a credential: no upgrade.
+	if _, resp, err := websocket.Dial(ctx, "ws://"+fx.host()+"/echo", &websocket.DialOptions{HTTPClient: hc}); err == nil || resp == nil || resp.StatusCode != 401 {
+		t.Errorf("WebSocket without a credential: %v %v", resp, err)
 	}
 }
