@@ -110,8 +110,9 @@ func Route(host, escapedPath string) (site Site, rest string, slash bool, err er
 
 // Sprites is what the front door needs of the Manager.
 type Sprites interface {
-	// Get returns a sprite's record (errdefs.ErrNotFound: no such sprite).
-	Get(name string) (sprite.Sprite, error)
+	// Record returns a sprite's record (errdefs.ErrNotFound: no such
+	// sprite); it is called on every request, so it must be cheap.
+	Record(name string) (sprite.Sprite, error)
 	// Use makes sure the sprite runs (waking or booting it, once for any
 	// number of callers), says whether it was brought up for this call,
 	// and keeps it awake until release.
@@ -311,7 +312,7 @@ func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// Who may in: anyone when the sprite is public, else a credential
 	// from the query, the cookie or an Authorization: Bearer header.
-	rec, gerr := f.Sprites.Get(site.Sprite)
+	rec, gerr := f.Sprites.Record(site.Sprite)
 	allowed, why, setCookie := gerr == nil && rec.URLPublic, "", false
 	check := func(cred string) bool {
 		if cred == "" || f.Creds == nil {

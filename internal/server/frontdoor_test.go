@@ -131,7 +131,7 @@ type fakeSprites struct {
 	useWait chan struct{} // when set, Use waits for it
 }
 
-func (f *fakeSprites) Get(name string) (sprite.Sprite, error) {
+func (f *fakeSprites) Record(name string) (sprite.Sprite, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r, ok := f.recs[name]
@@ -155,7 +155,7 @@ func (f *fakeSprites) Use(ctx context.Context, name string) (sprite.Sprite, bool
 	if f.useErr != nil {
 		return sprite.Sprite{}, false, nil, f.useErr
 	}
-	r, err := f.Get(name)
+	r, err := f.Record(name)
 	if err != nil {
 		return r, false, nil, err
 	}

@@ -105,6 +105,19 @@ func (m *Manager) Use(ctx context.Context, name string) (rec Sprite, woke bool, 
 	return rec, woke, release, nil
 }
 
+// Record returns a sprite's record as stored, without the usage figures
+// Get adds (disk and network counters cost system calls): for a caller on
+// every request, such as the front door.
+func (m *Manager) Record(name string) (Sprite, error) {
+	e, err := m.lookup(name)
+	if err != nil {
+		return Sprite{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return e.rec, nil
+}
+
 // SetURLPublic records whether the sprite's URL answers anyone (true) or
 // only requests with a credential (false, the default).
 func (m *Manager) SetURLPublic(name string, public bool) (Sprite, error) {
