@@ -363,6 +363,7 @@ func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.SetCookie(w, &http.Cookie{Name: CredCookie, Value: qcred, Path: path, HttpOnly: true, SameSite: http.SameSiteLaxMode})
 	}
 
+	t0 := time.Now()
 	rec, woke, release, err := f.Sprites.Use(r.Context(), site.Sprite)
 	if err != nil {
 		plainError(w, err)
@@ -376,7 +377,10 @@ func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.id, t.addr = rec.ID, net.JoinHostPort(rec.Address, strconv.Itoa(site.Port))
 	if woke {
 		f.transport.CloseIdleConnections() // pooled connections from before a sleep may be dead
-		if err := waitPort(r.Context(), t.addr, f.Wait); err != nil {
+		up := time.Since(t0)
+		err := waitPort(r.Context(), t.addr, f.Wait)
+		f.Log.Debug("request brought the sprite up", sprite.LogSprite, site.Sprite, "up", up.Round(time.Millisecond), "port", time.Since(t0).Round(time.Millisecond), sprite.LogErr, err)
+		if err != nil {
 			plain(w, http.StatusBadGateway, fmt.Sprintf("sprite %q is up, but nothing listened on port %d within %s", site.Sprite, site.Port, f.Wait))
 			return
 		}
