@@ -288,6 +288,52 @@ func privateText(s Site) string {
 		s.Sprite, s.Sprite, s.Sprite)
 }
 
+// access is what authorize decided about a request.
+type access struct {
+	allowed   bool
+	fromQuery bool   // by the credential in the query (answered with the cookie)
+	bearer    bool   // by the Authorization header's (not passed on)
+	why       string // why a credential presented was refused
+	err       error  // the sprite's lookup failed, told to holders of its credential only
+}
+
+// authorize decides who may in: anyone when the sprite is public, else a
+// request with a credential for the site in the query, the cookie or an
+// Authorization: Bearer header. A stranger learns no more about a sprite
+// that does not exist than about a private one.
+func (f *FrontDoor) authorize(r *http.Request, site Site, qcred string) access {
+	rec, err := f.Sprites.Record(site.Sprite)
+	acc := access{allowed: err == nil && rec.URLPublic}
+	check := func(cred string) bool {
+		if cred == "" || f.Creds == nil {
+			return false
+		}
+		err := f.Creds.Check(cred, site.Sprite, site.Port)
+		if err != nil && acc.why == "" {
+			acc.why = err.Error()
+		}
+		return err == nil
+	}
+	if !acc.allowed && check(qcred) {
+		acc.allowed, acc.fromQuery = true, true
+	}
+	if !acc.allowed {
+		for _, c := range r.CookiesNamed(CredCookie) {
+			if check(c.Value) {
+				acc.allowed = true
+				break
+			}
+		}
+	}
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") && check(strings.TrimSpace(a[7:])) {
+		acc.allowed, acc.bearer = true, true
+	}
+	if err != nil && acc.allowed {
+		acc.err = err
+	}
+	return acc
+}
+
 func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodConnect {
 		plain(w, http.StatusMethodNotAllowed, "CONNECT is not served here")
@@ -310,51 +356,22 @@ func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var qcred string
 	t.query, qcred = splitQuery(r.URL.RawQuery)
 
-	// Who may in: anyone when the sprite is public, else a credential
-	// from the query, the cookie or an Authorization: Bearer header.
-	rec, gerr := f.Sprites.Record(site.Sprite)
-	allowed, why, setCookie := gerr == nil && rec.URLPublic, "", false
-	check := func(cred string) bool {
-		if cred == "" || f.Creds == nil {
-			return false
-		}
-		err := f.Creds.Check(cred, site.Sprite, site.Port)
-		if err != nil && why == "" {
-			why = err.Error()
-		}
-		return err == nil
-	}
-	if !allowed && check(qcred) {
-		allowed, setCookie = true, true
-	}
-	if !allowed {
-		for _, c := range r.CookiesNamed(CredCookie) {
-			if check(c.Value) {
-				allowed = true
-				break
-			}
-		}
-	}
-	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") && check(strings.TrimSpace(a[7:])) {
-		allowed, t.stripAuth = true, true
-	}
-	if gerr != nil && !allowed {
-		gerr = nil // say no more to a stranger than to a private sprite's visitor
-	}
-	if gerr != nil {
-		plainError(w, gerr)
+	acc := f.authorize(r, site, qcred)
+	t.stripAuth = acc.bearer
+	if acc.err != nil {
+		plainError(w, acc.err)
 		return
 	}
-	if !allowed {
+	if !acc.allowed {
 		msg := privateText(site)
-		if why != "" {
-			msg += "\nThe credential presented was refused: " + why
+		if acc.why != "" {
+			msg += "\nThe credential presented was refused: " + acc.why
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wisp"`)
 		plain(w, http.StatusUnauthorized, msg)
 		return
 	}
-	if setCookie {
+	if acc.fromQuery {
 		path := site.Prefix
 		if path == "" {
 			path = "/"
