@@ -43,6 +43,8 @@ func main() {
 	flag.IntVar(&cfg.CPUs, "default-cpus", cfg.CPUs, "cpus of a sprite when create does not say")
 	flag.IntVar(&cfg.MemoryMiB, "default-memory", cfg.MemoryMiB, "memory (MiB) of a sprite when create does not say")
 	flag.IntVar(&cfg.DiskGiB, "default-disk", cfg.DiskGiB, "disk (GiB) of a sprite when create does not say")
+	flag.IntVar(&cfg.Pids, "default-pids", cfg.Pids, "process limit inside a sprite when create does not say (a gVisor sprite's host tasks are about twice it)")
+	flag.IntVar(&cfg.MaxPids, "max-pids", cfg.MaxPids, "largest process limit a create may ask for")
 	flag.StringVar(&cfg.Image, "default-image", cfg.Image, "image of a sprite when create does not say")
 	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "sleep sprites unused this long (0: never), unless a sprite says otherwise")
 	flag.BoolVar(&cfg.WarmSnapshots, "warm-snapshots", cfg.WarmSnapshots, "create sprites from a saved, freshly booted one instead of booting a kernel")
@@ -94,8 +96,8 @@ func run(log *slog.Logger, cfg config.Config) error {
 		Backend:   choice.Auto,
 		Drivers:   drivers,
 		Images:    &image.Boot{Store: images, AgentPath: agentPath},
-		Defaults:  sprite.CreateOptions{CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, DiskGiB: cfg.DiskGiB, Image: cfg.Image},
-		Limits:    sprite.Limits{MaxCPUs: cfg.MaxCPUs, MaxMemoryMiB: cfg.MaxMemoryMiB, MaxDiskGiB: cfg.MaxDiskGiB},
+		Defaults:  sprite.CreateOptions{CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, DiskGiB: cfg.DiskGiB, Image: cfg.Image, Pids: cfg.Pids},
+		Limits:    sprite.Limits{MaxCPUs: cfg.MaxCPUs, MaxMemoryMiB: cfg.MaxMemoryMiB, MaxDiskGiB: cfg.MaxDiskGiB, MaxPids: cfg.MaxPids},
 		Idle:      cfg.Idle,
 		// runsc restore (~150-300 ms) is slower than runsc run (~130 ms):
 		// warm snapshots pay off for QEMU only, where they replace a boot.
@@ -147,6 +149,13 @@ func run(log *slog.Logger, cfg config.Config) error {
 // TCG emulation (slow, and not a security boundary).
 func backends(log *slog.Logger, cfg config.Config, clone func(src, dst string) error) (map[string]vmm.Driver, doctor.BackendChoice, *doctor.GVisorInfo) {
 	drivers := map[string]vmm.Driver{}
+	if os.Getuid() == 0 {
+		// Each sprite has its own task limit; together they may hold at
+		// most half the host's pids, so the host can always start more.
+		if err := vmm.LimitAllTasks(vmm.HostPidMax() / 2); err != nil {
+			log.Warn("no cap on the tasks of all sprites together", "err", err)
+		}
+	}
 	host := qemu.Detect(cfg.QEMU)
 	if len(host.Problems) == 0 {
 		q := qemu.New(log, host, cfg.QEMUUser)

@@ -31,6 +31,7 @@ type Config struct {
 	MemoryMiB int
 	DiskGiB   int
 	Image     string
+	Pids      int // process limit inside a sprite
 
 	// Idle is how long a sprite may sit unused before it sleeps (0: never),
 	// unless it says otherwise.
@@ -43,6 +44,7 @@ type Config struct {
 	MaxCPUs      int
 	MaxMemoryMiB int
 	MaxDiskGiB   int
+	MaxPids      int
 }
 
 // Default socket and data dir.
@@ -64,11 +66,13 @@ func Default() Config {
 		MemoryMiB:     1024,
 		DiskGiB:       10,
 		Image:         "dev",
+		Pids:          1024,
 		Idle:          30 * time.Second,
 		WarmSnapshots: true,
 		MaxCPUs:       runtime.NumCPU(),
 		MaxMemoryMiB:  hostMemMiB(),
 		MaxDiskGiB:    1024,
+		MaxPids:       8192,
 	}
 }
 
@@ -92,6 +96,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DiskGiB < 1 || c.DiskGiB > c.MaxDiskGiB {
 		errs = append(errs, fmt.Errorf("default disk %d GiB out of range 1-%d", c.DiskGiB, c.MaxDiskGiB))
+	}
+	if c.Pids < 16 || c.Pids > c.MaxPids {
+		errs = append(errs, fmt.Errorf("default pids %d out of range 16-%d", c.Pids, c.MaxPids))
 	}
 	if c.PoolGiB < 1 {
 		errs = append(errs, fmt.Errorf("pool size %d GiB: want at least 1", c.PoolGiB))

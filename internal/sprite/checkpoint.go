@@ -353,7 +353,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 		// The memory came from the parent: make the fork its own.
 		seed := make([]byte, 64)
 		rand.Read(seed)
-		if err := inst.Agent().SetIdentity(ctx, proto.Request{Hostname: rec.Name, MachineID: rec.MachineID, MAC: rec.MAC, Seed: seed, Time: time.Now()}); err != nil {
+		if err := inst.Agent().SetIdentity(ctx, proto.Request{Hostname: rec.Name, MachineID: rec.MachineID, MAC: rec.MAC, Pids: pidsOf(rec), Seed: seed, Time: time.Now()}); err != nil {
 			return fail(fmt.Errorf("fork identity: %w", err))
 		}
 	}

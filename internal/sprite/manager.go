@@ -1,6 +1,7 @@
 package sprite
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -34,6 +35,7 @@ type Limits struct {
 	MaxCPUs      int
 	MaxMemoryMiB int
 	MaxDiskGiB   int
+	MaxPids      int
 }
 
 // Options configure a Manager.
@@ -71,6 +73,8 @@ type CreateOptions struct {
 	DiskGiB   int    `json:"disk_gib,omitempty"`
 	Image     string `json:"image,omitempty"`
 	Backend   string `json:"backend,omitempty"`
+	// Pids is the process limit inside the sprite (0: the default).
+	Pids int `json:"pids,omitempty"`
 	// IdleSeconds: 0 the daemon's default, -1 never sleep.
 	IdleSeconds int `json:"idle_seconds,omitempty"`
 }
@@ -222,6 +226,9 @@ func (m *Manager) validate(o *CreateOptions) error {
 	if o.Image == "" {
 		o.Image = d.Image
 	}
+	if o.Pids == 0 {
+		o.Pids = cmp.Or(d.Pids, vmm.DefaultPids)
+	}
 	if o.Backend == "" || o.Backend == "auto" {
 		o.Backend = m.opt.Backend
 	}
@@ -235,6 +242,9 @@ func (m *Manager) validate(o *CreateOptions) error {
 	}
 	if o.DiskGiB < 1 || o.DiskGiB > l.MaxDiskGiB {
 		errs = append(errs, fmt.Errorf("disk %d GiB out of range 1-%d", o.DiskGiB, l.MaxDiskGiB))
+	}
+	if maxPids := cmp.Or(l.MaxPids, MaxPids); o.Pids < MinPids || o.Pids > maxPids {
+		errs = append(errs, fmt.Errorf("pids %d out of range %d-%d", o.Pids, MinPids, maxPids))
 	}
 	if _, ok := m.opt.Drivers[o.Backend]; !ok {
 		errs = append(errs, fmt.Errorf("backend %q is not available on this host", o.Backend))
@@ -261,7 +271,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 	rec := Sprite{
 		ID: randHex(5), Name: o.Name, State: Creating, Backend: o.Backend,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskGiB: o.DiskGiB, Image: o.Image,
-		MAC: newMAC(), MachineID: randHex(16), IdleSeconds: o.IdleSeconds, CreatedAt: time.Now().UTC(),
+		MAC: newMAC(), MachineID: randHex(16), Pids: o.Pids, IdleSeconds: o.IdleSeconds, CreatedAt: time.Now().UTC(),
 	}
 	if err := m.store.Insert(rec); err != nil {
 		return Sprite{}, errdefs.WithHint(err, "choose another name, or `wisp destroy "+o.Name+"` first")
@@ -326,6 +336,7 @@ func (m *Manager) spec(ctx context.Context, rec Sprite) (vmm.Spec, error) {
 	s := vmm.Spec{
 		ID: rec.ID, Name: rec.Name, Dir: m.dir(rec), CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
 		Disk: m.DiskPath(rec), DiskGiB: rec.DiskGiB, Agent: m.opt.AgentPath, MAC: rec.MAC, MachineID: rec.MachineID,
+		Pids: pidsOf(rec),
 	}
 	if rec.Backend == "qemu" {
 		k, i, err := m.opt.Images.Boot(ctx)
@@ -713,3 +724,14 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	return m.store.Close()
 }
+
+// Bounds of a sprite's process limit. A gVisor sprite's host tasks are
+// about twice its processes: MaxPids keeps one sprite well under the
+// 32,768 pids of a default host.
+const (
+	MinPids = 16
+	MaxPids = 8192
+)
+
+// pidsOf returns rec's process limit.
+func pidsOf(rec Sprite) int { return cmp.Or(rec.Pids, vmm.DefaultPids) }

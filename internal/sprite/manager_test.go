@@ -3,6 +3,7 @@ package sprite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"
@@ -68,6 +69,8 @@ func TestCreateBadInputChangesNothing(t *testing.T) {
 		{CreateOptions{Name: "big", DiskGiB: 1 << 20}, errdefs.ErrInvalid},
 		{CreateOptions{Name: "img", Image: "nope"}, errdefs.ErrInvalid},
 		{CreateOptions{Name: "be", Backend: "nope"}, errdefs.ErrInvalid},
+		{CreateOptions{Name: "few", Pids: 2}, errdefs.ErrInvalid},
+		{CreateOptions{Name: "many", Pids: MaxPids + 1}, errdefs.ErrInvalid},
 	} {
 		if _, err := m.Create(ctx, tc.o); !errors.Is(err, tc.kind) {
 			t.Errorf("Create(%+v) = %v, want %v", tc.o, err, tc.kind)
@@ -79,6 +82,39 @@ func TestCreateBadInputChangesNothing(t *testing.T) {
 	ents, _ := os.ReadDir(filepath.Join(dir, "sprites"))
 	if len(ents) != 1 {
 		t.Errorf("after bad input, %d sprite folders", len(ents))
+	}
+}
+
+// TestPidsLimit: a sprite's process limit is stored in its record (the
+// default when create does not say) and reaches the driver at every start.
+func TestPidsLimit(t *testing.T) {
+	var got []int
+	d := &vmmtest.Driver{StartFunc: func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+		got = append(got, spec.Pids)
+		return vmmtest.NewInstance(), nil
+	}}
+	m := newManager(t, t.TempDir(), d)
+	defer m.Close()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		pids, want int
+	}{{0, vmm.DefaultPids}, {64, 64}} {
+		sp, err := m.Create(ctx, CreateOptions{Name: fmt.Sprintf("p%d", tc.pids), Pids: tc.pids})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sp.Pids != tc.want || got[len(got)-1] != tc.want {
+			t.Errorf("create with pids %d: record %d, driver %d, want %d", tc.pids, sp.Pids, got[len(got)-1], tc.want)
+		}
+		if _, err := m.Stop(ctx, sp.Name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Start(ctx, sp.Name); err != nil {
+			t.Fatal(err)
+		}
+		if got[len(got)-1] != tc.want {
+			t.Errorf("restart: driver got pids %d, want %d", got[len(got)-1], tc.want)
+		}
 	}
 }
 

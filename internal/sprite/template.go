@@ -65,7 +65,7 @@ func (m *Manager) fromTemplate(ctx context.Context, rec Sprite, root string) (in
 	}
 	seed := make([]byte, 64)
 	rand.Read(seed)
-	if err := inst.Agent().SetIdentity(ctx, proto.Request{Hostname: rec.Name, MachineID: rec.MachineID, MAC: rec.MAC, Seed: seed, Time: time.Now()}); err != nil {
+	if err := inst.Agent().SetIdentity(ctx, proto.Request{Hostname: rec.Name, MachineID: rec.MachineID, MAC: rec.MAC, Pids: pidsOf(rec), Seed: seed, Time: time.Now()}); err != nil {
 		return fail(fmt.Errorf("identity: %w", err))
 	}
 	return inst, true

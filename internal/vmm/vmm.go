@@ -28,6 +28,18 @@ type Spec struct {
 	Agent     string // the agent binary (sandbox backends)
 	MAC       string
 	MachineID string // 32 hex digits; the guest's /etc/machine-id
+	Pids      int    // the guest's process limit; 0 means DefaultPids
+}
+
+// DefaultPids is a sprite's process limit when its spec does not say.
+const DefaultPids = 1024
+
+// GuestPids returns spec's process limit.
+func (s Spec) GuestPids() int {
+	if s.Pids > 0 {
+		return s.Pids
+	}
+	return DefaultPids
 }
 
 // Info describes a running instance.

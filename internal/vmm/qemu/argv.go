@@ -48,7 +48,7 @@ func sandboxArg(runAs string) string {
 func (d *Driver) Argv(spec vmm.Spec) []string {
 	accel := d.Accel
 	p := func(name string) string { return filepath.Join(spec.Dir, name) }
-	cmdline := append(append([]string(nil), bootArgs...), "wisp_name="+spec.Name)
+	cmdline := append(append([]string(nil), bootArgs...), "wisp_name="+spec.Name, fmt.Sprintf("wisp_pids=%d", spec.GuestPids()))
 	if spec.MachineID != "" {
 		cmdline = append(cmdline, "wisp_machine_id="+spec.MachineID)
 	}
