@@ -270,14 +270,24 @@ func ReadFrame(r io.Reader, max int) (byte, []byte, error) {
 	if hdr[0] < TRequest || hdr[0] > TEnd {
 		return 0, nil, fmt.Errorf("unknown frame type %d", hdr[0])
 	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(r, p); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	// A frame up to ChunkSize (bulk data) is read in one allocation; a
+	// larger one grows as its bytes arrive, so a peer that announces a
+	// large frame and sends little makes the reader hold little.
+	p := make([]byte, min(n, ChunkSize))
+	for off := 0; ; {
+		m, err := io.ReadFull(r, p[off:])
+		off += m
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, err
 		}
-		return 0, nil, err
+		if off == int(n) {
+			return hdr[0], p, nil
+		}
+		p = append(p, make([]byte, min(int(n)-off, off))...)
 	}
-	return hdr[0], p, nil
 }
 
 // DecodeJSON unmarshals a JSON payload into v, rejecting trailing data.
