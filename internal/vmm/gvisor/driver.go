@@ -31,7 +31,7 @@ const DefaultRunsc = "/usr/local/libexec/wisp/runsc"
 const (
 	rootfsDir  = "rootfs" // the disk's mount point, the bundle's root
 	bundleDir  = "bundle" // config.json
-	sockDir    = "sock"   // bound into the sandbox: holds only the socket
+	sockDir    = "sock"   // a tiny tmpfs, bound into the sandbox: holds only the socket
 	sockName   = "agent.sock"
 	consoleLog = "console.log" // runsc's and the agent's output
 )
@@ -126,7 +126,8 @@ func (d *Driver) cleanup(ctx context.Context, spec vmm.Spec) error {
 	thawFS(filepath.Join(spec.Dir, rootfsDir))
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return unmountDisk(ctx, spec.Disk, filepath.Join(spec.Dir, rootfsDir))
+	return errors.Join(unmountAll(filepath.Join(spec.Dir, sockDir)),
+		unmountDisk(ctx, spec.Disk, filepath.Join(spec.Dir, rootfsDir)))
 }
 
 // Reap ends the sprite's sandbox, if one runs, and cleans up after it
@@ -183,6 +184,9 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec, image string) (_ *Inst
 		return nil, err
 	}
 	undo = append(undo, cleanup)
+	if err := mountSockDir(filepath.Join(spec.Dir, sockDir)); err != nil {
+		return nil, err
+	}
 	if err := d.ensureTmp(spec, rootfs); err != nil {
 		return nil, err
 	}

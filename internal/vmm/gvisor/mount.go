@@ -31,17 +31,8 @@ func mountDisk(disk, dir string) error {
 // than one mount) and waits until no loop device is backed by disk any
 // more, so the next mount of the image is the only one.
 func unmountDisk(ctx context.Context, disk, dir string) error {
-	for {
-		err := unix.Unmount(dir, 0)
-		if errors.Is(err, unix.EBUSY) {
-			err = unix.Unmount(dir, unix.MNT_DETACH)
-		}
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			break // not a mount point (any more)
-		}
-		if err != nil {
-			return fmt.Errorf("unmount %s: %w", dir, err)
-		}
+	if err := unmountAll(dir); err != nil {
+		return err
 	}
 	for loopBacking(disk) != "" {
 		select {
@@ -66,4 +57,34 @@ func loopBacking(disk string) string {
 		}
 	}
 	return ""
+}
+
+// The agent's socket folder is bound into the sandbox read-write (the
+// agent must connect to the socket in it), so it is a tmpfs of its own on
+// the host, this small: a guest can write a few KiB there, never into the
+// pool that holds the disks and wisp.db.
+const sockFSOptions = "size=16k,nr_inodes=8,mode=0700"
+
+// mountSockDir mounts the socket folder's tmpfs at dir.
+func mountSockDir(dir string) error {
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, sockFSOptions); err != nil {
+		return fmt.Errorf("mount the socket folder %s: %w", dir, err)
+	}
+	return nil
+}
+
+// unmountAll unmounts everything stacked on dir (idempotent).
+func unmountAll(dir string) error {
+	for {
+		err := unix.Unmount(dir, 0)
+		if errors.Is(err, unix.EBUSY) {
+			err = unix.Unmount(dir, unix.MNT_DETACH)
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil // not a mount point (any more)
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
+	}
 }
