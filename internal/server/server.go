@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/errdefs"
@@ -31,6 +32,26 @@ type Server struct {
 	Images  *image.Store
 	Doctor  func(ctx context.Context) any // the host report of `wisp doctor`
 	Version string
+}
+
+// Bounds of the API's connections. No read or write timeout: exec,
+// console and copy streams last as long as they last.
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	IdleTimeout       = 2 * time.Minute
+	MaxHeaderBytes    = 64 << 10
+)
+
+// HTTPServer returns the http.Server of the API, its connections bounded:
+// a client that sends a header slowly, a huge header, or keeps idle
+// connections open is cut off.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+	}
 }
 
 // Handler returns the API's routes.

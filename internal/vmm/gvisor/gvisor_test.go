@@ -150,6 +150,14 @@ func TestIsolation(t *testing.T) {
 		t.Errorf("socket folder's tmpfs holds %d bytes", total)
 	}
 	shAs(t, ag, "root", "rm -f "+guestSockDir+"/f* "+guestSockDir+"/fill")
+
+	// The host mounts the guest's disk without honouring its device
+	// nodes or setuid bits.
+	if err := unix.Statfs(filepath.Join(spec.Dir, rootfsDir), &st); err != nil {
+		t.Fatal(err)
+	} else if st.Flags&unix.ST_NOSUID == 0 || st.Flags&unix.ST_NODEV == 0 {
+		t.Errorf("disk mounted on the host with flags %#x, want nosuid and nodev", st.Flags)
+	}
 }
 
 // TestCrash: a sandbox that died while the daemon was away (no Stop, no

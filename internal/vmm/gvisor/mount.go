@@ -15,7 +15,9 @@ import (
 )
 
 // mountDisk attaches the ext4 image disk to a free loop device and mounts
-// it at dir. The loop device is set to autoclear: it detaches itself when
+// it at dir, nodev and nosuid: the host never honours a device node or a
+// setuid bit the guest made. (Inside the sandbox the sentry decides on
+// setuid bits itself, from the file's mode: runsc --allow-suid.) The loop device is set to autoclear: it detaches itself when
 // the last mount of it goes (ours, and the gofer's copy in its own mount
 // namespace), so there is nothing to detach by hand.
 //
@@ -23,7 +25,7 @@ import (
 // binary, the autoclear flag is set atomically with the backing file, and
 // errors come back as errnos.
 func mountDisk(disk, dir string) error {
-	_, err := storage.MountLoop(disk, dir, "ext4", unix.MS_NODEV)
+	_, err := storage.MountLoop(disk, dir, "ext4", unix.MS_NODEV|unix.MS_NOSUID)
 	return err
 }
 
