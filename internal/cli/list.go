@@ -79,7 +79,7 @@ func newInfo(e *env) *cobra.Command {
 				row("asleep since", s.SleptAt.Local().Format(time.RFC3339)+" (state "+durable+")")
 			}
 			if s.LastError != "" {
-				row("last error", s.LastError)
+				row("last error", printable(s.LastError))
 			}
 			return tw.Flush()
 		},
