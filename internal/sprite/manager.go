@@ -149,8 +149,20 @@ func (m *Manager) dir(s Sprite) string { return filepath.Join(m.opt.DataDir, "sp
 // DiskPath is the sprite's writable root disk.
 func (m *Manager) DiskPath(s Sprite) string { return filepath.Join(m.dir(s), "disk.img") }
 
+// logDir holds the sprite's logs: a small tmpfs of its own (see
+// vmm.MountLogDir), outside the sprite's folder so that removing the
+// folder never meets a mount.
+func (m *Manager) logDir(s Sprite) string { return filepath.Join(m.opt.DataDir, "logs", s.ID) }
+
 // ConsolePath is the sprite's serial console log.
-func (m *Manager) ConsolePath(s Sprite) string { return filepath.Join(m.dir(s), "console.log") }
+func (m *Manager) ConsolePath(s Sprite) string { return filepath.Join(m.logDir(s), vmm.ConsoleLog) }
+
+// removeLogs removes the sprite's log folder (its tmpfs unmounted).
+func (m *Manager) removeLogs(s Sprite) {
+	if err := vmm.RemoveLogDir(m.logDir(s)); err != nil {
+		m.log.Warn("remove log folder", LogSprite, s.Name, LogErr, err)
+	}
+}
 
 // persist writes rec durably and then publishes it in memory.
 func (m *Manager) persist(e *entry, rec Sprite) error {
@@ -302,7 +314,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fail(err)
 	}
-	undo.push("folder", func() error { return os.RemoveAll(dir) })
+	undo.push("folder", func() error { m.removeLogs(rec); return os.RemoveAll(dir) })
 	inst, warm := vmm.Instance(nil), false
 	if m.opt.WarmSnapshots[rec.Backend] {
 		inst, warm = m.fromTemplate(ctx, rec, root)
@@ -336,7 +348,10 @@ func (m *Manager) spec(ctx context.Context, rec Sprite) (vmm.Spec, error) {
 	s := vmm.Spec{
 		ID: rec.ID, Name: rec.Name, Dir: m.dir(rec), CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
 		Disk: m.DiskPath(rec), DiskGiB: rec.DiskGiB, Agent: m.opt.AgentPath, MAC: rec.MAC, MachineID: rec.MachineID,
-		Pids: pidsOf(rec),
+		Pids: pidsOf(rec), LogDir: m.logDir(rec),
+	}
+	if err := vmm.MountLogDir(s.LogDir); err != nil {
+		m.log.Warn("logs not bounded", LogSprite, rec.Name, LogErr, err)
 	}
 	if rec.Backend == "qemu" {
 		k, i, err := m.opt.Images.Boot(ctx)
@@ -525,6 +540,7 @@ func (m *Manager) remove(e *entry, inst vmm.Instance) error {
 	if err := os.RemoveAll(m.dir(e.rec)); err != nil {
 		return err
 	}
+	m.removeLogs(e.rec)
 	if err := m.store.Delete(e.rec.Name); err != nil {
 		return err
 	}
@@ -620,7 +636,23 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	m.cleanLogs()
 	return nil
+}
+
+// cleanLogs removes the log folders of sprites that are no more (a crash
+// in the middle of a destroy, a warm snapshot's throwaway sprite).
+func (m *Manager) cleanLogs() {
+	live := map[string]bool{}
+	for _, rec := range m.List() {
+		live[rec.ID] = true
+	}
+	ents, _ := os.ReadDir(filepath.Join(m.opt.DataDir, "logs"))
+	for _, d := range ents {
+		if !live[d.Name()] {
+			m.removeLogs(Sprite{ID: d.Name(), Name: d.Name()})
+		}
+	}
 }
 
 func (m *Manager) recover(ctx context.Context, e *entry) error {

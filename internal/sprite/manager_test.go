@@ -46,6 +46,13 @@ func newManager(t *testing.T, dir string, d *vmmtest.Driver) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		// Log folders are tmpfs mounts (as root) and outlive the manager.
+		ents, _ := os.ReadDir(filepath.Join(dir, "logs"))
+		for _, d := range ents {
+			vmm.RemoveLogDir(filepath.Join(dir, "logs", d.Name()))
+		}
+	})
 	return m
 }
 
@@ -251,22 +258,54 @@ func TestRecover(t *testing.T) {
 	}
 }
 
-func TestConsoleBounded(t *testing.T) {
+// TestLogsBounded: a sprite's console log lives in a folder of its own
+// that (as root) is a tmpfs refusing writes past vmm.LogFSSize; the daemon
+// cuts a log grown past maxLog to its tail; destroy removes the folder.
+func TestLogsBounded(t *testing.T) {
 	m := newManager(t, t.TempDir(), &vmmtest.Driver{})
 	defer m.Close()
-	sp, err := m.Create(context.Background(), CreateOptions{Name: "a"})
+	ctx := context.Background()
+	sp, err := m.Create(ctx, CreateOptions{Name: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := make([]byte, maxConsole+100)
+	if os.Getuid() == 0 {
+		f, err := os.OpenFile(m.ConsolePath(sp), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunk := make([]byte, 64<<10)
+		var n int64
+		for n < 4*vmm.LogFSSize {
+			k, err := f.Write(chunk)
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		f.Close()
+		if n > vmm.LogFSSize {
+			t.Errorf("wrote %d bytes into a log bounded at %d", n, vmm.LogFSSize)
+		}
+		os.Remove(m.ConsolePath(sp))
+	}
+
+	big := make([]byte, maxLog+100)
 	for i := range big {
 		big[i] = 'x'
 	}
 	copy(big[len(big)-4:], "END\n")
 	os.WriteFile(m.ConsolePath(sp), big, 0o644)
-	m.boundConsoles()
+	m.boundLogs()
 	got, _ := os.ReadFile(m.ConsolePath(sp))
-	if len(got) > keepConsole+200 || !strings.HasSuffix(string(got), "END\n") || !strings.HasPrefix(string(got), "[wisp: console log was") {
+	if len(got) > keepLog+200 || !strings.HasSuffix(string(got), "END\n") || !strings.HasPrefix(string(got), "[wisp: console.log was") {
 		t.Errorf("bounded log: %d bytes, head %q", len(got), got[:min(60, len(got))])
+	}
+
+	if err := m.Destroy(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(m.logDir(sp)); !os.IsNotExist(err) {
+		t.Errorf("log folder after destroy: %v", err)
 	}
 }

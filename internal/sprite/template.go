@@ -130,6 +130,7 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 		return err
 	}
 	spec.Dir, spec.Disk = vmDir, disk
+	defer m.removeLogs(tpl)
 	d, err := m.driver(tpl)
 	if err != nil {
 		return err

@@ -29,7 +29,20 @@ type Spec struct {
 	MAC       string
 	MachineID string // 32 hex digits; the guest's /etc/machine-id
 	Pids      int    // the guest's process limit; 0 means DefaultPids
+	LogDir    string // where the backend writes its logs (see MountLogDir); "" means Dir
 }
+
+// Logs returns the folder of the instance's logs.
+func (s Spec) Logs() string {
+	if s.LogDir != "" {
+		return s.LogDir
+	}
+	return s.Dir
+}
+
+// ConsoleLog is the name of the guest console's log in Spec.Logs(), for
+// every backend.
+const ConsoleLog = "console.log"
 
 // DefaultPids is a sprite's process limit when its spec does not say.
 const DefaultPids = 1024

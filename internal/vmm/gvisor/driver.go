@@ -33,7 +33,6 @@ const (
 	bundleDir  = "bundle" // config.json
 	sockDir    = "sock"   // a tiny tmpfs, bound into the sandbox: holds only the socket
 	sockName   = "agent.sock"
-	consoleLog = "console.log" // runsc's and the agent's output
 )
 
 const (
@@ -248,7 +247,8 @@ func (d *Driver) ensureTmp(spec vmm.Spec, rootfs string) error {
 // sandbox gets a session of its own and no context, so it outlives the
 // daemon; only the wait for runsc is bounded by ctx.
 func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
-	logf, err := os.OpenFile(filepath.Join(spec.Dir, consoleLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	// runsc's and the agent's output.
+	logf, err := os.OpenFile(filepath.Join(spec.Logs(), vmm.ConsoleLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -282,15 +282,12 @@ func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
 
 // diagnose returns the tail of the console log for an error.
 func diagnose(spec vmm.Spec) string {
-	data, _ := os.ReadFile(filepath.Join(spec.Dir, consoleLog))
+	data, _ := vmm.Tail(filepath.Join(spec.Logs(), vmm.ConsoleLog), 1500)
 	data = bytes.TrimSpace(data)
-	if len(data) > 1500 {
-		data = data[len(data)-1500:]
-	}
 	if len(data) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("\n--- %s (tail) ---\n%s", consoleLog, data)
+	return fmt.Sprintf("\n--- %s (tail) ---\n%s", vmm.ConsoleLog, data)
 }
 
 // listen listens on path, replacing a stale socket file.

@@ -13,7 +13,7 @@ const (
 	agentSock  = "agent.sock"
 	qmpSock    = "qmp.sock"
 	pidFile    = "qemu.pid"
-	consoleLog = "console.log"
+	consoleLog = vmm.ConsoleLog // in spec.Logs(), as qemuLog
 	qemuLog    = "qemu.log"
 	memFile    = "memory"
 )
@@ -65,7 +65,7 @@ func (d *Driver) Argv(spec vmm.Spec) []string {
 		"-kernel", spec.Kernel,
 		"-initrd", spec.Initrd,
 		"-append", strings.Join(cmdline, " "),
-		"-chardev", "file,id=con,path=" + p(consoleLog) + ",append=on",
+		"-chardev", "file,id=con,path=" + filepath.Join(spec.Logs(), consoleLog) + ",append=on",
 		"-serial", "chardev:con",
 		// auto-read-only=off: a save (migration) drops the disk's write
 		// permission and cont takes it back; with auto-read-only QEMU

@@ -105,7 +105,8 @@ func (d *Driver) spawn(spec vmm.Spec, extra ...string) (*Instance, error) {
 	for _, f := range []string{agentSock, qmpSock, pidFile} {
 		os.Remove(filepath.Join(spec.Dir, f))
 	}
-	logf, err := os.OpenFile(filepath.Join(spec.Dir, qemuLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	// Appending: the daemon cuts the log down to its tail as it grows.
+	logf, err := os.OpenFile(filepath.Join(spec.Logs(), qemuLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -151,11 +152,8 @@ func taskCgroup(spec vmm.Spec) string { return "qemu-" + spec.ID }
 func (d *Driver) diagnose(spec vmm.Spec) string {
 	var b strings.Builder
 	for _, f := range []string{qemuLog, consoleLog} {
-		data, _ := os.ReadFile(filepath.Join(spec.Dir, f))
+		data, _ := vmm.Tail(filepath.Join(spec.Logs(), f), 1500)
 		data = bytes.TrimSpace(data)
-		if len(data) > 1500 {
-			data = data[len(data)-1500:]
-		}
 		if len(data) > 0 {
 			fmt.Fprintf(&b, "\n--- %s (tail) ---\n%s", f, data)
 		}
