@@ -29,10 +29,10 @@ const DefaultRunsc = "/usr/local/libexec/wisp/runsc"
 
 // Files in the sprite's folder.
 const (
-	rootfsDir  = "rootfs" // the disk's mount point, the bundle's root
-	bundleDir  = "bundle" // config.json
-	sockDir    = "sock"   // a tiny tmpfs, bound into the sandbox: holds only the socket
-	sockName   = "agent.sock"
+	rootfsDir = "rootfs" // the disk's mount point, the bundle's root
+	bundleDir = "bundle" // config.json
+	sockDir   = "sock"   // a tiny tmpfs, bound into the sandbox: holds only the socket
+	sockName  = "agent.sock"
 )
 
 const (
