@@ -70,7 +70,9 @@ func (d *Driver) Argv(spec vmm.Spec) []string {
 		// auto-read-only=off: a save (migration) drops the disk's write
 		// permission and cont takes it back; with auto-read-only QEMU
 		// reopens the file by path then, which fails once it runs as RunAs.
-		"-drive", "id=root,file=" + spec.Disk + ",format=raw,if=none,discard=unmap,auto-read-only=off",
+		// werror/rerror=report: a full pool is an I/O error in the guest,
+		// not a VM that pauses without a word (QEMU's default on ENOSPC).
+		"-drive", "id=root,file=" + spec.Disk + ",format=raw,if=none,discard=unmap,auto-read-only=off,werror=report,rerror=report",
 		"-device", "virtio-blk-device,drive=root",
 		"-netdev", "user,id=net0",
 		"-device", "virtio-net-device,netdev=net0,mac=" + spec.MAC,
