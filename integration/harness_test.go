@@ -102,7 +102,7 @@ func (d *daemon) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(filepath.Join(binDir, "wispd"), "--data-dir", filepath.Join(d.dir, "data"), "--socket", d.sock,
 		"--backend", d.backend, "--default-image", "minimal", "--default-memory", "256", "--default-disk", "2",
-		"--images", d.images, "--pool-size", fmt.Sprint(d.pool),
+		"--images", d.images, "--pool-size", fmt.Sprint(d.pool), "--allow-tcg",
 		"--idle", "0s") // no sprite sleeps behind a test's back; TestSleep sets idle times per sprite
 	d.cmd.Args = append(d.cmd.Args, d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logf, d.logf

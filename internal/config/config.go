@@ -21,6 +21,9 @@ type Config struct {
 	Backend  string // auto, qemu or gvisor
 	QEMU     string // the qemu-system-x86_64 binary
 	QEMUUser string // QEMU drops to this user after start-up when wispd is root
+	// AllowTCG offers the QEMU backend on a host without hardware KVM,
+	// where QEMU emulates (TCG): slow, and not a security boundary.
+	AllowTCG bool
 	Runsc    string // the runsc binary; empty: look in the usual places
 	Agent    string // the wisp-agent binary; empty: next to wispd
 	Images   string // where images are cached; empty: in the storage pool

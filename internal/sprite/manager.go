@@ -40,10 +40,13 @@ type Limits struct {
 
 // Options configure a Manager.
 type Options struct {
-	DataDir     string // sprites live in DataDir/sprites/<id>
-	AgentPath   string // the agent binary, for sandbox backends
-	Backend     string // default backend name: a key of Drivers
-	Drivers     map[string]vmm.Driver
+	DataDir   string // sprites live in DataDir/sprites/<id>
+	AgentPath string // the agent binary, for sandbox backends
+	Backend   string // default backend name: a key of Drivers
+	Drivers   map[string]vmm.Driver
+	// Unavailable says why a backend missing from Drivers is not offered
+	// here (the hint of a create that asks for it).
+	Unavailable map[string]string
 	Images      Images
 	Defaults    CreateOptions // CPUs, MemoryMiB, DiskGiB, Image when a create leaves them zero
 	Limits      Limits
@@ -258,14 +261,20 @@ func (m *Manager) validate(o *CreateOptions) error {
 	if maxPids := cmp.Or(l.MaxPids, MaxPids); o.Pids < MinPids || o.Pids > maxPids {
 		errs = append(errs, fmt.Errorf("pids %d out of range %d-%d", o.Pids, MinPids, maxPids))
 	}
+	var hint string
 	if _, ok := m.opt.Drivers[o.Backend]; !ok {
 		errs = append(errs, fmt.Errorf("backend %q is not available on this host", o.Backend))
+		hint = m.opt.Unavailable[o.Backend]
 	}
 	if o.IdleSeconds < -1 {
 		errs = append(errs, fmt.Errorf("idle %d s: want seconds, 0 for the default or -1 for never", o.IdleSeconds))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", errors.Join(errs...), errdefs.ErrInvalid)
+		err := fmt.Errorf("%w: %w", errors.Join(errs...), errdefs.ErrInvalid)
+		if hint != "" {
+			return errdefs.WithHint(err, hint)
+		}
+		return err
 	}
 	return nil
 }
