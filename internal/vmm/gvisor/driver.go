@@ -121,7 +121,8 @@ func (d *Driver) state(ctx context.Context, spec vmm.Spec) (string, int, error) 
 // cleanup removes what a sandbox leaves behind: its runsc state and cgroup,
 // the rootfs mount (thawed first: see Freeze). Idempotent.
 func (d *Driver) cleanup(ctx context.Context, spec vmm.Spec) error {
-	d.runsc(ctx, "delete", "--force", containerID(spec)) // fails when already gone
+	// Bounded by runscTimeout, not by ctx: a cleanup is not to be cut short.
+	d.runsc(context.WithoutCancel(ctx), "delete", "--force", containerID(spec)) // fails when already gone
 	thawFS(filepath.Join(spec.Dir, rootfsDir))
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
