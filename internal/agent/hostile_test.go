@@ -23,7 +23,9 @@ import (
 func hostileGuest(t *testing.T) (*agent.Client, net.Conn) {
 	t.Helper()
 	host, guest := socketpair(t)
+	handshook := make(chan struct{})
 	go func() {
+		defer close(handshook)
 		answered := ""
 		for {
 			kind, nonce, err := proto.ScanLine(guest, 1<<20, nil, proto.Hello, proto.Go)
@@ -46,9 +48,9 @@ func hostileGuest(t *testing.T) (*agent.Client, net.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	// The handshake goroutine has read the Go line once Connect returns:
-	// Connect writes it last, and the pair is unbuffered for it to matter
-	// not at all (the guest reads it before yamux writes anything).
+	// The guest's side is past the handshake once it has read the Go
+	// line (Connect returns once it has written it).
+	<-handshook
 	return c, guest
 }
 
