@@ -183,6 +183,7 @@ type spriteJSON struct {
 	CPUs      int    `json:"cpus"`
 	MemoryMiB int    `json:"memory_mib"`
 	DiskGiB   int    `json:"disk_gib"`
+	Pids      int    `json:"pids"`
 	Pid       int    `json:"pid"`
 	CreatedAt string `json:"created_at"`
 	// SleepSynced: the sleep state has reached stable storage.
