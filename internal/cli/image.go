@@ -43,9 +43,9 @@ func newImage(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t0 := time.Now()
-			info, err := e.client().BuildImage(cmd.Context(), args[0], func(line string) {
-				fmt.Fprintf(e.stderr, "[%5.1fs] %s\n", time.Since(t0).Seconds(), line)
-			})
+			pr := newBuildProgress(e.stderr)
+			info, err := e.client().BuildImage(cmd.Context(), args[0], pr.report)
+			pr.finish()
 			if err != nil {
 				return err
 			}

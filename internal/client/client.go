@@ -177,8 +177,9 @@ func (c *Client) Logs(ctx context.Context, name string, tailBytes int64) (io.Rea
 	return resp.Body, nil
 }
 
-// BuildImage builds an image, calling progress for each line of output.
-func (c *Client) BuildImage(ctx context.Context, name string, progress func(string)) (image.Info, error) {
+// BuildImage builds an image, calling progress (which may be nil) as the
+// build reports.
+func (c *Client) BuildImage(ctx context.Context, name string, progress func(image.Progress)) (image.Info, error) {
 	req, _ := http.NewRequestWithContext(ctx, "POST", "http://wispd/v1/images/"+url.PathEscape(name)+"/build", nil)
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -192,9 +193,9 @@ func (c *Client) BuildImage(ctx context.Context, name string, progress func(stri
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var ev struct {
-			Line  string      `json:"line"`
-			Image *image.Info `json:"image"`
-			Error *Error      `json:"error"`
+			Progress *image.Progress `json:"progress"`
+			Image    *image.Info     `json:"image"`
+			Error    *Error          `json:"error"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			return image.Info{}, fmt.Errorf("bad build event: %w", err)
@@ -204,8 +205,8 @@ func (c *Client) BuildImage(ctx context.Context, name string, progress func(stri
 			return image.Info{}, ev.Error
 		case ev.Image != nil:
 			return *ev.Image, nil
-		case progress != nil:
-			progress(ev.Line)
+		case progress != nil && ev.Progress != nil:
+			progress(*ev.Progress)
 		}
 	}
 	if err := sc.Err(); err != nil {

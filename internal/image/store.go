@@ -9,7 +9,12 @@
 //	initramfs/initramfs-<hash>.cpio
 //	roots/<name>                symlink to roots/.<name>-<id>/ (swapped atomically)
 //	roots/.<name>-<id>/root.ext4, meta.json
+//	logs/<name>.log             the output of the last build of name
 //	tmp/                        work dirs; anything here is garbage after a crash
+//
+// Root trees are populated under Scratch (debootstrap needs device nodes and
+// exec, which the storage pool's mount forbids) and pinned downloads are
+// cached under Cache; both may live elsewhere than Dir.
 package image
 
 import (
@@ -41,7 +46,13 @@ var (
 // Its methods are safe for concurrent use; the zero value with Dir set works.
 type Store struct {
 	Dir string
-	Log *slog.Logger // never nil in use; log at boundaries only
+	// Scratch is where root trees are built; it must allow device nodes
+	// and exec. Empty means tmp/ under Dir.
+	Scratch string
+	// Cache holds pinned downloads (Node.js, Go, Claude Code) between
+	// builds. Empty means downloads/ under Dir.
+	Cache string
+	Log   *slog.Logger // never nil in use; log at boundaries only
 
 	mu    sync.Mutex             // guards locks
 	locks map[string]*sync.Mutex // one per cache entry ("kernel", "root/dev", ...)
@@ -175,6 +186,15 @@ func runStream(ctx context.Context, progress io.Writer, env []string, name strin
 		return fmt.Errorf("%s: %w: %s", name, err, strings.Join(last, "\n"))
 	}
 	return nil
+}
+
+// Recipe says how an image of one's own was made: from which image, with
+// which commands and copied files, or saved from which sprite.
+type Recipe struct {
+	From   string   `json:"from"`
+	Run    []string `json:"run,omitempty"`
+	Copy   []string `json:"copy,omitempty"`   // LOCAL:/path, as given
+	Sprite string   `json:"sprite,omitempty"` // saved from this sprite's disk
 }
 
 func tail(s string, n int) string {

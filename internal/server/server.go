@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/errdefs"
@@ -340,16 +341,17 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, list)
 }
 
-// BuildEvent is one line of the NDJSON body of an image build.
+// BuildEvent is one line of the NDJSON body of an image build: progress,
+// then the built image or an error.
 type BuildEvent struct {
-	Line  string      `json:"line,omitempty"`
-	Image *image.Info `json:"image,omitempty"`
-	Error *APIError   `json:"error,omitempty"`
+	Progress *image.Progress `json:"progress,omitempty"`
+	Image    *image.Info     `json:"image,omitempty"`
+	Error    *APIError       `json:"error,omitempty"`
 }
 
-// buildImage builds an image, streaming progress lines as NDJSON. The
-// build runs under the daemon, not the request: a client that goes away
-// does not leave a half-built image (builds are atomic anyway).
+// buildImage builds an image, streaming progress as NDJSON. The build
+// runs under the daemon, not the request: a client that goes away does not
+// leave a half-built image (builds are atomic anyway).
 func (s *Server) buildImage(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if !isImage(name) {
@@ -360,30 +362,21 @@ func (s *Server) buildImage(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(200)
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
-	pr, pw := io.Pipe()
-	done := make(chan struct{})
-	var info image.Info
-	var err error
-	go func() {
-		defer close(done)
-		info, err = s.Images.Build(context.WithoutCancel(r.Context()), name, pw)
-		pw.Close()
-	}()
-	sc := bufio.NewScanner(pr)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if enc.Encode(BuildEvent{Line: sc.Text()}) == nil {
+	var mu sync.Mutex // the build reports from its own goroutines
+	send := func(ev BuildEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		if enc.Encode(ev) == nil {
 			rc.Flush()
 		}
 	}
-	io.Copy(io.Discard, pr)
-	<-done
+	info, err := s.Images.Build(context.WithoutCancel(r.Context()), name, func(p image.Progress) { send(BuildEvent{Progress: &p}) })
 	if err != nil {
 		_, cname := status(err)
-		enc.Encode(BuildEvent{Error: &APIError{Code: cname, Message: err.Error(), Hint: errdefs.Hint(err)}})
+		send(BuildEvent{Error: &APIError{Code: cname, Message: err.Error(), Hint: errdefs.Hint(err)}})
 		return
 	}
-	enc.Encode(BuildEvent{Image: &info})
+	send(BuildEvent{Image: &info})
 }
 
 func isImage(name string) bool {
