@@ -62,6 +62,9 @@ func newInfo(e *env) *cobra.Command {
 			row("image", s.Image)
 			row("origin", s.Origin)
 			row("idle", idleString(s.IdleSeconds))
+			for _, kv := range s.Env {
+				row("env", kv)
+			}
 			if len(s.Checkpoints) > 0 {
 				row("checkpoints", len(s.Checkpoints))
 			}

@@ -103,7 +103,8 @@ func populateDev(b *builder) error {
 	if err != nil {
 		return err
 	}
-	if err := unzipTo(gozip, filepath.Join(usrLocal, "go"), 1); err != nil {
+	// The zip's names start golang.org/toolchain@v0.0.1-go.../.
+	if err := unzipTo(gozip, filepath.Join(usrLocal, "go"), 2); err != nil {
 		return err
 	}
 	if err := symlinks(filepath.Join(usrLocal, "bin"), map[string]string{

@@ -14,7 +14,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/errdefs"
@@ -59,8 +58,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sprites/{name}/checkpoints", s.createCheckpoint)
 	mux.HandleFunc("GET /v1/sprites/{name}/checkpoints/{id}", s.getCheckpoint)
 	mux.HandleFunc("DELETE /v1/sprites/{name}/checkpoints/{id}", s.deleteCheckpoint)
-	mux.HandleFunc("GET /v1/images", s.images)
-	mux.HandleFunc("POST /v1/images/{name}/build", s.buildImage)
+	s.secretRoutes(mux)
+	s.imageRoutes(mux)
 	return s.logRequests(mux)
 }
 
@@ -197,6 +196,17 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	if req.Op == proto.OpExec {
+		// The sprite's env and secrets, under what the request sets.
+		env, err := s.Sprites.ExecEnv(name)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		ex := *req.Exec
+		ex.Env = sprite.MergeEnv(env, ex.Env)
+		req.Exec = &ex
+	}
 	ag, release, err := s.Sprites.Agent(r.Context(), name)
 	if err != nil {
 		writeError(w, err)
@@ -332,58 +342,3 @@ func (s *Server) fsRemove(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) images(w http.ResponseWriter, r *http.Request) {
-	list, err := s.Images.List()
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, 200, list)
-}
-
-// BuildEvent is one line of the NDJSON body of an image build: progress,
-// then the built image or an error.
-type BuildEvent struct {
-	Progress *image.Progress `json:"progress,omitempty"`
-	Image    *image.Info     `json:"image,omitempty"`
-	Error    *APIError       `json:"error,omitempty"`
-}
-
-// buildImage builds an image, streaming progress as NDJSON. The build
-// runs under the daemon, not the request: a client that goes away does not
-// leave a half-built image (builds are atomic anyway).
-func (s *Server) buildImage(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if !isImage(name) {
-		writeError(w, errdefs.WithHint(fmt.Errorf("unknown image %q: %w", name, errdefs.ErrInvalid), "images: "+strings.Join(image.Names(), ", ")))
-		return
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(200)
-	rc := http.NewResponseController(w)
-	enc := json.NewEncoder(w)
-	var mu sync.Mutex // the build reports from its own goroutines
-	send := func(ev BuildEvent) {
-		mu.Lock()
-		defer mu.Unlock()
-		if enc.Encode(ev) == nil {
-			rc.Flush()
-		}
-	}
-	info, err := s.Images.Build(context.WithoutCancel(r.Context()), name, func(p image.Progress) { send(BuildEvent{Progress: &p}) })
-	if err != nil {
-		_, cname := status(err)
-		send(BuildEvent{Error: &APIError{Code: cname, Message: err.Error(), Hint: errdefs.Hint(err)}})
-		return
-	}
-	send(BuildEvent{Image: &info})
-}
-
-func isImage(name string) bool {
-	for _, n := range image.Names() {
-		if n == name {
-			return true
-		}
-	}
-	return false
-}

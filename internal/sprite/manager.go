@@ -73,6 +73,8 @@ type CreateOptions struct {
 	Backend   string `json:"backend,omitempty"`
 	// IdleSeconds: 0 the daemon's default, -1 never sleep.
 	IdleSeconds int `json:"idle_seconds,omitempty"`
+	// Env is KEY=VALUE kept for every exec and console.
+	Env []string `json:"env,omitempty"`
 }
 
 // Manager owns the sprites: their records, folders and running instances.
@@ -239,6 +241,11 @@ func (m *Manager) validate(o *CreateOptions) error {
 	if _, ok := m.opt.Drivers[o.Backend]; !ok {
 		errs = append(errs, fmt.Errorf("backend %q is not available on this host", o.Backend))
 	}
+	for _, kv := range o.Env {
+		if err := validateEnv(kv); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if o.IdleSeconds < -1 {
 		errs = append(errs, fmt.Errorf("idle %d s: want seconds, 0 for the default or -1 for never", o.IdleSeconds))
 	}
@@ -262,6 +269,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		ID: randHex(5), Name: o.Name, State: Creating, Backend: o.Backend,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskGiB: o.DiskGiB, Image: o.Image,
 		MAC: newMAC(), MachineID: randHex(16), IdleSeconds: o.IdleSeconds, CreatedAt: time.Now().UTC(),
+		Env: o.Env,
 	}
 	if err := m.store.Insert(rec); err != nil {
 		return Sprite{}, errdefs.WithHint(err, "choose another name, or `wisp destroy "+o.Name+"` first")
