@@ -317,3 +317,25 @@ func (c *Client) Fork(ctx context.Context, name, from, newName string) (sprite.S
 	var out sprite.Sprite
 	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/fork", map[string]string{"name": newName, "from": from}, &out)
 }
+
+// Image describes one image.
+func (c *Client) Image(ctx context.Context, name string) (image.Info, error) {
+	var out image.Info
+	return out, c.do(ctx, "GET", "/v1/images/"+url.PathEscape(name), nil, &out)
+}
+
+// SaveImage makes image name from sprite's disk as it is now (a reflink).
+// recipe, when not nil, records how the sprite was made.
+func (c *Client) SaveImage(ctx context.Context, name, sprite string, recipe *image.Recipe) (image.Info, error) {
+	var out image.Info
+	body := map[string]any{"sprite": sprite}
+	if recipe != nil {
+		body["recipe"] = recipe
+	}
+	return out, c.do(ctx, "POST", "/v1/images/"+url.PathEscape(name)+"/save", body, &out)
+}
+
+// RemoveImage removes an image of one's own.
+func (c *Client) RemoveImage(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", "/v1/images/"+url.PathEscape(name), nil, nil)
+}

@@ -50,16 +50,16 @@ func (b *Boot) Root(name string) (string, error) {
 }
 
 // imported returns the pool's copy of the root image p, making it first:
-// <Pool>/<name>-<sha256 prefix>.ext4, replacing copies of older builds.
+// <Pool>/<name>-<build time>.ext4, replacing copies of older builds.
 func (b *Boot) imported(name, p string) (string, error) {
 	info, err := b.Store.Info(name)
 	if err != nil {
 		return "", err
 	}
-	if info.Path != p || len(info.SHA256) < 16 {
+	if info.Path != p {
 		return "", fmt.Errorf("image %q changed while being imported into the pool: %w", name, errdefs.ErrUnavailable)
 	}
-	dst := filepath.Join(b.Pool, name+"-"+info.SHA256[:16]+".ext4")
+	dst := filepath.Join(b.Pool, fmt.Sprintf("%s-%d.ext4", name, info.BuiltAt.UnixNano()))
 	b.importMu.Lock()
 	defer b.importMu.Unlock()
 	if _, err := os.Stat(dst); err == nil {

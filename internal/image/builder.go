@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wisp-sh/wisp/internal/errdefs"
 )
 
 // builder is one image build in progress: the root tree it populates, the
@@ -331,7 +333,7 @@ func aptMirror() string {
 // 1-40 of a-z, 0-9 and '-', starting with a letter.
 func ValidateName(name string) error {
 	if !imageName.MatchString(name) {
-		return fmt.Errorf("image name %q: want 1-40 of a-z, 0-9 and '-', starting with a letter: %w", name, ErrInvalidName)
+		return fmt.Errorf("image name %q: want 1-40 of a-z, 0-9 and '-', starting with a letter: %w: %w", name, ErrInvalidName, errdefs.ErrInvalid)
 	}
 	return nil
 }

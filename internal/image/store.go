@@ -33,13 +33,15 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/wisp-sh/wisp/internal/errdefs"
 )
 
 var (
 	// ErrNotBuilt means the root image exists by name but has not been built.
 	ErrNotBuilt = errors.New("image not built")
-	// ErrUnknown means no image has that name.
-	ErrUnknown = errors.New("unknown image")
+	// ErrUnknown means no image has that name (it wraps errdefs.ErrNotFound).
+	ErrUnknown = fmt.Errorf("unknown image: %w", errdefs.ErrNotFound)
 )
 
 // Store manages the cache under Dir (the daemon passes <data-dir>/images).

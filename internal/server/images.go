@@ -15,6 +15,62 @@ import (
 func (s *Server) imageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/images", s.images)
 	mux.HandleFunc("POST /v1/images/{name}/build", s.buildImage)
+	mux.HandleFunc("GET /v1/images/{name}", s.image)
+	mux.HandleFunc("POST /v1/images/{name}/save", s.saveImage)
+	mux.HandleFunc("DELETE /v1/images/{name}", s.removeImage)
+}
+
+func (s *Server) image(w http.ResponseWriter, r *http.Request) {
+	info, err := s.Images.Info(r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, info)
+}
+
+// SaveRequest is the body of POST /v1/images/{name}/save: the sprite whose
+// disk becomes the image and, optionally, the recipe that made it (else
+// the recipe says "saved from SPRITE").
+type SaveRequest struct {
+	Sprite string        `json:"sprite"`
+	Recipe *image.Recipe `json:"recipe,omitempty"`
+}
+
+// saveImage turns a sprite's disk, as it is now, into an image (a reflink).
+func (s *Server) saveImage(w http.ResponseWriter, r *http.Request) {
+	var req SaveRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	sp, err := s.Sprites.Get(req.Sprite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	recipe := image.Recipe{From: sp.Image, Sprite: sp.Name}
+	if req.Recipe != nil {
+		recipe = *req.Recipe
+	}
+	ctx := context.WithoutCancel(r.Context())
+	info, err := s.Images.Save(r.PathValue("name"), recipe, func(dst string) error {
+		_, err := s.Sprites.SaveDisk(ctx, req.Sprite, dst)
+		return err
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, info)
+}
+
+func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
+	if err := s.Images.Remove(r.PathValue("name")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) images(w http.ResponseWriter, r *http.Request) {
