@@ -341,4 +341,3 @@ func (s *Server) fsRemove(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
-
