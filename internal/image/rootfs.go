@@ -382,6 +382,12 @@ func populateMinimal(b *builder) error {
 		}
 	}
 	fmt.Fprintf(b.log, "busybox: %d applets\n", len(applets))
+	// busybox-static_1%3a1.35.0-4+b3_amd64.deb
+	if _, v, ok := strings.Cut(filepath.Base(deb), "_"); ok {
+		v, _, _ = strings.Cut(v, "_")
+		v = strings.ReplaceAll(v, "%3a", ":")
+		b.contents = map[string]string{"busybox": debVersion(v)}
+	}
 
 	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "root", "home/sprite", "etc", "var/tmp"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
