@@ -182,7 +182,7 @@ shown by 'wisp image info'. The throwaway sprite is destroyed either way.`,
 // buildFrom runs recipe in a throwaway sprite and saves its disk as name.
 // The sprite is destroyed whatever happens, also on ^C.
 func buildFrom(ctx context.Context, e *env, name string, recipe image.Recipe, backend string) (image.Info, error) {
-	if err := image.ValidateName(name); err != nil {
+	if err := image.CheckOwnName(name); err != nil {
 		return image.Info{}, err
 	}
 	type copySpec struct{ local, remote string }

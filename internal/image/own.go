@@ -21,10 +21,7 @@ import (
 // own replaces it; the names of the built-in images are refused. Nothing is
 // left behind on failure.
 func (s *Store) Save(name string, recipe Recipe, fill func(dst string) error) (Info, error) {
-	if _, builtin := rootDefs[name]; builtin {
-		return Info{}, errdefs.WithHint(fmt.Errorf("image %q is built in: %w", name, errdefs.ErrInvalid), "choose another name")
-	}
-	if err := ValidateName(name); err != nil {
+	if err := CheckOwnName(name); err != nil {
 		return Info{}, err
 	}
 	defer s.lock("root/" + name)()
@@ -62,6 +59,15 @@ func (s *Store) Save(name string, recipe Recipe, fill func(dst string) error) (I
 	}
 	s.log().Info("image saved", "image", name, "from", recipe.From, "sprite", recipe.Sprite)
 	return s.Info(name)
+}
+
+// CheckOwnName checks the name of an image of one's own: valid, and not
+// one of the built-in images'.
+func CheckOwnName(name string) error {
+	if _, builtin := rootDefs[name]; builtin {
+		return errdefs.WithHint(fmt.Errorf("image %q is built in: %w", name, errdefs.ErrInvalid), "choose another name")
+	}
+	return ValidateName(name)
 }
 
 // Remove removes image name of one's own. Sprites made from it keep their

@@ -44,6 +44,10 @@ func (s *Server) saveImage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := image.CheckOwnName(r.PathValue("name")); err != nil {
+		writeError(w, err)
+		return
+	}
 	sp, err := s.Sprites.Get(req.Sprite)
 	if err != nil {
 		writeError(w, err)
