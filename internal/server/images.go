@@ -62,6 +62,7 @@ func (s *Server) saveImage(w http.ResponseWriter, r *http.Request) {
 		_, err := s.Sprites.SaveDisk(ctx, req.Sprite, dst)
 		return err
 	})
+	s.Sprites.ForgetImage(r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -70,7 +71,9 @@ func (s *Server) saveImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
-	if err := s.Images.Remove(r.PathValue("name")); err != nil {
+	err := s.Images.Remove(r.PathValue("name"))
+	s.Sprites.ForgetImage(r.PathValue("name"))
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -116,6 +119,7 @@ func (s *Server) buildImage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	info, err := s.Images.Build(context.WithoutCancel(r.Context()), name, func(p image.Progress) { send(BuildEvent{Progress: &p}) })
+	s.Sprites.ForgetImage(name)
 	if err != nil {
 		_, cname := status(err)
 		send(BuildEvent{Error: &APIError{Code: cname, Message: err.Error(), Hint: errdefs.Hint(err)}})

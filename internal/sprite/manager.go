@@ -90,6 +90,8 @@ type Manager struct {
 	tplMu       sync.Mutex
 	tplBuilding map[string]bool // warm snapshots being built
 
+	diskMu sync.Mutex // making base disks (disks.go)
+
 	// Background syncs of sleep state (see syncSleepLater): at most
 	// cap(syncSlots) at once; Close stops and waits for them.
 	syncs     sync.WaitGroup
@@ -139,6 +141,7 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	}
 	m := &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}, syncSlots: make(chan struct{}, 2)}
 	m.closing, m.close = context.WithCancel(context.Background())
+	m.cleanDisks()
 	return m, nil
 }
 
@@ -306,7 +309,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		inst, warm = m.fromTemplate(ctx, rec, root)
 	}
 	if !warm {
-		if err := storage.CreateDisk(ctx, root, m.DiskPath(rec), o.DiskGiB); err != nil {
+		if err := m.createDisk(ctx, o.Image, root, m.DiskPath(rec), o.DiskGiB); err != nil {
 			return fail(fmt.Errorf("create disk: %w", err))
 		}
 		var err error

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
-	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
@@ -120,7 +119,7 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 		return err
 	}
 	disk := filepath.Join(tmp, "disk.img")
-	if err := storage.CreateDisk(ctx, root, disk, rec.DiskGiB); err != nil {
+	if err := m.createDisk(ctx, rec.Image, root, disk, rec.DiskGiB); err != nil {
 		return err
 	}
 	tpl := rec
