@@ -29,8 +29,13 @@ func templatePrefix(rec Sprite) string {
 	return fmt.Sprintf("%s-%s-%dc-%dm-%dg-", rec.Backend, rec.Image, rec.CPUs, rec.MemoryMiB, rec.DiskGiB)
 }
 
+// templateFormat changes when what a warm snapshot holds changes in a way
+// its key would not show (2: QEMU under TCG runs -cpu max), so snapshots
+// of the old kind are replaced rather than restored.
+const templateFormat = "2"
+
 func templateKey(rec Sprite, root string) string {
-	h := sha256.Sum256([]byte(root))
+	h := sha256.Sum256([]byte(templateFormat + "\x00" + root))
 	return templatePrefix(rec) + hex.EncodeToString(h[:4])
 }
 

@@ -82,6 +82,10 @@ func (d *Driver) Argv(spec vmm.Spec) []string {
 	}
 	if accel == "kvm" {
 		a = append(a, "-cpu", "host")
+	} else {
+		// TCG's default model (qemu64) lacks AVX2, which programs built
+		// for x86-64-v3 need (Claude Code's native binary dies of SIGILL).
+		a = append(a, "-cpu", "max")
 	}
 	if d.RunAs != "" {
 		a = append(a, "-runas", d.RunAs)
