@@ -194,8 +194,50 @@ func (b *builder) aptInstall(pkgs []string) error {
 	if err := b.runCounted(chrootEnv(), nil, 0, "chroot", b.root, "apt-get", "update"); err != nil {
 		return err
 	}
+	// The .debs of the last build are put where apt looks for them (it
+	// checks each against the index and fetches only what is missing or
+	// changed), and this build's are kept for the next.
+	archives := filepath.Join(b.root, "var/cache/apt/archives")
+	cache := filepath.Join(b.s.downloads(), "apt")
+	if err := linkDebs(cache, archives); err != nil {
+		return err
+	}
 	args := append([]string{b.root, "apt-get", "install", "-y", "--no-install-recommends"}, pkgs...)
-	return b.runCounted(chrootEnv(), countApt, 0, "chroot", args...)
+	if err := b.runCounted(chrootEnv(), countApt, 0, "chroot", args...); err != nil {
+		return err
+	}
+	os.RemoveAll(cache)
+	return linkDebs(archives, cache)
+}
+
+// linkDebs hard-links (or, across filesystems, copies) the .deb files in
+// from into to.
+func linkDebs(from, to string) error {
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	debs, _ := filepath.Glob(filepath.Join(from, "*.deb"))
+	for _, d := range debs {
+		dst := filepath.Join(to, filepath.Base(d))
+		if _, err := os.Stat(dst); err == nil {
+			continue
+		}
+		if err := os.Link(d, dst); err == nil {
+			continue
+		}
+		in, err := os.ReadFile(d)
+		if err != nil {
+			return err
+		}
+		tmp := dst + ".tmp"
+		if err := os.WriteFile(tmp, in, 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, dst); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // scratchDir is where root trees are built: Scratch, or tmp/ under Dir.

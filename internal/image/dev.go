@@ -63,8 +63,14 @@ const devDescription = "Debian bookworm for coding agents: Claude Code, Node.js,
 func populateDev(b *builder) error {
 	mirror := aptMirror()
 	b.phase("debootstrap bookworm from " + mirror)
+	// debootstrap keeps the .debs it fetched in the cache (and checks them
+	// against the mirror's index before use).
+	debs := filepath.Join(b.s.downloads(), "debootstrap")
+	if err := os.MkdirAll(debs, 0o755); err != nil {
+		return err
+	}
 	if err := b.runCounted(nil, countPrefixes("I: Retrieving ", "I: Extracting ", "I: Unpacking ", "I: Configuring "), 0,
-		"debootstrap", "--variant=minbase", "bookworm", b.root, mirror); err != nil {
+		"debootstrap", "--variant=minbase", "--cache-dir="+debs, "bookworm", b.root, mirror); err != nil {
 		return err
 	}
 	b.phase(fmt.Sprintf("apt-get install %d packages", len(devPackages)))

@@ -81,8 +81,14 @@ func Need(t testing.TB) Fixture {
 	return Fixture{Kernel: k, Initrd: initrd, Agent: agentBin, Root: root, Store: st}
 }
 
+// store is the test cache's image store. Its downloads are wispd's own
+// cache (~/.cache/wisp/downloads): pinned and verified, so shared.
 func store(dir string) *image.Store {
-	return &image.Store{Dir: filepath.Join(dir, "images"), Cache: filepath.Join(dir, "downloads"), Log: slog.New(slog.DiscardHandler)}
+	cache := filepath.Join(dir, "downloads")
+	if d, err := os.UserCacheDir(); err == nil {
+		cache = filepath.Join(d, "wisp", "downloads")
+	}
+	return &image.Store{Dir: filepath.Join(dir, "images"), Cache: cache, Log: slog.New(slog.DiscardHandler)}
 }
 
 // NeedDev returns the path of the dev root image in the shared test cache,
