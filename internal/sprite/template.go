@@ -30,9 +30,9 @@ func templatePrefix(rec Sprite) string {
 }
 
 // templateFormat changes when what a warm snapshot holds changes in a way
-// its key would not show (2: QEMU under TCG runs -cpu max), so snapshots
+// its key would not show (3: QEMU under TCG runs -cpu max,-erms,-fsrm), so snapshots
 // of the old kind are replaced rather than restored.
-const templateFormat = "2"
+const templateFormat = "3"
 
 func templateKey(rec Sprite, root string) string {
 	h := sha256.Sum256([]byte(templateFormat + "\x00" + root))
