@@ -35,6 +35,7 @@ import (
 	"sync"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/storage"
 )
 
 var (
@@ -93,35 +94,14 @@ func (s *Store) workDir(prefix string) (string, error) {
 	return os.MkdirTemp(tmp, prefix+"-")
 }
 
-// writeJSONAtomic writes v as JSON to path via a temporary file, fsync and rename,
-// so readers see either the old content or the new, never a torn file.
+// writeJSONAtomic writes v as JSON to path (storage.WriteFileAtomic), so
+// readers see either the old content or the new, never a torn file.
 func writeJSONAtomic(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return storage.WriteFileAtomic(path, append(b, '\n'), 0o644)
 }
 
 func readJSON(path string, v any) error {
