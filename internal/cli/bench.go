@@ -172,7 +172,7 @@ func runBench(ctx context.Context, e *env, backend, img string, runs, disk int) 
 	cold := []float64{ms(time.Since(t0))}
 	c.Destroy(ctx, prefix+"-w")
 	progress("first (cold) create: %.0f ms; waiting for the warm snapshot", cold[0])
-	waitWarm(ctx, c, first.Backend, img)
+	waitWarm(ctx, c, first.Backend, fmt.Sprintf("%s-%s-%dc-%dm-%dg-", first.Backend, img, first.CPUs, first.MemoryMiB, first.DiskGiB))
 
 	// Create to first exec finished.
 	var create []float64
@@ -336,8 +336,10 @@ func printRatios(w io.Writer, a, b BenchReport) {
 }
 
 // waitWarm waits (at most a minute) until the daemon reports a warm
-// snapshot for backend and image; backends without them return at once.
-func waitWarm(ctx context.Context, c *client.Client, backend, img string) {
+// snapshot whose key starts with prefix (backend, image, cpus, memory and
+// disk: a snapshot of another size would not serve the creates measured);
+// backends without them return at once.
+func waitWarm(ctx context.Context, c *client.Client, backend, prefix string) {
 	if backend == "gvisor" {
 		return // gVisor starts faster than it restores: no warm snapshots
 	}
@@ -352,7 +354,7 @@ func waitWarm(ctx context.Context, c *client.Client, backend, img string) {
 		}
 		json.Unmarshal(raw, &d)
 		for _, w := range d.Warm {
-			if strings.HasPrefix(w, backend+"-"+img+"-") {
+			if strings.HasPrefix(w, prefix) {
 				return
 			}
 		}
