@@ -4,12 +4,12 @@
 # fresh dev sprite, env and secrets, an image of one's own, commands,
 # copies, a kill -9 of the daemon that the sprites and their files survive,
 # timings, clean-up. The data dir (and with it the built images, in the
-# storage pool) is kept in ~/.cache/wisp-demo between demos; sprites are not.
+# storage pool) is kept in /var/lib/wisp-demo between demos; sprites are not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
 DEMO=$(mktemp -d /tmp/wisp-demo.XXXX)
-DATA=${WISP_DEMO_DATA:-$HOME/.cache/wisp-demo/data}
+DATA=${WISP_DEMO_DATA:-/var/lib/wisp-demo}   # short: unix socket paths live below it
 export WISP_SOCKET=$DEMO/wisp.sock
 mkdir -p "$DATA"
 
