@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"net/netip"
 	"text/tabwriter"
 	"time"
 
@@ -64,6 +65,17 @@ func newInfo(e *env) *cobra.Command {
 			row("idle", idleString(s.IdleSeconds))
 			for _, kv := range s.Env {
 				row("env", kv)
+			}
+			if s.Address != "" {
+				gw := "?"
+				if a, err := netip.ParseAddr(s.Address); err == nil {
+					gw = a.Prev().String()
+				}
+				row("address", fmt.Sprintf("%s (gateway and DNS %s)", s.Address, gw))
+				row("egress", s.Policy.String())
+				row("traffic", fmt.Sprintf("%.1f MiB in, %.1f MiB out", float64(s.NetRxBytes)/(1<<20), float64(s.NetTxBytes)/(1<<20)))
+			} else {
+				row("network", "none")
 			}
 			if len(s.Checkpoints) > 0 {
 				row("checkpoints", len(s.Checkpoints))

@@ -19,6 +19,7 @@ import (
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/image"
+	"github.com/wisp-sh/wisp/internal/network"
 	"github.com/wisp-sh/wisp/internal/sprite"
 )
 
@@ -287,6 +288,18 @@ func (c *Client) Sleep(ctx context.Context, name string) (sprite.Sprite, error) 
 func (c *Client) SetIdle(ctx context.Context, name string, seconds int) (sprite.Sprite, error) {
 	var out sprite.Sprite
 	return out, c.do(ctx, "PATCH", "/v1/sprites/"+url.PathEscape(name), map[string]int{"idle_seconds": seconds}, &out)
+}
+
+// Policy returns a sprite's egress policy.
+func (c *Client) Policy(ctx context.Context, name string) (network.Policy, error) {
+	var out network.Policy
+	return out, c.do(ctx, "GET", "/v1/sprites/"+url.PathEscape(name)+"/policy", nil, &out)
+}
+
+// SetPolicy replaces a sprite's egress policy; it applies at once.
+func (c *Client) SetPolicy(ctx context.Context, name string, p network.Policy) (network.Policy, error) {
+	var out network.Policy
+	return out, c.do(ctx, "PUT", "/v1/sprites/"+url.PathEscape(name)+"/policy", p, &out)
 }
 
 func (c *Client) CreateCheckpoint(ctx context.Context, name, comment string, memory bool) (sprite.Checkpoint, error) {

@@ -52,6 +52,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/sprites/{name}/fs", s.fsRemove)
 	mux.HandleFunc("PATCH /v1/sprites/{name}", s.update)
 	mux.HandleFunc("POST /v1/sprites/{name}/sleep", s.sleep)
+	mux.HandleFunc("GET /v1/sprites/{name}/policy", s.getPolicy)
+	mux.HandleFunc("PUT /v1/sprites/{name}/policy", s.setPolicy)
 	mux.HandleFunc("POST /v1/sprites/{name}/restore", s.restore)
 	mux.HandleFunc("POST /v1/sprites/{name}/fork", s.fork)
 	mux.HandleFunc("GET /v1/sprites/{name}/checkpoints", s.listCheckpoints)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/network"
 	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
@@ -61,6 +63,8 @@ type Options struct {
 	// Sync writes the files in folders to stable storage; nil means
 	// storage.SyncFiles.
 	Sync func(dirs ...string) error
+	// Net gives sprites their networks; nil: sprites have none.
+	Net Network
 }
 
 // CreateOptions is what a user asks for.
@@ -75,6 +79,8 @@ type CreateOptions struct {
 	IdleSeconds int `json:"idle_seconds,omitempty"`
 	// Env is KEY=VALUE kept for every exec and console.
 	Env []string `json:"env,omitempty"`
+	// Policy is the egress policy (default: allow-all).
+	Policy network.Policy `json:"policy,omitzero"`
 }
 
 // Manager owns the sprites: their records, folders and running instances.
@@ -184,6 +190,7 @@ func (m *Manager) Get(name string) (Sprite, error) {
 	rec := e.rec
 	m.mu.Unlock()
 	rec.DiskUsedBytes, _ = storage.Usage(m.DiskPath(rec))
+	m.netStats(&rec)
 	return rec, nil
 }
 
@@ -198,6 +205,7 @@ func (m *Manager) List() []Sprite {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	for i := range out {
 		out[i].DiskUsedBytes, _ = storage.Usage(m.DiskPath(out[i]))
+		m.netStats(&out[i])
 	}
 	return out
 }
@@ -249,6 +257,9 @@ func (m *Manager) validate(o *CreateOptions) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := o.Policy.Normalize(); err != nil {
+		errs = append(errs, err)
+	}
 	if o.IdleSeconds < -1 {
 		errs = append(errs, fmt.Errorf("idle %d s: want seconds, 0 for the default or -1 for never", o.IdleSeconds))
 	}
@@ -272,9 +283,14 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		ID: randHex(5), Name: o.Name, State: Creating, Backend: o.Backend,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskGiB: o.DiskGiB, Image: o.Image,
 		MAC: newMAC(), MachineID: randHex(16), IdleSeconds: o.IdleSeconds, CreatedAt: time.Now().UTC(),
-		Env: o.Env,
+		Env:    o.Env,
+		Policy: o.Policy,
+	}
+	if err := m.allocAddress(&rec); err != nil {
+		return Sprite{}, err
 	}
 	if err := m.store.Insert(rec); err != nil {
+		m.dropNetwork(rec)
 		return Sprite{}, errdefs.WithHint(err, "choose another name, or `wisp destroy "+o.Name+"` first")
 	}
 	e := &entry{rec: rec}
@@ -295,6 +311,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		m.mu.Unlock()
 		return m.store.Delete(o.Name)
 	})
+	undo.push("network", func() error { return m.dropNetwork(rec) })
 	fail := func(err error) (Sprite, error) {
 		log.Warn("create failed", LogErr, err)
 		return Sprite{}, errors.Join(noSpace(err), undo.run())
@@ -332,11 +349,16 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 	return m.Get(o.Name)
 }
 
-// spec builds what the driver needs.
+// spec builds what the driver needs, the sprite's network made ready.
 func (m *Manager) spec(ctx context.Context, rec Sprite) (vmm.Spec, error) {
 	s := vmm.Spec{
 		ID: rec.ID, Name: rec.Name, Dir: m.dir(rec), CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
 		Disk: m.DiskPath(rec), DiskGiB: rec.DiskGiB, Agent: m.opt.AgentPath, MAC: rec.MAC, MachineID: rec.MachineID,
+	}
+	if d, err := m.driver(rec); err == nil {
+		if s.Net, err = m.attachNetwork(ctx, rec, d); err != nil {
+			return s, err
+		}
 	}
 	if rec.Backend == "qemu" {
 		k, i, err := m.opt.Images.Boot(ctx)
@@ -519,9 +541,12 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 	return nil
 }
 
-// remove ends inst, deletes the folder and then the record.
+// remove ends inst, deletes the network and the folder and then the record.
 func (m *Manager) remove(e *entry, inst vmm.Instance) error {
 	kill(inst)
+	if err := m.dropNetwork(e.rec); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(m.dir(e.rec)); err != nil {
 		return err
 	}
@@ -602,6 +627,20 @@ func (m *Manager) Recover(ctx context.Context) error {
 	recs, err := m.store.List()
 	if err != nil {
 		return err
+	}
+	keep := map[string]bool{}
+	for _, rec := range recs {
+		keep[rec.ID] = true
+		if a, err := netip.ParseAddr(rec.Address); err == nil && m.opt.Net != nil {
+			m.opt.Net.Reserve(a)
+		}
+	}
+	if m.opt.Net != nil {
+		// Namespaces, links and rules of sprites that are gone (destroyed
+		// while no daemon ran, warm snapshot builds).
+		if err := m.opt.Net.Prune(keep); err != nil {
+			m.log.Warn("removing stale networks", LogErr, err)
+		}
 	}
 	var wg sync.WaitGroup
 	for _, rec := range recs {
