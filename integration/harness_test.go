@@ -131,6 +131,11 @@ func (d *daemon) start() {
 		// Sprites' DNS goes nowhere but loopback (nothing answers there).
 		d.cmd.Args = append(d.cmd.Args, "--dns-upstream", "127.0.0.1:9")
 	}
+	if !slices.Contains(d.args, "--http-addr") {
+		// A front door on a port of its own, not a real wispd's 7780
+		// (`wisp url` says which).
+		d.cmd.Args = append(d.cmd.Args, "--http-addr", "127.0.0.1:0")
+	}
 	d.cmd.Args = append(d.cmd.Args, d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logf, d.logf
 	if err := d.cmd.Start(); err != nil {

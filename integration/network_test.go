@@ -17,8 +17,8 @@ import (
 )
 
 // The sprites' range of the test daemons (--net-name wtest: their own
-// table, namespaces and links, apart from any real wispd's).
-var testNetCIDR = netip.MustParsePrefix("10.229.0.0/16")
+// table, namespaces, links and range, apart from a default wispd's).
+var testNetCIDR = netip.MustParsePrefix("10.230.0.0/16")
 
 // fetch runs an HTTP GET of addr (host:port) inside the sprite with
 // busybox nc and reports whether an outside server answered.

@@ -57,6 +57,8 @@ func main() {
 	flag.Func("net-deny", "CIDR no sprite may reach, besides the default deny list; repeatable or comma-separated", appendList(&cfg.NetDeny))
 	flag.Func("dns-upstream", "DNS server sprites' queries go to (default: /etc/resolv.conf's); repeatable", appendList(&cfg.DNS))
 	flag.StringVar(&cfg.Hosts, "hosts-file", cfg.Hosts, "hosts file whose names sprites' DNS answers first")
+	flag.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "where the front door serves sprites' URLs (http://NAME.localhost:PORT/); empty: off")
+	flag.DurationVar(&cfg.URLWait, "url-wait", cfg.URLWait, "how long a URL request that wakes or starts a sprite waits for its port to listen")
 	debug := flag.Bool("debug", false, "log at debug level")
 	flag.Parse()
 
@@ -149,8 +151,13 @@ func run(log *slog.Logger, cfg config.Config) error {
 
 	go mgr.IdleLoop(ctx, time.Second)
 
+	front, err := serveFrontDoor(ctx, log, cfg, mgr)
+	if err != nil {
+		return err
+	}
+
 	srv := &server.Server{
-		Log: log, Sprites: mgr, Images: images, Version: version,
+		Log: log, Sprites: mgr, Images: images, Version: version, FrontDoor: front.addr, URLKey: front.key, PortWait: cfg.URLWait,
 		Doctor: func(context.Context) any {
 			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo})
 		},

@@ -77,6 +77,11 @@ func newInfo(e *env) *cobra.Command {
 			} else {
 				row("network", "none")
 			}
+			if s.URLPublic {
+				row("url", "public (anyone who reaches the front door; `wisp url "+s.Name+"`)")
+			} else {
+				row("url", "private (needs a credential: `wisp url "+s.Name+" --signed`)")
+			}
 			if len(s.Checkpoints) > 0 {
 				row("checkpoints", len(s.Checkpoints))
 			}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/image"
@@ -351,4 +352,77 @@ func (c *Client) SaveImage(ctx context.Context, name, sprite string, recipe *ima
 // RemoveImage removes an image of one's own.
 func (c *Client) RemoveImage(ctx context.Context, name string) error {
 	return c.do(ctx, "DELETE", "/v1/images/"+url.PathEscape(name), nil, nil)
+}
+
+// URL returns a sprite's URL on the front door (a signed one, with a
+// credential valid for ttlSeconds, when signed).
+func (c *Client) URL(ctx context.Context, name string, port int, signed bool, ttlSeconds int) (URLInfo, error) {
+	var out URLInfo
+	body := map[string]any{"port": port, "signed": signed, "ttl_seconds": ttlSeconds}
+	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/url", body, &out)
+}
+
+// URLInfo is a sprite's URL on the front door.
+type URLInfo struct {
+	URL       string    `json:"url"`
+	PathURL   string    `json:"path_url"`
+	Sprite    string    `json:"sprite"`
+	Port      int       `json:"port"`
+	Public    bool      `json:"public"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// SetURLPublic makes a sprite's URL answer anyone (true) or only requests
+// with a credential (false).
+func (c *Client) SetURLPublic(ctx context.Context, name string, public bool) (sprite.Sprite, error) {
+	var out sprite.Sprite
+	return out, c.do(ctx, "PATCH", "/v1/sprites/"+url.PathEscape(name), map[string]bool{"url_public": public}, &out)
+}
+
+// Connect opens a TCP connection to port in the sprite, through wispd
+// (which wakes or starts the sprite, and keeps it awake while the
+// connection is open).
+func (c *Client) Connect(ctx context.Context, name string, port int) (net.Conn, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://wispd/v1/sprites/%s/connect?port=%d", url.PathEscape(name), port), nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "tcp")
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+	}
+	if err := req.Write(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		return nil, decodeError(resp)
+	}
+	conn.SetDeadline(time.Time{})
+	return &bufConn{Conn: conn, r: br}, nil
+}
+
+// bufConn is a connection whose first bytes may sit in a reader already.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// CloseWrite half-closes the connection: no more bytes from this side.
+func (b *bufConn) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return b.Conn.Close()
 }

@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -52,6 +53,12 @@ type Config struct {
 	DNS      []string // upstream DNS servers (host or host:port); empty: /etc/resolv.conf's
 	Hosts    string   // hosts file answered first
 
+	// The URL front door: HTTPAddr is where it listens ("" off); URLWait
+	// bounds how long a request that wakes or starts a sprite waits for
+	// its port to listen.
+	HTTPAddr string
+	URLWait  time.Duration
+
 	// Limits for wisp create.
 	MaxCPUs      int
 	MaxMemoryMiB int
@@ -83,6 +90,8 @@ func Default() Config {
 		NetName:       "wisp",
 		NetCIDR:       "10.229.0.0/16",
 		Hosts:         "/etc/hosts",
+		HTTPAddr:      "127.0.0.1:7780",
+		URLWait:       10 * time.Second,
 		MaxCPUs:       runtime.NumCPU(),
 		MaxMemoryMiB:  hostMemMiB(),
 		MaxDiskGiB:    1024,
@@ -132,6 +141,14 @@ func (c *Config) Validate() error {
 				errs = append(errs, err)
 			}
 		}
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			errs = append(errs, fmt.Errorf("http addr %q: want host:port (127.0.0.1:7780), or empty for no front door", c.HTTPAddr))
+		}
+	}
+	if c.URLWait <= 0 || c.URLWait > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("url wait %s: want more than 0 and at most 5m", c.URLWait))
 	}
 	if c.Idle < 0 {
 		errs = append(errs, fmt.Errorf("idle %s must not be negative (0 means never)", c.Idle))

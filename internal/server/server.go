@@ -14,8 +14,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/auth"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/image"
 	"github.com/wisp-sh/wisp/internal/sprite"
@@ -31,6 +33,13 @@ type Server struct {
 	Images  *image.Store
 	Doctor  func(ctx context.Context) any // the host report of `wisp doctor`
 	Version string
+	// FrontDoor is the address the front door listens on ("" off), and
+	// URLKey signs the credentials of signed URLs.
+	FrontDoor string
+	URLKey    *auth.Key
+	// PortWait bounds how long a connect that woke or started a sprite
+	// waits for the port to listen (0: 10 s).
+	PortWait time.Duration
 }
 
 // Handler returns the API's routes.
@@ -54,6 +63,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sprites/{name}/sleep", s.sleep)
 	mux.HandleFunc("GET /v1/sprites/{name}/policy", s.getPolicy)
 	mux.HandleFunc("PUT /v1/sprites/{name}/policy", s.setPolicy)
+	mux.HandleFunc("POST /v1/sprites/{name}/url", s.url)
+	mux.HandleFunc("POST /v1/sprites/{name}/connect", s.connect)
 	mux.HandleFunc("POST /v1/sprites/{name}/restore", s.restore)
 	mux.HandleFunc("POST /v1/sprites/{name}/fork", s.fork)
 	mux.HandleFunc("GET /v1/sprites/{name}/checkpoints", s.listCheckpoints)

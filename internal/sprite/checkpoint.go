@@ -311,6 +311,8 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	rec.CreatedAt, rec.Pid, rec.LastError, rec.Checkpoints, rec.NextCheckpoint = time.Now().UTC(), 0, "", nil, 0
 	rec.StartedAt, rec.SleptAt, rec.Origin = time.Time{}, time.Time{}, "fork of "+name
 	rec.SleptBoot, rec.SleepSynced = "", false
+	rec.URLPublic = false // a fork's URL is private until said otherwise
+
 	rec.Address = "" // a fork has an address of its own, and its parent's policy
 	if src.Address != "" {
 		if err := m.allocAddress(&rec); err != nil {

@@ -117,6 +117,9 @@ type entry struct {
 	// the last one ended. The idle loop reads them.
 	active     int
 	lastActive time.Time
+	// failed is the last wake or start that failed, for ready's callers
+	// that waited for it (under op).
+	failed attempt
 }
 
 // NewManager opens the store in opt.DataDir.
@@ -450,33 +453,36 @@ func (m *Manager) watch(e *entry, inst vmm.Instance) {
 
 // Start boots a stopped sprite. Starting a running sprite is a no-op.
 func (m *Manager) Start(ctx context.Context, name string) (Sprite, error) {
-	return m.change(name, func(e *entry) error {
-		rec := e.rec
-		if rec.State == Running {
-			return nil
-		}
-		if rec.State == Sleeping {
-			return m.wake(ctx, e)
-		}
-		if !CanMove(rec.State, Starting) {
-			return stateError("start", rec)
-		}
-		rec.State = Starting
-		if err := m.persist(e, rec); err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
-		defer cancel()
-		inst, err := m.boot(ctx, rec)
-		if err == nil {
-			err = m.running(e, rec, inst)
-		}
-		if err != nil {
-			rec.State, rec.LastError = Stopped, err.Error()
-			return errors.Join(err, m.persist(e, rec))
-		}
+	return m.change(name, func(e *entry) error { return m.start(ctx, e) })
+}
+
+// start boots (or wakes) e, under e.op.
+func (m *Manager) start(ctx context.Context, e *entry) error {
+	rec := e.rec
+	if rec.State == Running {
 		return nil
-	})
+	}
+	if rec.State == Sleeping {
+		return m.wake(ctx, e)
+	}
+	if !CanMove(rec.State, Starting) {
+		return stateError("start", rec)
+	}
+	rec.State = Starting
+	if err := m.persist(e, rec); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
+	defer cancel()
+	inst, err := m.boot(ctx, rec)
+	if err == nil {
+		err = m.running(e, rec, inst)
+	}
+	if err != nil {
+		rec.State, rec.LastError = Stopped, err.Error()
+		return errors.Join(err, m.persist(e, rec))
+	}
+	return nil
 }
 
 // Stop shuts a running sprite down; its disk keeps everything. Stopping a
@@ -563,40 +569,16 @@ func (m *Manager) remove(e *entry, inst vmm.Instance) error {
 // sleeps, and marks the sprite active until release is called. Many
 // concurrent callers on a sleeping sprite cause one wake.
 func (m *Manager) Agent(ctx context.Context, name string) (ag *agent.Client, release func(), err error) {
-	e, err := m.lookup(name)
+	e, release, err := m.hold(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	m.mu.Lock()
-	e.active++
-	m.mu.Unlock()
-	release = func() {
-		m.mu.Lock()
-		e.active--
-		e.lastActive = time.Now()
-		m.mu.Unlock()
+	inst, _, err := m.ready(ctx, e, false)
+	if err != nil {
+		release()
+		return nil, nil, err
 	}
-	for range 5 {
-		m.mu.Lock()
-		rec, inst := e.rec, e.inst
-		m.mu.Unlock()
-		switch {
-		case rec.State == Running && inst != nil && inst.Agent() != nil:
-			return inst.Agent(), release, nil
-		case rec.State == Sleeping:
-			err = m.withOp(e, func() error { return m.wake(ctx, e) })
-		case rec.State == Running || rec.State == Suspending || rec.State == Waking || rec.State == Restoring || rec.State == Starting:
-			err = m.withOp(e, func() error { return nil }) // wait for the operation under way
-		default:
-			err = errdefs.WithHint(stateError("use", rec), "start it with `wisp start "+name+"`")
-		}
-		if err != nil {
-			release()
-			return nil, nil, err
-		}
-	}
-	release()
-	return nil, nil, fmt.Errorf("sprite %q did not become ready: %w", name, errdefs.ErrUnavailable)
+	return inst.Agent(), release, nil
 }
 
 // withOp runs fn holding the sprite's operation lock.

@@ -91,6 +91,9 @@ type Sprite struct {
 	Address string `json:"address,omitempty"`
 	// Policy is the sprite's egress policy.
 	Policy network.Policy `json:"policy"`
+	// URLPublic: the sprite's URL on the front door answers anyone, not
+	// only requests with a credential.
+	URLPublic bool `json:"url_public"`
 	// DiskUsedBytes and the network counters are filled in when the
 	// sprite is shown, not stored.
 	DiskUsedBytes int64  `json:"disk_used_bytes,omitempty"`

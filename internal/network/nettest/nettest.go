@@ -53,7 +53,8 @@ type Outside struct {
 	DNS string
 }
 
-// Start makes the outside for sprites in cidr; t.Cleanup removes it.
+// Start makes the outside for sprites in cidr; t.Cleanup removes it. It
+// waits while another test (of any package) holds the outside.
 func Start(t testing.TB, cidr netip.Prefix) *Outside {
 	t.Helper()
 	if os.Getuid() != 0 {
@@ -72,7 +73,13 @@ func Start(t testing.TB, cidr netip.Prefix) *Outside {
 // metadata addresses is routed to it; with an invalid cidr, none is.
 // stop removes it all.
 func StartOutside(cidr netip.Prefix, dir string) (o *Outside, stop func(), err error) {
-	var undo []func()
+	// One outside at a time on this machine: go test runs packages in
+	// parallel, and every outside has the same names and addresses.
+	unlock, err := lockOutside()
+	if err != nil {
+		return nil, nil, err
+	}
+	undo := []func(){unlock}
 	stop = func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()

@@ -2,6 +2,8 @@ package nettest
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 
 	"github.com/vishvananda/netns"
@@ -35,3 +37,16 @@ func inNetns(path string, fn func() error) error {
 func lockThread() { runtime.LockOSThread() }
 
 func unmount(path string) { unix.Unmount(path, unix.MNT_DETACH) }
+
+// lockOutside takes the machine-wide lock of the outside namespace.
+func lockOutside() (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "wisp-nettest.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
