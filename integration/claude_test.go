@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -155,10 +153,6 @@ func TestClaudeCode(t *testing.T) {
 	t.Logf("claude -p: %q; the fake API answered %v", strings.TrimSpace(o), calls)
 }
 
-// needDevImage skips unless the test image cache holds a dev image (until
-// the dev fixture lands).
-func needDevImage(t *testing.T) {
-	if _, err := os.Stat(filepath.Join(imagetest.CacheDir(), "images", "roots", "dev", "root.ext4")); err != nil {
-		t.Skip("no dev image in the test cache")
-	}
-}
+// needDevImage builds the dev image into the shared test cache if it is
+// missing or from another recipe.
+func needDevImage(t *testing.T) { imagetest.NeedDev(t) }
