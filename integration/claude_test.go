@@ -126,12 +126,12 @@ func (f *fakeAnthropic) answered() []string {
 // in the test's outside namespace, writes a file with its Write tool. The
 // key comes in as a secret; nonessential traffic is off.
 func TestClaudeCode(t *testing.T) {
-	needDevImage(t)
+	imagetest.NeedDev(t)
 	out := nettest.Start(t, testNetCIDR)
 	fake := &fakeAnthropic{path: "/home/sprite/hello.txt", content: "hello from claude\n"}
 	nettest.Serve(t, 8443, fake)
 	backend := backends()[len(backends())-1] // auto's choice here: gVisor where runsc is installed
-	d := newDaemon(t, backend, "--hosts-file", out.Hosts, "--dns-upstream", out.DNS)
+	d := startDaemon(t, &daemon{backend: backend, pool: 12, args: []string{"--hosts-file", out.Hosts, "--dns-upstream", out.DNS}})
 	d.ok("create", "c", "--image", "dev", "--memory", "1024", "--disk", "4", "--idle", "never",
 		"--allow", nettest.OutsideIP.String()+"/32")
 	base := fmt.Sprintf("http://%s:8443", nettest.OutsideIP)
@@ -152,7 +152,3 @@ func TestClaudeCode(t *testing.T) {
 	}
 	t.Logf("claude -p: %q; the fake API answered %v", strings.TrimSpace(o), calls)
 }
-
-// needDevImage builds the dev image into the shared test cache if it is
-// missing or from another recipe.
-func needDevImage(t *testing.T) { imagetest.NeedDev(t) }
