@@ -122,7 +122,7 @@ func (d *daemon) start() {
 		"--backend", d.backend, "--default-memory", "256", "--allow-tcg",
 		"--idle", "0s", // no sprite sleeps behind a test's back; TestSleep sets idle times per sprite
 		// Networks of their own, apart from a real wispd's.
-		"--net-name", "wtest", "--net-cidr", testNetCIDR.String())
+		"--net-name", testNetName, "--net-cidr", testNetCIDR.String())
 	if !d.defaults {
 		d.cmd.Args = append(d.cmd.Args, "--default-image", "minimal", "--default-disk", "2",
 			"--images", d.images, "--pool-size", fmt.Sprint(d.pool))
