@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -103,7 +104,18 @@ func (d *daemon) start() {
 	d.cmd = exec.Command(filepath.Join(binDir, "wispd"), "--data-dir", filepath.Join(d.dir, "data"), "--socket", d.sock,
 		"--backend", d.backend, "--default-image", "minimal", "--default-memory", "256", "--default-disk", "2",
 		"--images", d.images, "--pool-size", fmt.Sprint(d.pool), "--allow-tcg",
-		"--idle", "0s") // no sprite sleeps behind a test's back; TestSleep sets idle times per sprite
+		"--idle", "0s", // no sprite sleeps behind a test's back; TestSleep sets idle times per sprite
+		// Networks of their own, apart from a real wispd's.
+		"--net-name", "wtest", "--net-cidr", testNetCIDR.String())
+	if !slices.Contains(d.args, "--dns-upstream") {
+		// Sprites' DNS goes nowhere but loopback (nothing answers there).
+		d.cmd.Args = append(d.cmd.Args, "--dns-upstream", "127.0.0.1:9")
+	}
+	if !slices.Contains(d.args, "--http-addr") {
+		// A front door on a port of its own, not a real wispd's 7780
+		// (`wisp url` says which).
+		d.cmd.Args = append(d.cmd.Args, "--http-addr", "127.0.0.1:0")
+	}
 	d.cmd.Args = append(d.cmd.Args, d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logf, d.logf
 	if err := d.cmd.Start(); err != nil {
@@ -224,5 +236,17 @@ func unmountUnder(dir string) {
 		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
 			syscall.Unmount(f[4], syscall.MNT_DETACH)
 		}
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after limit.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for: %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -66,6 +66,19 @@ echo "   sprite $("$BIN/wisp" exec dev -- sha256sum /home/sprite/blob | cut -c1-
 echo "   back   $(sha256sum < "$DEMO/blob.back" | cut -c1-16)"
 "$BIN/wisp" exec vm -- sh -c 'echo "written before the crash" > /home/sprite/note'
 
+step "network: the internet (here: the package mirrors), never the host; a live egress policy"
+"$BIN/wisp" info dev | grep -E '^(address|egress)'
+MIRROR=$("$BIN/wisp" exec dev -- sh -c "grep -rhoE 'https?://[^ /]+' /etc/apt/sources.list /etc/apt/sources.list.d 2>/dev/null | head -1 | sed 's,.*://,,'")
+tic; "$BIN/wisp" exec dev --user root -- sh -c 'apt-get update 2>&1 | tail -1'; toc "apt-get update in a sprite"
+python3 -m http.server 18080 --bind 0.0.0.0 >/dev/null 2>&1 & HTTPD=$!
+sleep 0.5
+GW=$("$BIN/wisp" info dev --json | python3 -c 'import json,sys,ipaddress; print(ipaddress.ip_address(json.load(sys.stdin)["address"])-1)')
+"$BIN/wisp" exec dev -- sh -c "curl -s -m 3 -o /dev/null http://$GW:18080/ && echo '   reached the host: WRONG' || echo '   a server on the host (0.0.0.0:18080, via $GW): not reachable'"
+kill $HTTPD
+"$BIN/wisp" policy set dev --allow "$MIRROR"
+"$BIN/wisp" exec dev -- sh -c "curl -s -m 5 -o /dev/null -w '   $MIRROR: HTTP %{http_code}\n' http://$MIRROR/; getent hosts registry.npmjs.org >/dev/null && echo '   registry.npmjs.org resolves: WRONG' || echo '   registry.npmjs.org: refused by the policy'"
+"$BIN/wisp" policy set dev --allow-all
+
 step "a second QEMU sprite comes from the warm snapshot"
 for _ in $(seq 1 1200); do ls "$DEMO/data/pool/templates" 2>/dev/null | grep -v tmp | grep -q '^qemu-dev-' && break; sleep 0.1; done
 tic; "$BIN/wisp" create vm2 --backend qemu --memory 512; toc "create vm2 (qemu, warm snapshot)"

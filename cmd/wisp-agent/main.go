@@ -35,6 +35,9 @@ func main() {
 		if err := guest.SetIdentity(*hostname, *machineID); err != nil {
 			log.Warn("identity", "err", err)
 		}
+		if err := guest.ConfigureNetwork(os.Getenv("WISP_ADDR"), os.Getenv("WISP_GW")); err != nil {
+			log.Warn("network", "err", err)
+		}
 		open = func() (io.ReadWriteCloser, error) {
 			return net.DialTimeout("unix", *socket, 5*time.Second)
 		}

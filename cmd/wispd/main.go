@@ -21,6 +21,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/config"
 	"github.com/wisp-sh/wisp/internal/doctor"
 	"github.com/wisp-sh/wisp/internal/image"
+	"github.com/wisp-sh/wisp/internal/network"
 	"github.com/wisp-sh/wisp/internal/server"
 	"github.com/wisp-sh/wisp/internal/sprite"
 	"github.com/wisp-sh/wisp/internal/storage"
@@ -51,6 +52,15 @@ func main() {
 	flag.StringVar(&cfg.Image, "default-image", cfg.Image, "image of a sprite when create does not say")
 	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "sleep sprites unused this long (0: never), unless a sprite says otherwise")
 	flag.BoolVar(&cfg.WarmSnapshots, "warm-snapshots", cfg.WarmSnapshots, "create sprites from a saved, freshly booted one instead of booting a kernel")
+	flag.BoolVar(&cfg.Network, "network", cfg.Network, "give sprites networks of their own (needs root); false: no network at all")
+	flag.StringVar(&cfg.NetName, "net-name", cfg.NetName, "names this daemon's nftables table and network namespaces (two daemons on one host need two names and CIDRs)")
+	flag.StringVar(&cfg.NetCIDR, "net-cidr", cfg.NetCIDR, "IPv4 range of sprite addresses, a /30 each; must not overlap the host's networks")
+	flag.Func("net-allow", "CIDR sprites may reach despite the default deny list (a LAN database); repeatable or comma-separated", appendList(&cfg.NetAllow))
+	flag.Func("net-deny", "CIDR no sprite may reach, besides the default deny list; repeatable or comma-separated", appendList(&cfg.NetDeny))
+	flag.Func("dns-upstream", "DNS server sprites' queries go to (default: /etc/resolv.conf's); repeatable", appendList(&cfg.DNS))
+	flag.StringVar(&cfg.Hosts, "hosts-file", cfg.Hosts, "hosts file whose names sprites' DNS answers first")
+	flag.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "where the front door serves sprites' URLs (http://NAME.localhost:PORT/); empty: off")
+	flag.DurationVar(&cfg.URLWait, "url-wait", cfg.URLWait, "how long a URL request that wakes or starts a sprite waits for its port to listen")
 	debug := flag.Bool("debug", false, "log at debug level")
 	flag.Parse()
 
@@ -89,11 +99,24 @@ func run(log *slog.Logger, cfg config.Config) error {
 	}
 	images := &image.Store{Dir: imagesDir, Log: log}
 	drivers, choice, gv, unavailable := backends(log, cfg, pool.Clone)
+	var nw *network.Network
+	netInfo := &doctor.NetworkInfo{}
+	if cfg.Network {
+		cidr, allow, deny, dns := cfg.Net()
+		nw, err = network.Open(network.Config{Name: cfg.NetName, CIDR: cidr, Open: allow, Deny: deny, Upstreams: dns, HostsFile: cfg.Hosts, Log: log})
+		if err != nil {
+			return fmt.Errorf("sprite networking: %w (run wispd as root, or --network=false for sprites without network)", err)
+		}
+		defer nw.Close()
+		*netInfo = doctor.ProbeNetwork(cfg.NetName, cidr.String(), allow, deny)
+	} else {
+		netInfo.Problem = "off (wispd --network=false): sprites have no network"
+	}
 	if _, ok := drivers[choice.Auto]; !ok {
 		why := cmp.Or(unavailable[choice.Auto], "see `wisp doctor`")
 		return fmt.Errorf("backend %s is not available on this host: %s", choice.Auto, why)
 	}
-	mgr, err := sprite.NewManager(log, sprite.Options{
+	opt := sprite.Options{
 		DataDir:     pool.Root,
 		Clone:       pool.Clone,
 		AgentPath:   agentPath,
@@ -107,7 +130,11 @@ func run(log *slog.Logger, cfg config.Config) error {
 		// runsc restore (~150-300 ms) is slower than runsc run (~130 ms):
 		// warm snapshots pay off for QEMU only, where they replace a boot.
 		WarmSnapshots: map[string]bool{"qemu": cfg.WarmSnapshots},
-	})
+	}
+	if nw != nil {
+		opt.Net = nw
+	}
+	mgr, err := sprite.NewManager(log, opt)
 	if err != nil {
 		return err
 	}
@@ -127,10 +154,15 @@ func run(log *slog.Logger, cfg config.Config) error {
 
 	go mgr.IdleLoop(ctx, time.Second)
 
+	front, err := serveFrontDoor(ctx, log, cfg, mgr)
+	if err != nil {
+		return err
+	}
+
 	srv := &server.Server{
-		Log: log, Sprites: mgr, Images: images, Version: version,
+		Log: log, Sprites: mgr, Images: images, Version: version, FrontDoor: front.addr, URLKey: front.key, PortWait: cfg.URLWait,
 		Doctor: func(context.Context) any {
-			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots})
+			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo})
 		},
 	}
 	hs := srv.HTTPServer()
@@ -210,6 +242,18 @@ func backends(log *slog.Logger, cfg config.Config, clone func(src, dst string) e
 		unavailable["gvisor"] = gv.Problem
 	}
 	return drivers, choice, gv, unavailable
+}
+
+// appendList is a flag.Func that appends comma-separated values.
+func appendList(dst *[]string) func(string) error {
+	return func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				*dst = append(*dst, f)
+			}
+		}
+		return nil
+	}
 }
 
 // listen opens the API socket (mode 0660), replacing a stale socket file

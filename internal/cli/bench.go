@@ -124,7 +124,7 @@ gVisor in one run and prints their ratios.`,
 			return nil
 		},
 	}
-	c.AddCommand(newBenchCheckpoint(e), newBenchSleep(e))
+	c.AddCommand(newBenchCheckpoint(e), newBenchSleep(e), newBenchNet(e), newBenchURL(e))
 	f := c.Flags()
 	f.IntVar(&runs, "runs", 5, "samples per metric (exec round trips take 10x as many)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")

@@ -63,3 +63,17 @@ func TestQuantile(t *testing.T) {
 		t.Errorf("quantiles of %v: %v %v", s, quantile(s, 0.5), quantile(s, 0.9))
 	}
 }
+
+func TestParseForward(t *testing.T) {
+	for _, tc := range []struct {
+		in            string
+		local, remote int
+		ok            bool
+	}{{"8080", 8080, 8080, true}, {"5433:5432", 5433, 5432, true}, {"0:3000", 0, 3000, true},
+		{"3000:0", 0, 0, false}, {"a:1", 0, 0, false}, {"1:2:3", 0, 0, false}, {"70000", 0, 0, false}, {"", 0, 0, false}} {
+		f, err := parseForward(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && (f.local != tc.local || f.remote != tc.remote)) {
+			t.Errorf("parseForward(%q) = %+v, %v", tc.in, f, err)
+		}
+	}
+}

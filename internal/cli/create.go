@@ -13,11 +13,13 @@ func newCreate(e *env) *cobra.Command {
 	var o sprite.CreateOptions
 	var asJSON bool
 	var idle string
+	var pf policyFlags
 	c := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a sprite and boot it",
 		Example: `  wisp create dev
-  wisp create scratch --image minimal --cpus 2 --memory 2048 --disk 20`,
+  wisp create scratch --image minimal --cpus 2 --memory 2048 --disk 20
+  wisp create agent --allow 'github.com,*.npmjs.org,registry.npmjs.org'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = args[0]
@@ -26,6 +28,9 @@ func newCreate(e *env) *cobra.Command {
 				return err
 			}
 			o.IdleSeconds = secs
+			if o.Policy, _, err = pf.policy(); err != nil {
+				return err
+			}
 			t0 := time.Now()
 			sp, err := e.client().Create(cmd.Context(), o)
 			if err != nil {
@@ -48,5 +53,6 @@ func newCreate(e *env) *cobra.Command {
 	f.StringVar(&o.Backend, "backend", "", "isolation backend: auto, qemu or gvisor (default from wispd)")
 	f.StringVar(&idle, "idle", "", "sleep after this long unused: 30s, 5m, never (default from wispd, 30s)")
 	f.BoolVar(&asJSON, "json", false, "print the sprite as JSON")
+	pf.register(c)
 	return c
 }

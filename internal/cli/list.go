@@ -3,6 +3,7 @@ package cli
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"text/tabwriter"
 	"time"
 
@@ -64,6 +65,22 @@ func newInfo(e *env) *cobra.Command {
 			row("image", s.Image)
 			row("origin", s.Origin)
 			row("idle", idleString(s.IdleSeconds))
+			if s.Address != "" {
+				gw := "?"
+				if a, err := netip.ParseAddr(s.Address); err == nil {
+					gw = a.Prev().String()
+				}
+				row("address", fmt.Sprintf("%s (gateway and DNS %s)", s.Address, gw))
+				row("egress", s.Policy.String())
+				row("traffic", fmt.Sprintf("%.1f MiB in, %.1f MiB out", float64(s.NetRxBytes)/(1<<20), float64(s.NetTxBytes)/(1<<20)))
+			} else {
+				row("network", "none")
+			}
+			if s.URLPublic {
+				row("url", "public (anyone who reaches the front door; `wisp url "+s.Name+"`)")
+			} else {
+				row("url", "private (needs a credential: `wisp url "+s.Name+" --signed`)")
+			}
 			if len(s.Checkpoints) > 0 {
 				row("checkpoints", len(s.Checkpoints))
 			}

@@ -75,7 +75,8 @@ func newRoot(e *env) *cobra.Command {
 	root.AddCommand(
 		newCreate(e), newList(e), newInfo(e), newExec(e), newConsole(e), newCp(e), newLogs(e),
 		newStart(e), newStop(e), newDestroy(e), newImage(e), newDoctor(e), newBench(e),
-		newCheckpoint(e), newRestore(e), newFork(e), newSleep(e), newSet(e),
+		newCheckpoint(e), newRestore(e), newFork(e), newSleep(e), newSet(e), newPolicy(e),
+		newURL(e), newProxy(e),
 	)
 	return root
 }

@@ -16,9 +16,11 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/image"
+	"github.com/wisp-sh/wisp/internal/network"
 	"github.com/wisp-sh/wisp/internal/sprite"
 )
 
@@ -288,6 +290,18 @@ func (c *Client) SetIdle(ctx context.Context, name string, seconds int) (sprite.
 	return out, c.do(ctx, "PATCH", "/v1/sprites/"+url.PathEscape(name), map[string]int{"idle_seconds": seconds}, &out)
 }
 
+// Policy returns a sprite's egress policy.
+func (c *Client) Policy(ctx context.Context, name string) (network.Policy, error) {
+	var out network.Policy
+	return out, c.do(ctx, "GET", "/v1/sprites/"+url.PathEscape(name)+"/policy", nil, &out)
+}
+
+// SetPolicy replaces a sprite's egress policy; it applies at once.
+func (c *Client) SetPolicy(ctx context.Context, name string, p network.Policy) (network.Policy, error) {
+	var out network.Policy
+	return out, c.do(ctx, "PUT", "/v1/sprites/"+url.PathEscape(name)+"/policy", p, &out)
+}
+
 func (c *Client) CreateCheckpoint(ctx context.Context, name, comment string, memory bool) (sprite.Checkpoint, error) {
 	var out sprite.Checkpoint
 	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/checkpoints", map[string]any{"comment": comment, "memory": memory}, &out)
@@ -315,4 +329,77 @@ func (c *Client) Restore(ctx context.Context, name, id string) (sprite.Sprite, e
 func (c *Client) Fork(ctx context.Context, name, from, newName string) (sprite.Sprite, error) {
 	var out sprite.Sprite
 	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/fork", map[string]string{"name": newName, "from": from}, &out)
+}
+
+// URL returns a sprite's URL on the front door (a signed one, with a
+// credential valid for ttlSeconds, when signed).
+func (c *Client) URL(ctx context.Context, name string, port int, signed bool, ttlSeconds int) (URLInfo, error) {
+	var out URLInfo
+	body := map[string]any{"port": port, "signed": signed, "ttl_seconds": ttlSeconds}
+	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/url", body, &out)
+}
+
+// URLInfo is a sprite's URL on the front door.
+type URLInfo struct {
+	URL       string    `json:"url"`
+	PathURL   string    `json:"path_url"`
+	Sprite    string    `json:"sprite"`
+	Port      int       `json:"port"`
+	Public    bool      `json:"public"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// SetURLPublic makes a sprite's URL answer anyone (true) or only requests
+// with a credential (false).
+func (c *Client) SetURLPublic(ctx context.Context, name string, public bool) (sprite.Sprite, error) {
+	var out sprite.Sprite
+	return out, c.do(ctx, "PATCH", "/v1/sprites/"+url.PathEscape(name), map[string]bool{"url_public": public}, &out)
+}
+
+// Connect opens a TCP connection to port in the sprite, through wispd
+// (which wakes or starts the sprite, and keeps it awake while the
+// connection is open).
+func (c *Client) Connect(ctx context.Context, name string, port int) (net.Conn, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://wispd/v1/sprites/%s/connect?port=%d", url.PathEscape(name), port), nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "tcp")
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+	}
+	if err := req.Write(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		return nil, decodeError(resp)
+	}
+	conn.SetDeadline(time.Time{})
+	return &bufConn{Conn: conn, r: br}, nil
+}
+
+// bufConn is a connection whose first bytes may sit in a reader already.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// CloseWrite half-closes the connection: no more bytes from this side.
+func (b *bufConn) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return b.Conn.Close()
 }

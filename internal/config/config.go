@@ -5,8 +5,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -43,6 +46,21 @@ type Config struct {
 	// kind instead of booting a kernel, where the backend can save.
 	WarmSnapshots bool
 
+	// Sprite networking (internal/network): off with Network false.
+	Network  bool
+	NetName  string   // names the nftables table and prefixes namespaces: one per daemon on a host
+	NetCIDR  string   // sprites' addresses, a /30 each
+	NetAllow []string // CIDRs let through the default deny list
+	NetDeny  []string // CIDRs added to it
+	DNS      []string // upstream DNS servers (host or host:port); empty: /etc/resolv.conf's
+	Hosts    string   // hosts file answered first
+
+	// The URL front door: HTTPAddr is where it listens ("" off); URLWait
+	// bounds how long a request that wakes or starts a sprite waits for
+	// its port to listen.
+	HTTPAddr string
+	URLWait  time.Duration
+
 	// Limits for wisp create.
 	MaxCPUs      int
 	MaxMemoryMiB int
@@ -72,6 +90,12 @@ func Default() Config {
 		Pids:          1024,
 		Idle:          30 * time.Second,
 		WarmSnapshots: true,
+		Network:       true,
+		NetName:       "wisp",
+		NetCIDR:       "10.229.0.0/16",
+		Hosts:         "/etc/hosts",
+		HTTPAddr:      "127.0.0.1:7780",
+		URLWait:       10 * time.Second,
 		MaxCPUs:       runtime.NumCPU(),
 		MaxMemoryMiB:  hostMemMiB(),
 		MaxDiskGiB:    1024,
@@ -106,10 +130,67 @@ func (c *Config) Validate() error {
 	if c.PoolGiB < 1 {
 		errs = append(errs, fmt.Errorf("pool size %d GiB: want at least 1", c.PoolGiB))
 	}
+	if c.Network {
+		if !regexp.MustCompile(`^[a-z][a-z0-9]{1,11}$`).MatchString(c.NetName) {
+			errs = append(errs, fmt.Errorf("net name %q: want 2-12 lower-case letters and digits", c.NetName))
+		}
+		if p, err := netip.ParsePrefix(c.NetCIDR); err != nil || !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 28 {
+			errs = append(errs, fmt.Errorf("net cidr %q: want an IPv4 CIDR from /8 to /28", c.NetCIDR))
+		}
+		for _, list := range [][]string{c.NetAllow, c.NetDeny} {
+			for _, a := range list {
+				if p, err := netip.ParsePrefix(a); err != nil || !p.Addr().Is4() {
+					errs = append(errs, fmt.Errorf("net allow/deny %q: want an IPv4 CIDR", a))
+				}
+			}
+		}
+		for _, d := range c.DNS {
+			if _, err := c.dnsAddr(d); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			errs = append(errs, fmt.Errorf("http addr %q: want host:port (127.0.0.1:7780), or empty for no front door", c.HTTPAddr))
+		}
+	}
+	if c.URLWait <= 0 || c.URLWait > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("url wait %s: want more than 0 and at most 5m", c.URLWait))
+	}
 	if c.Idle < 0 {
 		errs = append(errs, fmt.Errorf("idle %s must not be negative (0 means never)", c.Idle))
 	}
 	return errors.Join(errs...)
+}
+
+// dnsAddr reads an upstream DNS server: an address, with :port or not.
+func (c *Config) dnsAddr(s string) (string, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.String(), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(a, 53).String(), nil
+	}
+	return "", fmt.Errorf("dns upstream %q: want an address, optionally with :port", s)
+}
+
+// Net returns the network settings (call after Validate).
+func (c *Config) Net() (cidr netip.Prefix, allow, deny []netip.Prefix, dns []string) {
+	cidr, _ = netip.ParsePrefix(c.NetCIDR)
+	for _, a := range c.NetAllow {
+		p, _ := netip.ParsePrefix(a)
+		allow = append(allow, p.Masked())
+	}
+	for _, a := range c.NetDeny {
+		p, _ := netip.ParsePrefix(a)
+		deny = append(deny, p.Masked())
+	}
+	for _, d := range c.DNS {
+		a, _ := c.dnsAddr(d)
+		dns = append(dns, a)
+	}
+	return cidr.Masked(), allow, deny, dns
 }
 
 // AgentPath returns the agent binary: the configured one, else wisp-agent

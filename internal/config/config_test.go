@@ -9,6 +9,9 @@ func TestValidate(t *testing.T) {
 	if c := Default(); c.Validate() != nil {
 		t.Fatalf("defaults do not validate: %v", c.Validate())
 	}
+	if c := Default(); func() error { c.HTTPAddr = ""; return c.Validate() }() != nil {
+		t.Errorf("no front door (--http-addr '') does not validate")
+	}
 	for _, tc := range []struct {
 		edit func(*Config)
 		want string
@@ -21,6 +24,8 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.PoolGiB = 0 }, "pool size"},
 		{func(c *Config) { c.Idle = -1 }, "idle"},
 		{func(c *Config) { c.Socket = "" }, "socket"},
+		{func(c *Config) { c.HTTPAddr = "7780" }, "http addr"},
+		{func(c *Config) { c.URLWait = 0 }, "url wait"},
 	} {
 		c := Default()
 		tc.edit(&c)

@@ -26,7 +26,8 @@ type Report struct {
 	FreeGiB float64       `json:"data_dir_free_gib,omitempty"`
 	Pool    *PoolInfo     `json:"pool,omitempty"`
 	// WarmSnapshots are the saved, freshly booted sprites creates restore.
-	WarmSnapshots []string `json:"warm_snapshots,omitempty"`
+	WarmSnapshots []string     `json:"warm_snapshots,omitempty"`
+	Network       *NetworkInfo `json:"network,omitempty"`
 }
 
 // PoolInfo is the storage pool's kind and space.
@@ -63,6 +64,7 @@ type Options struct {
 	Choice  *BackendChoice
 	Pool    *storage.Pool
 	Warm    func() []string
+	Network *NetworkInfo
 }
 
 // Probe inspects the host.
@@ -80,6 +82,7 @@ func Probe(o Options) Report {
 	if o.Warm != nil {
 		r.WarmSnapshots = o.Warm()
 	}
+	r.Network = o.Network
 	if o.Pool != nil {
 		if st, err := o.Pool.Stats(); err == nil {
 			r.Pool = &PoolInfo{Root: st.Root, Kind: st.Kind, Warning: st.Warning, Size: st.Size, Used: st.Used, Free: st.Free}
@@ -142,6 +145,9 @@ func (r Report) String() string {
 	}
 	for _, w := range r.WarmSnapshots {
 		p("warm snapshot:   %s", w)
+	}
+	if r.Network != nil {
+		r.Network.lines(p)
 	}
 	if r.Pool != nil {
 		p("storage pool:    %s (%s): %.1f of %.1f GiB used, %.1f GiB free", r.Pool.Root, r.Pool.Kind,

@@ -57,11 +57,14 @@ type VMConfig struct {
 	Hostname  string // wisp_name
 	MachineID string // wisp_machine_id
 	RootDev   string // wisp_root, default /dev/vda
+	Address   string // wisp_addr: the sprite's address with prefix; empty: no network
+	Gateway   string // wisp_gw: the host's end, also the DNS server
 }
 
 // VMConfigFromEnv reads the config PID 1 received.
 func VMConfigFromEnv() VMConfig {
-	c := VMConfig{Hostname: os.Getenv("wisp_name"), MachineID: os.Getenv("wisp_machine_id"), RootDev: os.Getenv("wisp_root")}
+	c := VMConfig{Hostname: os.Getenv("wisp_name"), MachineID: os.Getenv("wisp_machine_id"), RootDev: os.Getenv("wisp_root"),
+		Address: os.Getenv("wisp_addr"), Gateway: os.Getenv("wisp_gw")}
 	if c.RootDev == "" {
 		c.RootDev = "/dev/vda"
 	}
@@ -116,7 +119,7 @@ func InitVM(log *slog.Logger, c VMConfig) error {
 	if err := setIdentity(proto.Request{Hostname: c.Hostname, MachineID: c.MachineID}); err != nil {
 		log.Warn("identity", "err", err)
 	}
-	if err := setupNetwork(); err != nil {
+	if err := ConfigureNetwork(c.Address, c.Gateway); err != nil {
 		log.Warn("network", "err", err)
 	}
 	return nil
@@ -189,31 +192,81 @@ func waitFor(path string, limit time.Duration) error {
 	}
 }
 
-// setupNetwork configures QEMU user-mode networking's fixed addresses.
-func setupNetwork() error {
-	lo, err := netlink.LinkByName("lo")
-	if err == nil {
+// ConfigureNetwork gives eth0 the sprite's address (with prefix, e.g.
+// "10.229.0.2/30") and a default route through gw, its host's end, which
+// also answers its DNS. What is already right is left alone (under gVisor
+// the sandbox's network stack comes up configured), other IPv4 addresses
+// on eth0 go (a guest restored from another's memory). An empty address
+// means no network: only the loopback comes up.
+func ConfigureNetwork(address, gw string) error {
+	if lo, err := netlink.LinkByName("lo"); err == nil {
 		netlink.LinkSetUp(lo)
+	}
+	if address == "" {
+		return nil
+	}
+	want, err := netlink.ParseAddr(address)
+	if err != nil {
+		return invalid("address %q: %v", address, err)
+	}
+	gwIP := net.ParseIP(gw)
+	if gwIP == nil {
+		return invalid("gateway %q", gw)
 	}
 	eth, err := netlink.LinkByName("eth0")
 	if err != nil {
-		return err
+		return fmt.Errorf("no eth0: %w", err)
 	}
-	addr, _ := netlink.ParseAddr("10.0.2.15/24")
-	if err := netlink.AddrAdd(eth, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-		return err
+	have := false
+	addrs, _ := netlink.AddrList(eth, netlink.FAMILY_V4)
+	for _, a := range addrs {
+		if a.IPNet.String() == want.IPNet.String() {
+			have = true
+			continue
+		}
+		if err := netlink.AddrDel(eth, &a); err != nil {
+			return fmt.Errorf("remove address %s: %w", a.IPNet, err)
+		}
+	}
+	if !have {
+		if err := netlink.AddrAdd(eth, want); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("address %s: %w", address, err)
+		}
 	}
 	if err := netlink.LinkSetUp(eth); err != nil {
 		return err
 	}
-	gw := net.ParseIP("10.0.2.2")
-	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw}); err != nil && !errors.Is(err, unix.EEXIST) {
+	routes, _ := netlink.RouteList(eth, netlink.FAMILY_V4)
+	haveRoute := false
+	for _, r := range routes {
+		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw.Equal(gwIP) {
+			haveRoute = true
+		}
+	}
+	if !haveRoute {
+		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gwIP}); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("default route via %s: %w", gw, err)
+		}
+	}
+	return writeResolvConf(gw)
+}
+
+// writeResolvConf points the resolver at the sprite's gateway. A symlink
+// there (systemd-resolved's) is replaced by a file.
+func writeResolvConf(gw string) error {
+	const path = "/etc/resolv.conf"
+	content := "# written by wisp-agent: the sprite's DNS is its gateway\nnameserver " + gw + "\n"
+	if b, err := os.ReadFile(path); err == nil && string(b) == content {
+		return nil
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		os.Remove(path)
+	}
+	tmp := path + ".wisp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
 		return err
 	}
-	if _, err := os.Stat("/etc/resolv.conf"); err != nil {
-		os.WriteFile("/etc/resolv.conf", []byte("nameserver 10.0.2.3\n"), 0o644)
-	}
-	return nil
+	return os.Rename(tmp, path)
 }
 
 // OpenVirtioPort returns an opener for the virtio-serial port named name.
@@ -249,7 +302,7 @@ func setMAC(ifname, mac string) error {
 		return invalid("mac %q: %v", mac, err)
 	}
 	link, err := netlink.LinkByName(ifname)
-	if err != nil {
+	if err != nil || link.Attrs().HardwareAddr.String() == hw.String() {
 		return nil
 	}
 	return netlink.LinkSetHardwareAddr(link, hw)

@@ -106,6 +106,11 @@ func setIdentity(req proto.Request) error {
 			return err
 		}
 	}
+	if req.Address != "" {
+		if err := ConfigureNetwork(req.Address, req.Gateway); err != nil {
+			return err
+		}
+	}
 	return setTime(req.Time, req.Seed)
 }
 

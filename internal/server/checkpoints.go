@@ -8,7 +8,8 @@ import (
 
 // UpdateRequest is the body of PATCH /v1/sprites/{name}.
 type UpdateRequest struct {
-	IdleSeconds *int `json:"idle_seconds,omitempty"` // 0 the default, -1 never
+	IdleSeconds *int  `json:"idle_seconds,omitempty"` // 0 the default, -1 never
+	URLPublic   *bool `json:"url_public,omitempty"`   // the URL answers anyone (true) or only credentials
 }
 
 func (s *Server) update(w http.ResponseWriter, r *http.Request) {
@@ -21,6 +22,9 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 	sp, err := s.Sprites.Get(name)
 	if err == nil && req.IdleSeconds != nil {
 		sp, err = s.Sprites.SetIdle(name, *req.IdleSeconds)
+	}
+	if err == nil && req.URLPublic != nil {
+		sp, err = s.Sprites.SetURLPublic(name, *req.URLPublic)
 	}
 	if err != nil {
 		writeError(w, err)

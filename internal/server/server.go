@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/auth"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/image"
 	"github.com/wisp-sh/wisp/internal/sprite"
@@ -32,19 +33,20 @@ type Server struct {
 	Images  *image.Store
 	Doctor  func(ctx context.Context) any // the host report of `wisp doctor`
 	Version string
+	// FrontDoor is the address the front door listens on ("" off), and
+	// URLKey signs the credentials of signed URLs.
+	FrontDoor string
+	URLKey    *auth.Key
+	// PortWait bounds how long a connect that woke or started a sprite
+	// waits for the port to listen (0: 10 s).
+	PortWait time.Duration
 }
 
-// Bounds of the API's connections. No read or write timeout: exec,
-// console and copy streams last as long as they last.
-const (
-	ReadHeaderTimeout = 10 * time.Second
-	IdleTimeout       = 2 * time.Minute
-	MaxHeaderBytes    = 64 << 10
-)
-
-// HTTPServer returns the http.Server of the API, its connections bounded:
-// a client that sends a header slowly, a huge header, or keeps idle
-// connections open is cut off.
+// HTTPServer returns the http.Server of the API, its connections bounded
+// as the front door's (ReadHeaderTimeout, MaxHeaderBytes, IdleTimeout): a
+// client that sends a header slowly, a huge header, or keeps idle
+// connections open is cut off. No read or write timeout: exec, console
+// and copy streams last as long as they last.
 func (s *Server) HTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s.Handler(),
@@ -73,6 +75,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/sprites/{name}/fs", s.fsRemove)
 	mux.HandleFunc("PATCH /v1/sprites/{name}", s.update)
 	mux.HandleFunc("POST /v1/sprites/{name}/sleep", s.sleep)
+	mux.HandleFunc("GET /v1/sprites/{name}/policy", s.getPolicy)
+	mux.HandleFunc("PUT /v1/sprites/{name}/policy", s.setPolicy)
+	mux.HandleFunc("POST /v1/sprites/{name}/url", s.url)
+	mux.HandleFunc("POST /v1/sprites/{name}/connect", s.connect)
 	mux.HandleFunc("POST /v1/sprites/{name}/restore", s.restore)
 	mux.HandleFunc("POST /v1/sprites/{name}/fork", s.fork)
 	mux.HandleFunc("GET /v1/sprites/{name}/checkpoints", s.listCheckpoints)

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm"
@@ -312,7 +311,16 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	rec.CreatedAt, rec.Pid, rec.LastError, rec.Checkpoints, rec.NextCheckpoint = time.Now().UTC(), 0, "", nil, 0
 	rec.StartedAt, rec.SleptAt, rec.Origin = time.Time{}, time.Time{}, "fork of "+name
 	rec.SleptBoot, rec.SleepSynced = "", false
+	rec.URLPublic = false // a fork's URL is private until said otherwise
+
+	rec.Address = "" // a fork has an address of its own, and its parent's policy
+	if src.Address != "" {
+		if err := m.allocAddress(&rec); err != nil {
+			return Sprite{}, err
+		}
+	}
 	if err := m.store.Insert(rec); err != nil {
+		m.dropNetwork(rec)
 		return Sprite{}, errdefs.WithHint(err, "choose another name for the fork")
 	}
 	ne := &entry{rec: rec}
@@ -331,6 +339,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 		m.mu.Unlock()
 		return m.store.Delete(newName)
 	})
+	undo.push("network", func() error { return m.dropNetwork(rec) })
 	fail := func(err error) (Sprite, error) { return Sprite{}, errors.Join(noSpace(err), undo.run()) }
 	if err := os.MkdirAll(m.dir(rec), 0o700); err != nil {
 		return fail(err)
@@ -353,7 +362,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 		// The memory came from the parent: make the fork its own.
 		seed := make([]byte, 64)
 		rand.Read(seed)
-		if err := inst.Agent().SetIdentity(ctx, proto.Request{Hostname: rec.Name, MachineID: rec.MachineID, MAC: rec.MAC, Pids: pidsOf(rec), Seed: seed, Time: time.Now()}); err != nil {
+		if err := inst.Agent().SetIdentity(ctx, m.identity(rec, seed)); err != nil {
 			return fail(fmt.Errorf("fork identity: %w", err))
 		}
 	}

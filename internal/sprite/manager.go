@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/network"
 	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
@@ -66,6 +68,8 @@ type Options struct {
 	// Sync writes the files in folders to stable storage; nil means
 	// storage.SyncFiles.
 	Sync func(dirs ...string) error
+	// Net gives sprites their networks; nil: sprites have none.
+	Net Network
 }
 
 // CreateOptions is what a user asks for.
@@ -80,6 +84,8 @@ type CreateOptions struct {
 	Pids int `json:"pids,omitempty"`
 	// IdleSeconds: 0 the daemon's default, -1 never sleep.
 	IdleSeconds int `json:"idle_seconds,omitempty"`
+	// Policy is the egress policy (default: allow-all).
+	Policy network.Policy `json:"policy,omitzero"`
 }
 
 // Manager owns the sprites: their records, folders and running instances.
@@ -114,6 +120,9 @@ type entry struct {
 	// the last one ended. The idle loop reads them.
 	active     int
 	lastActive time.Time
+	// failed is the last wake or start that failed, for ready's callers
+	// that waited for it (under op).
+	failed attempt
 }
 
 // NewManager opens the store in opt.DataDir.
@@ -198,6 +207,7 @@ func (m *Manager) Get(name string) (Sprite, error) {
 	rec := e.rec
 	m.mu.Unlock()
 	rec.DiskUsedBytes, _ = storage.Usage(m.DiskPath(rec))
+	m.netStats(&rec)
 	return rec, nil
 }
 
@@ -212,6 +222,7 @@ func (m *Manager) List() []Sprite {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	for i := range out {
 		out[i].DiskUsedBytes, _ = storage.Usage(m.DiskPath(out[i]))
+		m.netStats(&out[i])
 	}
 	return out
 }
@@ -266,6 +277,9 @@ func (m *Manager) validate(o *CreateOptions) error {
 		errs = append(errs, fmt.Errorf("backend %q is not available on this host", o.Backend))
 		hint = m.opt.Unavailable[o.Backend]
 	}
+	if err := o.Policy.Normalize(); err != nil {
+		errs = append(errs, err)
+	}
 	if o.IdleSeconds < -1 {
 		errs = append(errs, fmt.Errorf("idle %d s: want seconds, 0 for the default or -1 for never", o.IdleSeconds))
 	}
@@ -293,8 +307,13 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		ID: randHex(5), Name: o.Name, State: Creating, Backend: o.Backend,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskGiB: o.DiskGiB, Image: o.Image,
 		MAC: newMAC(), MachineID: randHex(16), Pids: o.Pids, IdleSeconds: o.IdleSeconds, CreatedAt: time.Now().UTC(),
+		Policy: o.Policy,
+	}
+	if err := m.allocAddress(&rec); err != nil {
+		return Sprite{}, err
 	}
 	if err := m.store.Insert(rec); err != nil {
+		m.dropNetwork(rec)
 		return Sprite{}, errdefs.WithHint(err, "choose another name, or `wisp destroy "+o.Name+"` first")
 	}
 	e := &entry{rec: rec}
@@ -315,6 +334,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		m.mu.Unlock()
 		return m.store.Delete(o.Name)
 	})
+	undo.push("network", func() error { return m.dropNetwork(rec) })
 	fail := func(err error) (Sprite, error) {
 		log.Warn("create failed", LogErr, err)
 		return Sprite{}, errors.Join(noSpace(err), undo.run())
@@ -352,7 +372,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 	return m.Get(o.Name)
 }
 
-// spec builds what the driver needs.
+// spec builds what the driver needs, the sprite's network made ready.
 func (m *Manager) spec(ctx context.Context, rec Sprite) (vmm.Spec, error) {
 	s := vmm.Spec{
 		ID: rec.ID, Name: rec.Name, Dir: m.dir(rec), CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
@@ -361,6 +381,11 @@ func (m *Manager) spec(ctx context.Context, rec Sprite) (vmm.Spec, error) {
 	}
 	if err := vmm.MountLogDir(s.LogDir); err != nil {
 		m.log.Warn("logs not bounded", LogSprite, rec.Name, LogErr, err)
+	}
+	if d, err := m.driver(rec); err == nil {
+		if s.Net, err = m.attachNetwork(ctx, rec, d); err != nil {
+			return s, err
+		}
 	}
 	if rec.Backend == "qemu" {
 		k, i, err := m.opt.Images.Boot(ctx)
@@ -452,33 +477,36 @@ func (m *Manager) watch(e *entry, inst vmm.Instance) {
 
 // Start boots a stopped sprite. Starting a running sprite is a no-op.
 func (m *Manager) Start(ctx context.Context, name string) (Sprite, error) {
-	return m.change(name, func(e *entry) error {
-		rec := e.rec
-		if rec.State == Running {
-			return nil
-		}
-		if rec.State == Sleeping {
-			return m.wake(ctx, e)
-		}
-		if !CanMove(rec.State, Starting) {
-			return stateError("start", rec)
-		}
-		rec.State = Starting
-		if err := m.persist(e, rec); err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
-		defer cancel()
-		inst, err := m.boot(ctx, rec)
-		if err == nil {
-			err = m.running(e, rec, inst)
-		}
-		if err != nil {
-			rec.State, rec.LastError = Stopped, err.Error()
-			return errors.Join(err, m.persist(e, rec))
-		}
+	return m.change(name, func(e *entry) error { return m.start(ctx, e) })
+}
+
+// start boots (or wakes) e, under e.op.
+func (m *Manager) start(ctx context.Context, e *entry) error {
+	rec := e.rec
+	if rec.State == Running {
 		return nil
-	})
+	}
+	if rec.State == Sleeping {
+		return m.wake(ctx, e)
+	}
+	if !CanMove(rec.State, Starting) {
+		return stateError("start", rec)
+	}
+	rec.State = Starting
+	if err := m.persist(e, rec); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
+	defer cancel()
+	inst, err := m.boot(ctx, rec)
+	if err == nil {
+		err = m.running(e, rec, inst)
+	}
+	if err != nil {
+		rec.State, rec.LastError = Stopped, err.Error()
+		return errors.Join(err, m.persist(e, rec))
+	}
+	return nil
 }
 
 // Stop shuts a running sprite down; its disk keeps everything. Stopping a
@@ -543,9 +571,12 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 	return nil
 }
 
-// remove ends inst, deletes the folder and then the record.
+// remove ends inst, deletes the network and the folder and then the record.
 func (m *Manager) remove(e *entry, inst vmm.Instance) error {
 	kill(inst)
+	if err := m.dropNetwork(e.rec); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(m.dir(e.rec)); err != nil {
 		return err
 	}
@@ -563,40 +594,16 @@ func (m *Manager) remove(e *entry, inst vmm.Instance) error {
 // sleeps, and marks the sprite active until release is called. Many
 // concurrent callers on a sleeping sprite cause one wake.
 func (m *Manager) Agent(ctx context.Context, name string) (ag *agent.Client, release func(), err error) {
-	e, err := m.lookup(name)
+	e, release, err := m.hold(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	m.mu.Lock()
-	e.active++
-	m.mu.Unlock()
-	release = func() {
-		m.mu.Lock()
-		e.active--
-		e.lastActive = time.Now()
-		m.mu.Unlock()
+	inst, _, err := m.ready(ctx, e, false)
+	if err != nil {
+		release()
+		return nil, nil, err
 	}
-	for range 5 {
-		m.mu.Lock()
-		rec, inst := e.rec, e.inst
-		m.mu.Unlock()
-		switch {
-		case rec.State == Running && inst != nil && inst.Agent() != nil:
-			return inst.Agent(), release, nil
-		case rec.State == Sleeping:
-			err = m.withOp(e, func() error { return m.wake(ctx, e) })
-		case rec.State == Running || rec.State == Suspending || rec.State == Waking || rec.State == Restoring || rec.State == Starting:
-			err = m.withOp(e, func() error { return nil }) // wait for the operation under way
-		default:
-			err = errdefs.WithHint(stateError("use", rec), "start it with `wisp start "+name+"`")
-		}
-		if err != nil {
-			release()
-			return nil, nil, err
-		}
-	}
-	release()
-	return nil, nil, fmt.Errorf("sprite %q did not become ready: %w", name, errdefs.ErrUnavailable)
+	return inst.Agent(), release, nil
 }
 
 // withOp runs fn holding the sprite's operation lock.
@@ -627,6 +634,20 @@ func (m *Manager) Recover(ctx context.Context) error {
 	recs, err := m.store.List()
 	if err != nil {
 		return err
+	}
+	keep := map[string]bool{}
+	for _, rec := range recs {
+		keep[rec.ID] = true
+		if a, err := netip.ParseAddr(rec.Address); err == nil && m.opt.Net != nil {
+			m.opt.Net.Reserve(a)
+		}
+	}
+	if m.opt.Net != nil {
+		// Namespaces, links and rules of sprites that are gone (destroyed
+		// while no daemon ran, warm snapshot builds).
+		if err := m.opt.Net.Prune(keep); err != nil {
+			m.log.Warn("removing stale networks", LogErr, err)
+		}
 	}
 	var wg sync.WaitGroup
 	for _, rec := range recs {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/network"
 )
 
 // State is where a sprite is in its life.
@@ -85,8 +86,19 @@ type Sprite struct {
 	SleepSynced    bool         `json:"sleep_synced,omitempty"`
 	Checkpoints    []Checkpoint `json:"checkpoints,omitempty"`
 	NextCheckpoint int          `json:"next_checkpoint"`
-	// DiskUsedBytes is filled in when the sprite is shown, not stored.
-	DiskUsedBytes int64 `json:"disk_used_bytes,omitempty"`
+	// Address is the sprite's own IPv4 address (its gateway, the host's
+	// end, is the one before it); empty: no network.
+	Address string `json:"address,omitempty"`
+	// Policy is the sprite's egress policy.
+	Policy network.Policy `json:"policy"`
+	// URLPublic: the sprite's URL on the front door answers anyone, not
+	// only requests with a credential.
+	URLPublic bool `json:"url_public"`
+	// DiskUsedBytes and the network counters are filled in when the
+	// sprite is shown, not stored.
+	DiskUsedBytes int64  `json:"disk_used_bytes,omitempty"`
+	NetRxBytes    uint64 `json:"net_rx_bytes,omitempty"`
+	NetTxBytes    uint64 `json:"net_tx_bytes,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,17 @@ import (
 // holds disk.img and state/. A create clones both and restores instead of
 // booting a kernel, then gives the sprite its own identity. The key names
 // the root image file, so a rebuilt image gets a new template.
+
+// identity is what a sprite restored from another's memory (a warm
+// snapshot, a fork) is told to make itself its own: names, MAC, address,
+// fresh randomness, the time.
+func (m *Manager) identity(rec Sprite, seed []byte) proto.Request {
+	r := proto.Request{Hostname: rec.Name, MachineID: rec.MachineID, MAC: rec.MAC, Pids: pidsOf(rec), Seed: seed, Time: time.Now()}
+	if a, err := netip.ParseAddr(rec.Address); err == nil && m.opt.Net != nil {
+		r.Address, r.Gateway = netip.PrefixFrom(a, 30).String(), a.Prev().String()
+	}
+	return r
+}
 
 func (m *Manager) templatesDir() string { return filepath.Join(m.opt.DataDir, "templates") }
 
@@ -65,7 +77,7 @@ func (m *Manager) fromTemplate(ctx context.Context, rec Sprite, root string) (in
 	}
 	seed := make([]byte, 64)
 	rand.Read(seed)
-	if err := inst.Agent().SetIdentity(ctx, proto.Request{Hostname: rec.Name, MachineID: rec.MachineID, MAC: rec.MAC, Pids: pidsOf(rec), Seed: seed, Time: time.Now()}); err != nil {
+	if err := inst.Agent().SetIdentity(ctx, m.identity(rec, seed)); err != nil {
 		return fail(fmt.Errorf("identity: %w", err))
 	}
 	return inst, true
@@ -125,6 +137,16 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 	}
 	tpl := rec
 	tpl.ID, tpl.Name, tpl.MAC, tpl.MachineID = "t"+randHex(4), "wisp-template", newMAC(), randHex(16)
+	// The throwaway VM has a network like any sprite's (the devices of the
+	// saved VM must match those of the sprites restored from it), on an
+	// address of its own for as long as it runs. A daemon that dies now
+	// leaves it for the next one's Prune.
+	if rec.Address != "" {
+		if err := m.allocAddress(&tpl); err != nil {
+			return err
+		}
+		defer m.dropNetwork(tpl)
+	}
 	spec, err := m.spec(ctx, tpl)
 	if err != nil {
 		return err

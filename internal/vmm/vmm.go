@@ -30,6 +30,10 @@ type Spec struct {
 	MachineID string // 32 hex digits; the guest's /etc/machine-id
 	Pids      int    // the guest's process limit; 0 means DefaultPids
 	LogDir    string // where the backend writes its logs (see MountLogDir); "" means Dir
+	// Net is the sprite's network, made by the daemon before each start
+	// and restore; nil: none (VM backends then get a restricted,
+	// unreachable user-mode NIC, so a saved VM keeps its devices).
+	Net *Net `json:",omitempty"`
 }
 
 // Logs returns the folder of the instance's logs.
@@ -53,6 +57,23 @@ func (s Spec) GuestPids() int {
 		return s.Pids
 	}
 	return DefaultPids
+}
+
+// Net is a sprite's network on the host: a namespace holding the link its
+// backend uses. A driver that implements TapUser gets a tap there (its
+// guest holds Address); otherwise a veth end that holds Address already,
+// for a sandbox's own network stack to take over.
+type Net struct {
+	Netns   string `json:"netns"`   // path of the namespace (a bind mount)
+	Link    string `json:"link"`    // the tap or veth in it
+	Address string `json:"address"` // the guest's address, with prefix ("10.229.0.2/30")
+	Gateway string `json:"gateway"` // the host's end; also the guest's DNS server
+}
+
+// TapUser is implemented by drivers whose guests have a NIC of their own
+// (VMs): their network is a tap, not a veth end.
+type TapUser interface {
+	WantsTap() bool
 }
 
 // Info describes a running instance.

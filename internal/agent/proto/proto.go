@@ -127,7 +127,7 @@ const (
 	OpSetTime  = "settime"  // set the guest clock to Request.Time and reseed; TResponse
 	OpFreeze   = "freeze"   // freeze the root filesystem (thawed by OpThaw, or by itself after FreezeLimit); TResponse
 	OpThaw     = "thaw"     // thaw it; TResponse
-	OpIdentity = "identity" // take Request.Hostname, MachineID, MAC and Pids, reseed with Seed, set the clock to Time; TResponse
+	OpIdentity = "identity" // take Request.Hostname, MachineID, MAC, Address, Gateway and Pids, reseed with Seed, set the clock to Time; TResponse
 )
 
 // FreezeLimit is how long the guest stays frozen without a thaw: a host
@@ -147,7 +147,11 @@ type Request struct {
 	Hostname  string       `json:"hostname,omitempty"`
 	MachineID string       `json:"machine_id,omitempty"`
 	MAC       string       `json:"mac,omitempty"`
-	Pids      int          `json:"pids,omitempty"` // the process limit (identity)
+	// Address ("10.229.0.6/30") and Gateway (also the DNS server): the
+	// network a restored guest takes (OpIdentity).
+	Address string `json:"address,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
+	Pids    int    `json:"pids,omitempty"` // the process limit (OpIdentity)
 }
 
 // ExecRequest describes a process to start.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent"
+	"github.com/wisp-sh/wisp/internal/network"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
@@ -205,6 +206,11 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec, image string) (_ *Inst
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), cfg, 0o600); err != nil {
 		return nil, err
 	}
+	if spec.Net != nil {
+		if err := network.AddressVeth(spec.Net); err != nil {
+			return nil, fmt.Errorf("network: %w", err)
+		}
+	}
 	args := []string{"run", "--detach", "--bundle", bundle, containerID(spec)}
 	if image != "" {
 		args = []string{"restore", "--detach", "--image-path", image, "--bundle", bundle, containerID(spec)}
@@ -254,10 +260,14 @@ func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
 		return err
 	}
 	defer logf.Close()
+	netMode := "none"
+	if spec.Net != nil {
+		netMode = "sandbox" // gVisor's netstack on the veth end in the sprite's namespace
+	}
 	cmd := exec.Command(d.Runsc, append([]string{
 		"--root", d.StateRoot,
 		"--platform", d.Platform,
-		"--network", "none", // no network until egress policy exists
+		"--network", netMode,
 		"--host-uds", "open", // the agent may connect to the host's socket
 		"--overlay2", "none", // writes go to the disk, not to a memory overlay
 	}, args...)...)

@@ -39,6 +39,7 @@ type ociUser struct {
 
 type ociNamespace struct {
 	Type string `json:"type"`
+	Path string `json:"path,omitempty"`
 }
 
 type ociRoot struct {
@@ -116,7 +117,16 @@ func ociConfig(spec vmm.Spec, rootfs, sockDir string) ociSpec {
 		},
 	}
 	for _, ns := range []string{"pid", "ipc", "uts", "mount", "network"} {
-		s.Linux.Namespaces = append(s.Linux.Namespaces, ociNamespace{ns})
+		n := ociNamespace{Type: ns}
+		if ns == "network" && spec.Net != nil {
+			// runsc's own network stack takes over the veth end in the
+			// sprite's namespace (--network sandbox).
+			n.Path = spec.Net.Netns
+		}
+		s.Linux.Namespaces = append(s.Linux.Namespaces, n)
+	}
+	if spec.Net != nil {
+		s.Process.Env = append(s.Process.Env, "WISP_ADDR="+spec.Net.Address, "WISP_GW="+spec.Net.Gateway)
 	}
 	s.Linux.CgroupsPath = "/wisp/" + containerID(spec)
 	if spec.MemoryMiB > 0 {

@@ -18,6 +18,10 @@ const (
 	memFile    = "memory"
 )
 
+// tapFD is the descriptor QEMU finds the sprite's tap on (the first of
+// exec.Cmd.ExtraFiles).
+const tapFD = 3
+
 // AgentPort is the virtio-serial port name the agent looks for.
 const AgentPort = "wisp.agent"
 
@@ -52,6 +56,11 @@ func (d *Driver) Argv(spec vmm.Spec) []string {
 	if spec.MachineID != "" {
 		cmdline = append(cmdline, "wisp_machine_id="+spec.MachineID)
 	}
+	netdev := "user,id=net0,restrict=on" // no network: a NIC that reaches nothing
+	if spec.Net != nil {
+		netdev = fmt.Sprintf("tap,id=net0,fd=%d", tapFD)
+		cmdline = append(cmdline, "wisp_addr="+spec.Net.Address, "wisp_gw="+spec.Net.Gateway)
+	}
 	if accel == "tcg" && d.TSCKHz > 0 {
 		cmdline = append(cmdline, fmt.Sprintf("tsc_early_khz=%d", d.TSCKHz))
 	}
@@ -74,7 +83,7 @@ func (d *Driver) Argv(spec vmm.Spec) []string {
 		// not a VM that pauses without a word (QEMU's default on ENOSPC).
 		"-drive", "id=root,file=" + spec.Disk + ",format=raw,if=none,discard=unmap,auto-read-only=off,werror=report,rerror=report",
 		"-device", "virtio-blk-device,drive=root",
-		"-netdev", "user,id=net0",
+		"-netdev", netdev,
 		"-device", "virtio-net-device,netdev=net0,mac=" + spec.MAC,
 		"-device", "virtio-serial-device",
 		"-chardev", "socket,id=agent,path=" + p(agentSock) + ",server=on,wait=off",

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wisp-sh/wisp/internal/agent"
+	"github.com/wisp-sh/wisp/internal/network"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
@@ -61,6 +62,11 @@ func New(log *slog.Logger, h HostInfo, runAs string) *Driver {
 }
 
 func (d *Driver) Name() string { return "qemu" }
+
+// WantsTap: a VM's virtio-net sits on a tap in the sprite's namespace.
+func (d *Driver) WantsTap() bool { return true }
+
+var _ vmm.TapUser = (*Driver)(nil)
 
 // errBootHang marks a boot the watchdog gave up on.
 var errBootHang = errors.New("boot watchdog: agent did not answer")
@@ -115,6 +121,16 @@ func (d *Driver) spawn(spec vmm.Spec, extra ...string) (*Instance, error) {
 	// its own so signals to the daemon's group do not reach it.
 	cmd := exec.Command(d.Binary, append(d.Argv(spec), extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if spec.Net != nil {
+		// QEMU gets the tap as a descriptor: it may neither open devices
+		// nor enter namespaces once sandboxed.
+		tap, err := network.OpenTap(spec.Net.Netns, spec.Net.Link)
+		if err != nil {
+			return nil, fmt.Errorf("network of %s: %w", spec.Name, err)
+		}
+		defer tap.Close()
+		cmd.ExtraFiles = []*os.File{tap}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cg, cgErr := vmm.NewTaskCgroup(taskCgroup(spec), qemuTasks)
 	if cgErr != nil && os.Getuid() == 0 {

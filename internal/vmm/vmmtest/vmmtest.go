@@ -46,7 +46,8 @@ func (d *Driver) Reap(ctx context.Context, spec vmm.Spec) error {
 type Instance struct {
 	once    sync.Once
 	done    chan struct{}
-	Stopped bool // set by Stop
+	Stopped bool          // set by Stop
+	Client  *agent.Client // what Agent returns (nil: no agent answers)
 }
 
 var _ vmm.Instance = (*Instance)(nil)
@@ -54,7 +55,7 @@ var _ vmm.Instance = (*Instance)(nil)
 func NewInstance() *Instance { return &Instance{done: make(chan struct{})} }
 
 func (i *Instance) Info() vmm.Info       { return vmm.Info{Backend: "fake", Accel: "none", Pid: 1} }
-func (i *Instance) Agent() *agent.Client { return nil }
+func (i *Instance) Agent() *agent.Client { return i.Client }
 func (i *Instance) Exit()                { i.once.Do(func() { close(i.done) }) }
 func (i *Instance) Stop(context.Context) error {
 	i.Stopped = true

@@ -1,0 +1,41 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/wisp-sh/wisp/internal/network"
+)
+
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) {
+	sp, err := s.Sprites.Get(r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, policyView(sp.Policy, sp.Address))
+}
+
+func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) {
+	var p network.Policy
+	if err := decode(r, &p); err != nil {
+		writeError(w, err)
+		return
+	}
+	sp, err := s.Sprites.SetPolicy(r.Context(), r.PathValue("name"), p)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, 200, policyView(sp.Policy, sp.Address))
+}
+
+// PolicyView is a sprite's egress policy as the API shows it.
+type PolicyView struct {
+	network.Policy
+	Address string `json:"address,omitempty"`
+}
+
+func policyView(p network.Policy, addr string) PolicyView {
+	p.Normalize()
+	return PolicyView{Policy: p, Address: addr}
+}
