@@ -89,21 +89,23 @@ func (f *fixture) attach(t *testing.T, id string, p Policy) sprite {
 }
 
 // dial connects from inside the sprite; the socket stays in its namespace.
-func (s sprite) dial(t *testing.T, addr string) (net.Conn, error) {
+func (s sprite) dial(t *testing.T, addr string, timeout time.Duration) (net.Conn, error) {
 	t.Helper()
 	var c net.Conn
 	err := InNetns(s.net, func() error {
 		var err error
-		c, err = net.DialTimeout("tcp4", addr, time.Second)
+		c, err = net.DialTimeout("tcp4", addr, timeout)
 		return err
 	})
 	return c, err
 }
 
-// get fetches http://addr/ from inside the sprite.
-func (s sprite) get(t *testing.T, addr string) (string, error) {
+// get fetches http://addr/ from inside the sprite, giving the connect
+// timeout (short where a drop is expected: a drop is only seen as a
+// timeout; long where an answer is, so a busy machine does not fail it).
+func (s sprite) get(t *testing.T, addr string, timeout time.Duration) (string, error) {
 	t.Helper()
-	c, err := s.dial(t, addr)
+	c, err := s.dial(t, addr, timeout)
 	if err != nil {
 		return "", err
 	}
@@ -140,14 +142,14 @@ func (s sprite) resolve(t *testing.T, name string) (*dns.Msg, error) {
 
 func mustReach(t *testing.T, s sprite, addr string) {
 	t.Helper()
-	if _, err := s.get(t, addr); err != nil {
+	if _, err := s.get(t, addr, 10*time.Second); err != nil {
 		t.Errorf("sprite %s cannot reach %s: %v", s.id, addr, err)
 	}
 }
 
 func mustNotReach(t *testing.T, s sprite, addr string) {
 	t.Helper()
-	if body, err := s.get(t, addr); err == nil {
+	if body, err := s.get(t, addr, time.Second); err == nil {
 		t.Errorf("sprite %s reached %s: %q", s.id, addr, body)
 	}
 }
@@ -254,7 +256,7 @@ func TestPolicy(t *testing.T) {
 func TestPolicyOpenConnection(t *testing.T) {
 	f := newFixture(t)
 	a := f.attach(t, "aaaa", Policy{})
-	c, err := a.dial(t, netip.AddrPortFrom(outsideIP, 80).String())
+	c, err := a.dial(t, netip.AddrPortFrom(outsideIP, 80).String(), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
