@@ -26,6 +26,9 @@ type Server struct {
 
 	freezeMu sync.Mutex
 	frozen   *time.Timer // set while the root is frozen; fires the automatic thaw
+
+	svcOnce sync.Once
+	svcs    *supervisor // the services (services_linux.go)
 }
 
 func (s *Server) freeze() error {
@@ -166,6 +169,7 @@ func (s *Server) handle(ctx context.Context, st *yamux.Stream) {
 	case proto.OpSync:
 		syncFS()
 	case proto.OpShutdown:
+		s.stopServices()
 		syncFS()
 		if s.Shutdown != nil {
 			err = s.Shutdown()
@@ -178,6 +182,11 @@ func (s *Server) handle(ctx context.Context, st *yamux.Stream) {
 		err = s.thaw()
 	case proto.OpIdentity:
 		err = setIdentity(req)
+	case proto.OpServices:
+		resp.Services, err = s.setServices(req.Services)
+	case proto.OpServiceLogs:
+		s.serviceLogs(st, req.Path)
+		return
 	default:
 		err = invalid("unknown op %q", req.Op)
 	}
