@@ -251,13 +251,16 @@ func (s *Server) startService(sv *service) (int, <-chan syscall.WaitStatus, erro
 	return pid, waitc, nil
 }
 
-// endGroup ends the process group of pid: TERM, and KILL after stopGrace.
+// endGroup ends the process group of pid: TERM, and KILL after stopGrace
+// (or at once when the leader is gone: what is left of its group goes).
 func endGroup(pid int, waitc <-chan syscall.WaitStatus) {
 	syscall.Kill(-pid, syscall.SIGTERM)
 	t := time.NewTimer(stopGrace)
 	defer t.Stop()
 	select {
 	case <-waitc:
+		syscall.Kill(-pid, syscall.SIGKILL)
+		return
 	case <-t.C:
 	}
 	syscall.Kill(-pid, syscall.SIGKILL)
