@@ -136,6 +136,24 @@ func TestServices(t *testing.T) {
 			}
 			serves("after stop+start")
 
+			// A sleep keeps it running: the same process after the wake.
+			before := d.services("svc")["web"]
+			d.ok("sleep", "svc")
+			if s := d.services("svc")["web"]; s.State != "sleeping" {
+				t.Errorf("service of a sleeping sprite: %+v", s)
+			}
+			serves("after a wake")
+			if s := d.services("svc")["web"]; s.Pid != before.Pid || s.Restarts != before.Restarts {
+				t.Errorf("after sleep and wake: %+v, before %+v: want the same process", s, before)
+			}
+
+			// A fork has its parent's services, running.
+			d.ok("fork", "svc", "svc2")
+			if s := d.services("svc2")["web"]; s.State != "running" || s.Port != 3000 {
+				t.Errorf("the fork's service: %+v", s)
+			}
+			d.ok("destroy", "svc2")
+
 			// A disk-only checkpoint and its restore: back.
 			d.ok("checkpoint", "create", "svc")
 			d.ok("restore", "svc", "v1")

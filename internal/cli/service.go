@@ -81,7 +81,7 @@ and after a sleep. A service with --port is what the sprite's URL serves
 				if s.Pid > 0 {
 					pid = fmt.Sprint(s.Pid)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, pid, s.Restarts, port, serviceText(oneLine(s.Cmd, 60)))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, serviceText(s.State), pid, s.Restarts, port, serviceText(oneLine(s.Cmd, 60)))
 			}
 			return tw.Flush()
 		},
@@ -120,9 +120,9 @@ func describeService(s sprite.ServiceStatus) string {
 	case s.State == "running":
 		return fmt.Sprintf("running (pid %d)", s.Pid)
 	case s.LastExit != "":
-		return fmt.Sprintf("%s (last: %s, %d restarts, since %s)", s.State, serviceText(s.LastExit), s.Restarts, s.StartedAt.Local().Format(time.TimeOnly))
+		return fmt.Sprintf("%s (last: %s, %d restarts, since %s)", serviceText(s.State), serviceText(s.LastExit), s.Restarts, s.StartedAt.Local().Format(time.TimeOnly))
 	}
-	return s.State
+	return serviceText(s.State)
 }
 
 func oneLine(s string, n int) string {

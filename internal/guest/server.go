@@ -152,6 +152,11 @@ func (s *Server) handle(ctx context.Context, st *yamux.Stream) {
 		return
 	case proto.OpTarIn:
 		err = tarIn(st, req)
+	case proto.OpServices:
+		resp.Services, err = s.setServices(req.Services)
+	case proto.OpServiceLogs:
+		s.serviceLogs(st, req.Path)
+		return
 	case proto.OpInfo:
 		var info proto.Info
 		info, err = guestInfo()
@@ -182,11 +187,6 @@ func (s *Server) handle(ctx context.Context, st *yamux.Stream) {
 		err = s.thaw()
 	case proto.OpIdentity:
 		err = setIdentity(req)
-	case proto.OpServices:
-		resp.Services, err = s.setServices(req.Services)
-	case proto.OpServiceLogs:
-		s.serviceLogs(st, req.Path)
-		return
 	default:
 		err = invalid("unknown op %q", req.Op)
 	}

@@ -128,13 +128,6 @@ const (
 	OpFreeze   = "freeze"   // freeze the root filesystem (thawed by OpThaw, or by itself after FreezeLimit); TResponse
 	OpThaw     = "thaw"     // thaw it; TResponse
 	OpIdentity = "identity" // take Request.Hostname, MachineID, MAC, Address and Gateway, reseed with Seed, set the clock to Time; TResponse
-	// OpServices makes Request.Services the guest's services: new or
-	// changed ones start, running ones with the same definition go on,
-	// the others stop. TResponse with Services, the state of each.
-	OpServices = "services"
-	// OpServiceLogs: TResponse, then TData (the kept output of service
-	// Request.Path)... TEnd.
-	OpServiceLogs = "service-logs"
 )
 
 // FreezeLimit is how long the guest stays frozen without a thaw: a host
@@ -162,6 +155,17 @@ type Request struct {
 	// (OpServices).
 	Services []Service `json:"services,omitempty"`
 }
+
+// Ops of services (see Service).
+const (
+	// OpServices makes Request.Services the guest's services: new or
+	// changed ones start, running ones with the same definition go on,
+	// the others stop. TResponse with Services, the state of each.
+	OpServices = "services"
+	// OpServiceLogs: TResponse, then TData (the kept output of service
+	// Request.Path)... TEnd.
+	OpServiceLogs = "service-logs"
+)
 
 // Service is a long-running process the agent supervises: started with
 // /bin/sh -c Cmd in a process group of its own, restarted when it ends.
