@@ -214,20 +214,23 @@ func TestKill9DuringLifecycle(t *testing.T) {
 				d.ok("service", "add", n, "tick", "--cmd", "while :; do date > /tmp/tick; sleep 1; done")
 				d.ok("checkpoint", "create", n)
 			}
-			stuck := 0
+			stuck := 0 // not running after a start or restore was cut short
 			for round := range rounds {
 				var wg sync.WaitGroup
+				ops := map[string]string{}
 				for _, n := range names {
 					op := [][]string{{"stop", n}, {"start", n}, {"restore", n, "v1"}}[rand.IntN(3)]
+					ops[n] = op[0]
 					wg.Go(func() { d.wisp(nil, op...) })
 				}
-				// Somewhere in the middle of the calls.
+				// Not a wait for a condition: the kill lands at a random
+				// moment of the calls (a boot takes 0.1-2 s here).
 				time.Sleep(time.Duration(rand.IntN(1500)) * time.Millisecond)
 				d.kill9AndRestart()
 				wg.Wait()
 				for _, n := range names {
 					st := d.info(n).State
-					if st != "running" {
+					if st != "running" && ops[n] != "stop" {
 						stuck++
 					}
 					if out, errOut, code := d.wisp(nil, "exec", n, "--", "echo", "ok"); code != 0 || out != "ok\n" {
@@ -239,7 +242,7 @@ func TestKill9DuringLifecycle(t *testing.T) {
 					})
 				}
 			}
-			t.Logf("%s: %d sprite-rounds of %d were not running after the daemon's restart; each became usable on its first exec", backend, stuck, rounds*len(names))
+			t.Logf("%s: %d of %d sprite-rounds were left not running by a start or restore the kill cut short; every sprite answered its next exec (no wisp start)", backend, stuck, rounds*len(names))
 		})
 	}
 }
