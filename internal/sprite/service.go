@@ -268,30 +268,27 @@ func (m *Manager) Services(ctx context.Context, name string) ([]ServiceStatus, e
 	}
 	defer release()
 	var out []ServiceStatus
-	err = m.withOp(e, func() error {
+	m.withOp(e, func() error {
 		rec := e.rec
+		state, why := string(rec.State), ""
 		if rec.State == Running {
-			var err error
-			if out, err = m.pushServices(ctx, e, false); err == nil {
-				return nil
-			} else {
-				m.log.Warn("services", LogSprite, name, LogErr, err)
-				out = nil
-				for _, sv := range rec.Services {
-					out = append(out, ServiceStatus{Service: sv, State: "unknown", Error: err.Error()})
-				}
+			states, err := m.pushServices(ctx, e, false)
+			if err == nil {
+				out = states
 				return nil
 			}
+			m.log.Warn("services", LogSprite, name, LogErr, err)
+			state, why = "unknown", err.Error()
 		}
 		for _, sv := range rec.Services {
-			out = append(out, ServiceStatus{Service: sv, State: string(rec.State)})
+			out = append(out, ServiceStatus{Service: sv, State: state, Error: why})
 		}
 		return nil
 	})
 	if out == nil {
 		out = []ServiceStatus{}
 	}
-	return out, err
+	return out, nil
 }
 
 // ServiceLogs writes the output the guest kept of a service (its last
