@@ -103,7 +103,7 @@ func (d *daemon) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(filepath.Join(binDir, "wispd"), "--data-dir", filepath.Join(d.dir, "data"), "--socket", d.sock,
 		"--backend", d.backend, "--default-image", "minimal", "--default-memory", "256", "--default-disk", "2",
-		"--images", d.images, "--pool-size", fmt.Sprint(d.pool),
+		"--images", d.images, "--pool-size", fmt.Sprint(d.pool), "--allow-tcg",
 		"--idle", "0s", // no sprite sleeps behind a test's back; TestSleep sets idle times per sprite
 		// Networks of their own, apart from a real wispd's.
 		"--net-name", "wtest", "--net-cidr", testNetCIDR.String())
@@ -195,6 +195,7 @@ type spriteJSON struct {
 	CPUs      int    `json:"cpus"`
 	MemoryMiB int    `json:"memory_mib"`
 	DiskGiB   int    `json:"disk_gib"`
+	Pids      int    `json:"pids"`
 	Pid       int    `json:"pid"`
 	CreatedAt string `json:"created_at"`
 	// SleepSynced: the sleep state has reached stable storage.

@@ -8,7 +8,7 @@ DIR=$(mktemp -d /tmp/wisp-bench.XXXX)
 CACHE=${WISP_DEMO_CACHE:-$HOME/.cache/wisp-demo}
 export WISP_SOCKET=$DIR/wisp.sock
 mkdir -p "$DIR/data" "$CACHE/images"
-"$BIN/wispd" --data-dir "$DIR/data" --socket "$WISP_SOCKET" --images "$CACHE/images" --pool-size 50 >"$DIR/wispd.log" 2>&1 &
+"$BIN/wispd" --data-dir "$DIR/data" --socket "$WISP_SOCKET" --images "$CACHE/images" --pool-size 50 --allow-tcg >"$DIR/wispd.log" 2>&1 &
 PID=$!
 cleanup() {
   kill $PID 2>/dev/null; wait $PID 2>/dev/null

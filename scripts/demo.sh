@@ -29,7 +29,7 @@ cleanup() {
 trap cleanup EXIT
 
 start_daemon() {
-  "$BIN/wispd" --data-dir "$DEMO/data" --socket "$WISP_SOCKET" --images "$CACHE/images" --pool-size 50 >>"$DEMO/wispd.log" 2>&1 &
+  "$BIN/wispd" --data-dir "$DEMO/data" --socket "$WISP_SOCKET" --images "$CACHE/images" --pool-size 50 --allow-tcg >>"$DEMO/wispd.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 500); do [ -S "$WISP_SOCKET" ] && "$BIN/wisp" list >/dev/null 2>&1 && return; sleep 0.02; done
   echo "wispd did not start:"; cat "$DEMO/wispd.log"; exit 1

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/guest"
@@ -21,11 +22,15 @@ func main() {
 	port := flag.String("port", "wisp.agent", "name of the virtio-serial port")
 	hostname := flag.String("hostname", os.Getenv("WISP_HOSTNAME"), "hostname to set (gVisor mode; env WISP_HOSTNAME)")
 	machineID := flag.String("machine-id", os.Getenv("WISP_MACHINE_ID"), "machine-id to set (gVisor mode; env WISP_MACHINE_ID)")
+	pids := flag.Int("pids", envInt("WISP_PIDS", "wisp_pids"), "process limit of the sprite (env WISP_PIDS, or wisp_pids on the kernel command line); 0: none")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv := &guest.Server{Log: log, Reaper: guest.NewReaper()}
-	var open func() (io.ReadWriteCloser, error)
+	var (
+		open func() (io.ReadWriteCloser, error)
+		err  error
+	)
 	if *socket != "" {
 		if err := guest.SetIdentity(*hostname, *machineID); err != nil {
 			log.Warn("identity", "err", err)
@@ -46,6 +51,24 @@ func main() {
 		srv.Shutdown = guest.ShutdownRoot
 		open = guest.OpenVirtioPort(*port)
 	}
-	log.Info("wisp-agent ready")
+	if *pids > 0 {
+		// After InitVM: the limit's cgroup lives in the switched root's /run.
+		if srv.Reaper.Limit, err = guest.NewProcLimit(guest.PidsDir, *pids); err != nil {
+			log.Warn("no process limit inside the sprite", "err", err)
+		}
+	}
+	log.Info("wisp-agent ready", "pids", *pids)
 	srv.Serve(context.Background(), open)
+}
+
+// envInt returns the first of the environment variables that is set, as
+// a number (0 if none is).
+func envInt(names ...string) int {
+	for _, n := range names {
+		if v, ok := os.LookupEnv(n); ok {
+			i, _ := strconv.Atoi(v)
+			return i
+		}
+	}
+	return 0
 }

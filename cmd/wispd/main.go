@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -37,6 +38,7 @@ func main() {
 	flag.StringVar(&cfg.Socket, "socket", cfg.Socket, "the API's unix socket")
 	flag.StringVar(&cfg.Backend, "backend", cfg.Backend, "default isolation backend: auto, qemu or gvisor")
 	flag.StringVar(&cfg.QEMU, "qemu", cfg.QEMU, "qemu-system-x86_64 binary")
+	flag.BoolVar(&cfg.AllowTCG, "allow-tcg", cfg.AllowTCG, "offer QEMU on a host without hardware KVM (TCG emulation: slow, and not a security boundary)")
 	flag.StringVar(&cfg.QEMUUser, "qemu-user", cfg.QEMUUser, "unprivileged user QEMU drops to when wispd runs as root")
 	flag.StringVar(&cfg.Runsc, "runsc", cfg.Runsc, "runsc binary (default: $WISP_RUNSC or /usr/local/libexec/wisp/runsc)")
 	flag.StringVar(&cfg.Agent, "agent", cfg.Agent, "wisp-agent binary (default: beside wispd)")
@@ -45,6 +47,8 @@ func main() {
 	flag.IntVar(&cfg.CPUs, "default-cpus", cfg.CPUs, "cpus of a sprite when create does not say")
 	flag.IntVar(&cfg.MemoryMiB, "default-memory", cfg.MemoryMiB, "memory (MiB) of a sprite when create does not say")
 	flag.IntVar(&cfg.DiskGiB, "default-disk", cfg.DiskGiB, "disk (GiB) of a sprite when create does not say")
+	flag.IntVar(&cfg.Pids, "default-pids", cfg.Pids, "process limit inside a sprite when create does not say (a gVisor sprite's host tasks are about twice it)")
+	flag.IntVar(&cfg.MaxPids, "max-pids", cfg.MaxPids, "largest process limit a create may ask for")
 	flag.StringVar(&cfg.Image, "default-image", cfg.Image, "image of a sprite when create does not say")
 	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "sleep sprites unused this long (0: never), unless a sprite says otherwise")
 	flag.BoolVar(&cfg.WarmSnapshots, "warm-snapshots", cfg.WarmSnapshots, "create sprites from a saved, freshly booted one instead of booting a kernel")
@@ -94,7 +98,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 		imagesDir = filepath.Join(pool.Root, "images")
 	}
 	images := &image.Store{Dir: imagesDir, Log: log}
-	drivers, choice, gv := backends(log, cfg, pool.Clone)
+	drivers, choice, gv, unavailable := backends(log, cfg, pool.Clone)
 	var nw *network.Network
 	netInfo := &doctor.NetworkInfo{}
 	if cfg.Network {
@@ -109,18 +113,20 @@ func run(log *slog.Logger, cfg config.Config) error {
 		netInfo.Problem = "off (wispd --network=false): sprites have no network"
 	}
 	if _, ok := drivers[choice.Auto]; !ok {
-		return fmt.Errorf("backend %s is not available on this host (see `wisp doctor`)", choice.Auto)
+		why := cmp.Or(unavailable[choice.Auto], "see `wisp doctor`")
+		return fmt.Errorf("backend %s is not available on this host: %s", choice.Auto, why)
 	}
 	opt := sprite.Options{
-		DataDir:   pool.Root,
-		Clone:     pool.Clone,
-		AgentPath: agentPath,
-		Backend:   choice.Auto,
-		Drivers:   drivers,
-		Images:    &image.Boot{Store: images, AgentPath: agentPath},
-		Defaults:  sprite.CreateOptions{CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, DiskGiB: cfg.DiskGiB, Image: cfg.Image},
-		Limits:    sprite.Limits{MaxCPUs: cfg.MaxCPUs, MaxMemoryMiB: cfg.MaxMemoryMiB, MaxDiskGiB: cfg.MaxDiskGiB},
-		Idle:      cfg.Idle,
+		DataDir:     pool.Root,
+		Clone:       pool.Clone,
+		AgentPath:   agentPath,
+		Backend:     choice.Auto,
+		Drivers:     drivers,
+		Unavailable: unavailable,
+		Images:      &image.Boot{Store: images, AgentPath: agentPath},
+		Defaults:    sprite.CreateOptions{CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, DiskGiB: cfg.DiskGiB, Image: cfg.Image, Pids: cfg.Pids},
+		Limits:      sprite.Limits{MaxCPUs: cfg.MaxCPUs, MaxMemoryMiB: cfg.MaxMemoryMiB, MaxDiskGiB: cfg.MaxDiskGiB, MaxPids: cfg.MaxPids},
+		Idle:        cfg.Idle,
 		// runsc restore (~150-300 ms) is slower than runsc run (~130 ms):
 		// warm snapshots pay off for QEMU only, where they replace a boot.
 		WarmSnapshots: map[string]bool{"qemu": cfg.WarmSnapshots},
@@ -159,7 +165,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo})
 		},
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := srv.HTTPServer()
 	go func() {
 		<-ctx.Done()
 		log.Info("shutting down; sprites keep running")
@@ -178,10 +184,26 @@ func run(log *slog.Logger, cfg config.Config) error {
 // means: QEMU with hardware KVM where the host has it; else gVisor, which
 // needs no hardware virtualization and is a real boundary; else QEMU under
 // TCG emulation (slow, and not a security boundary).
-func backends(log *slog.Logger, cfg config.Config, clone func(src, dst string) error) (map[string]vmm.Driver, doctor.BackendChoice, *doctor.GVisorInfo) {
+//
+// QEMU under TCG is offered only with --allow-tcg; unavailable says why a
+// backend is missing, for the error a create that asks for it gets.
+func backends(log *slog.Logger, cfg config.Config, clone func(src, dst string) error) (map[string]vmm.Driver, doctor.BackendChoice, *doctor.GVisorInfo, map[string]string) {
 	drivers := map[string]vmm.Driver{}
+	unavailable := map[string]string{}
+	if os.Getuid() == 0 {
+		// Each sprite has its own task limit; together they may hold at
+		// most half the host's pids, so the host can always start more.
+		if err := vmm.LimitAllTasks(vmm.HostPidMax() / 2); err != nil {
+			log.Warn("no cap on the tasks of all sprites together", "err", err)
+		}
+	}
 	host := qemu.Detect(cfg.QEMU)
-	if len(host.Problems) == 0 {
+	switch {
+	case len(host.Problems) > 0:
+		unavailable["qemu"] = strings.Join(host.Problems, "; ")
+	case !host.KVM && !cfg.AllowTCG:
+		unavailable["qemu"] = "no hardware KVM (" + host.KVMWhy + "): QEMU would emulate (TCG), which is slow and not a security boundary; start wispd with --allow-tcg to offer it anyway"
+	default:
 		q := qemu.New(log, host, cfg.QEMUUser)
 		q.Clone = clone // memory files of checkpoints are reflinks in the pool
 		drivers["qemu"] = q
@@ -207,14 +229,19 @@ func backends(log *slog.Logger, cfg config.Config, clone func(src, dst string) e
 		choice.Auto, choice.Reason = "qemu", "hardware KVM is available: QEMU microVMs on KVM"
 	case haveGVisor:
 		choice.Auto, choice.Reason = "gvisor", "no hardware KVM ("+host.KVMWhy+"): gVisor (systrap) isolates without it"
+	case haveQEMU:
+		choice.Auto, choice.Reason = "qemu", "no hardware KVM and no gVisor: QEMU under TCG emulation (slow, not a security boundary; --allow-tcg)"
 	default:
-		choice.Auto, choice.Reason = "qemu", "no hardware KVM and no gVisor: QEMU under TCG emulation (slow, not a security boundary)"
+		choice.Auto, choice.Reason = "qemu", "no backend: no hardware KVM, no gVisor, and QEMU under TCG needs --allow-tcg"
 	}
 	if cfg.Backend != "auto" {
 		choice.Auto = cfg.Backend
 		choice.Reason = "set by --backend"
 	}
-	return drivers, choice, gv
+	if gv.Problem != "" {
+		unavailable["gvisor"] = gv.Problem
+	}
+	return drivers, choice, gv, unavailable
 }
 
 // appendList is a flag.Func that appends comma-separated values.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,9 +17,13 @@ import (
 	"github.com/wisp-sh/wisp/internal/guest"
 )
 
+// reaper is the test process's one child reaper: each waits for any
+// child, so a second one would take the exits the first waits for.
+var reaper = sync.OnceValue(guest.NewReaper)
+
 // serve runs a guest agent in this process that dials ln for each session,
 // as the gVisor agent does; each accepted conn is one host session.
-func serve(t *testing.T) net.Listener {
+func serve(t testing.TB) net.Listener {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "a.sock")
 	ln, err := net.Listen("unix", sock)
@@ -26,14 +31,14 @@ func serve(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	srv := &guest.Server{Log: slog.New(slog.DiscardHandler), Reaper: guest.NewReaper()}
+	srv := &guest.Server{Log: slog.New(slog.DiscardHandler), Reaper: reaper()}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go srv.Serve(ctx, func() (io.ReadWriteCloser, error) { return net.Dial("unix", sock) })
 	return ln
 }
 
-func connect(t *testing.T, ln net.Listener) *agent.Client {
+func connect(t testing.TB, ln net.Listener) *agent.Client {
 	t.Helper()
 	conn, err := ln.Accept()
 	if err != nil {

@@ -32,9 +32,28 @@ func TestSplitRemote(t *testing.T) {
 
 func TestSanitizer(t *testing.T) {
 	var b bytes.Buffer
-	(&sanitizer{w: &b}).Write([]byte("ok\n\x1b[2Jbad\x07\tend"))
-	if got := b.String(); got != "ok\n?[2Jbad?\tend" {
-		t.Errorf("sanitized %q", got)
+	s := &sanitizer{w: &b}
+	// A character split between writes passes whole; controls do not.
+	for _, p := range []string{"ok\n\x1b[2Jbad\x07\tend \xc3", "\xa9t\xc2", "\x9b1m"} {
+		s.Write([]byte(p))
+	}
+	s.Flush()
+	if got, want := b.String(), `ok`+"\n"+`\x1b[2Jbad\x07`+"\t"+`end ét\u009b1m`; got != want {
+		t.Errorf("sanitized %q, want %q", got, want)
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain text\n\ttabbed", "plain text\n\ttabbed"},
+		{"\x1b]0;owned\x07title", `\x1b]0;owned\x07title`},
+		{"csi \u009b2J and \xff", `csi \u009b2J and \xff`},
+		{"bidi \u202egnp.exe", `bidi \u202egnp.exe`},
+		{"déjà vu", "déjà vu"},
+	} {
+		if got := printable(tc.in); got != tc.want {
+			t.Errorf("printable(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
 

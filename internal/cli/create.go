@@ -48,6 +48,7 @@ func newCreate(e *env) *cobra.Command {
 	f.IntVar(&o.CPUs, "cpus", 0, "virtual CPUs (default from wispd, 1)")
 	f.IntVar(&o.MemoryMiB, "memory", 0, "memory in MiB (default from wispd, 1024)")
 	f.IntVar(&o.DiskGiB, "disk", 0, "disk size in GiB (default from wispd, 10)")
+	f.IntVar(&o.Pids, "pids", 0, "process limit inside the sprite (default from wispd, 1024)")
 	f.StringVar(&o.Image, "image", "", "root image: dev or minimal (default from wispd, dev)")
 	f.StringVar(&o.Backend, "backend", "", "isolation backend: auto, qemu or gvisor (default from wispd)")
 	f.StringVar(&idle, "idle", "", "sleep after this long unused: 30s, 5m, never (default from wispd, 30s)")

@@ -10,21 +10,6 @@ import (
 	"golang.org/x/term"
 )
 
-// sanitizer replaces control characters other than newline and tab.
-type sanitizer struct{ w io.Writer }
-
-func (s *sanitizer) Write(p []byte) (int, error) {
-	q := make([]byte, len(p))
-	for i, c := range p {
-		if (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f {
-			c = '?'
-		}
-		q[i] = c
-	}
-	_, err := s.w.Write(q)
-	return len(p), err
-}
-
 func newStart(e *env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "start NAME",
@@ -89,7 +74,9 @@ func newLogs(e *env) *cobra.Command {
 			if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 				// The console is written by the guest: keep its escape
 				// sequences away from the user's terminal.
-				w = &sanitizer{w: w}
+				s := &sanitizer{w: w}
+				defer s.Flush()
+				w = s
 			}
 			_, err = io.Copy(w, rc)
 			return err

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"text/tabwriter"
@@ -60,6 +61,7 @@ func newInfo(e *env) *cobra.Command {
 			row("cpus", s.CPUs)
 			row("memory", fmt.Sprintf("%d MiB", s.MemoryMiB))
 			row("disk", fmt.Sprintf("%d GiB (%.1f MiB used on the host)", s.DiskGiB, float64(s.DiskUsedBytes)/(1<<20)))
+			row("pids", fmt.Sprintf("%d (process limit)", cmp.Or(s.Pids, 1024)))
 			row("image", s.Image)
 			row("origin", s.Origin)
 			row("idle", idleString(s.IdleSeconds))
@@ -94,7 +96,7 @@ func newInfo(e *env) *cobra.Command {
 				row("asleep since", s.SleptAt.Local().Format(time.RFC3339)+" (state "+durable+")")
 			}
 			if s.LastError != "" {
-				row("last error", s.LastError)
+				row("last error", printable(s.LastError))
 			}
 			return tw.Flush()
 		},

@@ -36,7 +36,10 @@ func (e *env) client() *client.Client { return client.New(e.socket) }
 
 // Main runs the CLI and returns the process exit code.
 func Main(args []string) int {
-	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	return run(&env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, args)
+}
+
+func run(e *env, args []string) int {
 	root := newRoot(e)
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -49,13 +52,14 @@ func Main(args []string) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	fmt.Fprintln(e.stderr, "wisp:", err)
+	// Errors may carry guest text (a guest's message, a console tail).
+	fmt.Fprintln(e.stderr, "wisp:", printable(err.Error()))
 	if strings.Contains(err.Error(), " arg(s)") || strings.HasPrefix(err.Error(), "unknown flag") {
 		fmt.Fprintf(e.stderr, "usage: %s (see %s --help)\n", cmd.UseLine(), cmd.CommandPath())
 	}
 	var ce *client.Error
 	if errors.As(err, &ce) && ce.Hint != "" {
-		fmt.Fprintln(e.stderr, "hint:", ce.Hint)
+		fmt.Fprintln(e.stderr, "hint:", printable(ce.Hint))
 	}
 	return 1
 }

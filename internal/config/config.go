@@ -24,6 +24,9 @@ type Config struct {
 	Backend  string // auto, qemu or gvisor
 	QEMU     string // the qemu-system-x86_64 binary
 	QEMUUser string // QEMU drops to this user after start-up when wispd is root
+	// AllowTCG offers the QEMU backend on a host without hardware KVM,
+	// where QEMU emulates (TCG): slow, and not a security boundary.
+	AllowTCG bool
 	Runsc    string // the runsc binary; empty: look in the usual places
 	Agent    string // the wisp-agent binary; empty: next to wispd
 	Images   string // where images are cached; empty: in the storage pool
@@ -34,6 +37,7 @@ type Config struct {
 	MemoryMiB int
 	DiskGiB   int
 	Image     string
+	Pids      int // process limit inside a sprite
 
 	// Idle is how long a sprite may sit unused before it sleeps (0: never),
 	// unless it says otherwise.
@@ -61,6 +65,7 @@ type Config struct {
 	MaxCPUs      int
 	MaxMemoryMiB int
 	MaxDiskGiB   int
+	MaxPids      int
 }
 
 // Default socket and data dir.
@@ -82,6 +87,7 @@ func Default() Config {
 		MemoryMiB:     1024,
 		DiskGiB:       10,
 		Image:         "dev",
+		Pids:          1024,
 		Idle:          30 * time.Second,
 		WarmSnapshots: true,
 		Network:       true,
@@ -93,6 +99,7 @@ func Default() Config {
 		MaxCPUs:       runtime.NumCPU(),
 		MaxMemoryMiB:  hostMemMiB(),
 		MaxDiskGiB:    1024,
+		MaxPids:       8192,
 	}
 }
 
@@ -116,6 +123,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DiskGiB < 1 || c.DiskGiB > c.MaxDiskGiB {
 		errs = append(errs, fmt.Errorf("default disk %d GiB out of range 1-%d", c.DiskGiB, c.MaxDiskGiB))
+	}
+	if c.Pids < 16 || c.Pids > c.MaxPids {
+		errs = append(errs, fmt.Errorf("default pids %d out of range 16-%d", c.Pids, c.MaxPids))
 	}
 	if c.PoolGiB < 1 {
 		errs = append(errs, fmt.Errorf("pool size %d GiB: want at least 1", c.PoolGiB))

@@ -11,6 +11,9 @@ import (
 // wait status delivered; every other child (orphans re-parented to PID 1) is
 // reaped and forgotten.
 type Reaper struct {
+	// Limit, when set, holds the processes Start forks (and theirs).
+	Limit *ProcLimit
+
 	mu      sync.Mutex
 	waiters map[int]chan syscall.WaitStatus
 }
@@ -49,7 +52,11 @@ func (r *Reaper) reap() {
 func (r *Reaper) Start(argv0 string, argv []string, attr *syscall.ProcAttr) (int, <-chan syscall.WaitStatus, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	pid, err := syscall.ForkExec(argv0, argv, attr)
+	var pid int
+	err := r.Limit.Fork(func() (err error) {
+		pid, err = syscall.ForkExec(argv0, argv, attr)
+		return err
+	})
 	if err != nil {
 		return 0, nil, err
 	}

@@ -187,6 +187,9 @@ func (s *Server) handle(ctx context.Context, st *yamux.Stream) {
 		err = s.thaw()
 	case proto.OpIdentity:
 		err = setIdentity(req)
+		if req.Pids > 0 && s.Reaper.Limit != nil {
+			err = errors.Join(err, s.Reaper.Limit.Set(req.Pids))
+		}
 	default:
 		err = invalid("unknown op %q", req.Op)
 	}

@@ -433,14 +433,6 @@ func waitPort(ctx context.Context, addr string, wait time.Duration) error {
 	}
 }
 
-// Limits of a front-door request's header: its size, and how long the
-// client may take to send it.
-const (
-	MaxHeaderBytes    = 64 << 10
-	ReadHeaderTimeout = 10 * time.Second
-	IdleTimeout       = 2 * time.Minute
-)
-
 // HTTPServer returns the server to serve f with: request headers bounded
 // in size and time, idle connections closed. Bodies and responses are not
 // bounded (uploads, streams).

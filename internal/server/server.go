@@ -42,6 +42,28 @@ type Server struct {
 	PortWait time.Duration
 }
 
+// Bounds of the API's and the front door's connections: a request's
+// header size, how long a client may take to send it, idle keep-alives.
+// No read or write timeout: exec, console, copy and proxied streams last
+// as long as they last.
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	IdleTimeout       = 2 * time.Minute
+	MaxHeaderBytes    = 64 << 10
+)
+
+// HTTPServer returns the http.Server of the API, its connections bounded:
+// a client that sends a header slowly, a huge header, or keeps idle
+// connections open is cut off.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+	}
+}
+
 // Handler returns the API's routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()

@@ -345,7 +345,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	if err := os.MkdirAll(m.dir(rec), 0o700); err != nil {
 		return fail(err)
 	}
-	undo.push("folder", func() error { return os.RemoveAll(m.dir(rec)) })
+	undo.push("folder", func() error { m.removeLogs(rec); return os.RemoveAll(m.dir(rec)) })
 	var inst vmm.Instance
 	if from != "" {
 		inst, err = m.fromCheckpoint(ctx, src, rec, ck)

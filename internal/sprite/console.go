@@ -3,45 +3,50 @@ package sprite
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
-// The console log is written by the guest, which may write without end:
-// past maxConsole it is cut down to its last keepConsole bytes. Writers
+// A sprite's logs (its console, its VMM's output) are written by the guest
+// or on its behalf, without end: they live in a tmpfs of vmm.LogFSSize
+// bytes, where writes past it fail, and each second the daemon cuts a log
+// that has grown past maxLog down to its last keepLog bytes. Writers
 // append (O_APPEND), so they go on at the new end.
 const (
-	maxConsole  = 8 << 20
-	keepConsole = 2 << 20
+	maxLog  = 1 << 20
+	keepLog = 256 << 10
 )
 
-// boundConsole cuts rec's console log when it has grown past maxConsole.
-func (m *Manager) boundConsole(rec Sprite) error {
-	p := m.ConsolePath(rec)
-	fi, err := os.Stat(p)
-	if err != nil || fi.Size() <= maxConsole {
+// boundLog cuts the log at path when it has grown past maxLog.
+func boundLog(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() <= maxLog {
 		return nil
 	}
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_APPEND, 0)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	tail := make([]byte, keepConsole)
-	n, err := f.ReadAt(tail, fi.Size()-keepConsole)
-	if err != nil && n < keepConsole {
+	tail := make([]byte, keepLog)
+	n, err := f.ReadAt(tail, fi.Size()-keepLog)
+	if err != nil && n < keepLog {
 		return err
 	}
 	if err := f.Truncate(0); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(f, "[wisp: console log was %d MiB; cut to its last %d MiB]\n%s", fi.Size()>>20, keepConsole>>20, tail)
+	_, err = fmt.Fprintf(f, "[wisp: %s was %d KiB; cut to its last %d KiB]\n%s", filepath.Base(path), fi.Size()>>10, keepLog>>10, tail)
 	return err
 }
 
-// boundConsoles bounds the console logs of all sprites.
-func (m *Manager) boundConsoles() {
+// boundLogs bounds the logs of all sprites.
+func (m *Manager) boundLogs() {
 	for _, rec := range m.List() {
-		if err := m.boundConsole(rec); err != nil {
-			m.log.Warn("bound console log", LogSprite, rec.Name, LogErr, err)
+		ents, _ := os.ReadDir(m.logDir(rec))
+		for _, d := range ents {
+			if err := boundLog(filepath.Join(m.logDir(rec), d.Name())); err != nil {
+				m.log.Warn("bound log", LogSprite, rec.Name, "log", d.Name(), LogErr, err)
+			}
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package sprite
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -36,14 +37,18 @@ type Limits struct {
 	MaxCPUs      int
 	MaxMemoryMiB int
 	MaxDiskGiB   int
+	MaxPids      int
 }
 
 // Options configure a Manager.
 type Options struct {
-	DataDir     string // sprites live in DataDir/sprites/<id>
-	AgentPath   string // the agent binary, for sandbox backends
-	Backend     string // default backend name: a key of Drivers
-	Drivers     map[string]vmm.Driver
+	DataDir   string // sprites live in DataDir/sprites/<id>
+	AgentPath string // the agent binary, for sandbox backends
+	Backend   string // default backend name: a key of Drivers
+	Drivers   map[string]vmm.Driver
+	// Unavailable says why a backend missing from Drivers is not offered
+	// here (the hint of a create that asks for it).
+	Unavailable map[string]string
 	Images      Images
 	Defaults    CreateOptions // CPUs, MemoryMiB, DiskGiB, Image when a create leaves them zero
 	Limits      Limits
@@ -75,6 +80,8 @@ type CreateOptions struct {
 	DiskGiB   int    `json:"disk_gib,omitempty"`
 	Image     string `json:"image,omitempty"`
 	Backend   string `json:"backend,omitempty"`
+	// Pids is the process limit inside the sprite (0: the default).
+	Pids int `json:"pids,omitempty"`
 	// IdleSeconds: 0 the daemon's default, -1 never sleep.
 	IdleSeconds int `json:"idle_seconds,omitempty"`
 	// Policy is the egress policy (default: allow-all).
@@ -154,8 +161,20 @@ func (m *Manager) dir(s Sprite) string { return filepath.Join(m.opt.DataDir, "sp
 // DiskPath is the sprite's writable root disk.
 func (m *Manager) DiskPath(s Sprite) string { return filepath.Join(m.dir(s), "disk.img") }
 
+// logDir holds the sprite's logs: a small tmpfs of its own (see
+// vmm.MountLogDir), outside the sprite's folder so that removing the
+// folder never meets a mount.
+func (m *Manager) logDir(s Sprite) string { return filepath.Join(m.opt.DataDir, "logs", s.ID) }
+
 // ConsolePath is the sprite's serial console log.
-func (m *Manager) ConsolePath(s Sprite) string { return filepath.Join(m.dir(s), "console.log") }
+func (m *Manager) ConsolePath(s Sprite) string { return filepath.Join(m.logDir(s), vmm.ConsoleLog) }
+
+// removeLogs removes the sprite's log folder (its tmpfs unmounted).
+func (m *Manager) removeLogs(s Sprite) {
+	if err := vmm.RemoveLogDir(m.logDir(s)); err != nil {
+		m.log.Warn("remove log folder", LogSprite, s.Name, LogErr, err)
+	}
+}
 
 // persist writes rec durably and then publishes it in memory.
 func (m *Manager) persist(e *entry, rec Sprite) error {
@@ -233,6 +252,9 @@ func (m *Manager) validate(o *CreateOptions) error {
 	if o.Image == "" {
 		o.Image = d.Image
 	}
+	if o.Pids == 0 {
+		o.Pids = cmp.Or(d.Pids, vmm.DefaultPids)
+	}
 	if o.Backend == "" || o.Backend == "auto" {
 		o.Backend = m.opt.Backend
 	}
@@ -247,8 +269,13 @@ func (m *Manager) validate(o *CreateOptions) error {
 	if o.DiskGiB < 1 || o.DiskGiB > l.MaxDiskGiB {
 		errs = append(errs, fmt.Errorf("disk %d GiB out of range 1-%d", o.DiskGiB, l.MaxDiskGiB))
 	}
+	if maxPids := cmp.Or(l.MaxPids, MaxPids); o.Pids < MinPids || o.Pids > maxPids {
+		errs = append(errs, fmt.Errorf("pids %d out of range %d-%d", o.Pids, MinPids, maxPids))
+	}
+	var hint string
 	if _, ok := m.opt.Drivers[o.Backend]; !ok {
 		errs = append(errs, fmt.Errorf("backend %q is not available on this host", o.Backend))
+		hint = m.opt.Unavailable[o.Backend]
 	}
 	if err := o.Policy.Normalize(); err != nil {
 		errs = append(errs, err)
@@ -257,7 +284,11 @@ func (m *Manager) validate(o *CreateOptions) error {
 		errs = append(errs, fmt.Errorf("idle %d s: want seconds, 0 for the default or -1 for never", o.IdleSeconds))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", errors.Join(errs...), errdefs.ErrInvalid)
+		err := fmt.Errorf("%w: %w", errors.Join(errs...), errdefs.ErrInvalid)
+		if hint != "" {
+			return errdefs.WithHint(err, hint)
+		}
+		return err
 	}
 	return nil
 }
@@ -275,7 +306,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 	rec := Sprite{
 		ID: randHex(5), Name: o.Name, State: Creating, Backend: o.Backend,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskGiB: o.DiskGiB, Image: o.Image,
-		MAC: newMAC(), MachineID: randHex(16), IdleSeconds: o.IdleSeconds, CreatedAt: time.Now().UTC(),
+		MAC: newMAC(), MachineID: randHex(16), Pids: o.Pids, IdleSeconds: o.IdleSeconds, CreatedAt: time.Now().UTC(),
 		Policy: o.Policy,
 	}
 	if err := m.allocAddress(&rec); err != nil {
@@ -312,7 +343,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fail(err)
 	}
-	undo.push("folder", func() error { return os.RemoveAll(dir) })
+	undo.push("folder", func() error { m.removeLogs(rec); return os.RemoveAll(dir) })
 	inst, warm := vmm.Instance(nil), false
 	if m.opt.WarmSnapshots[rec.Backend] {
 		inst, warm = m.fromTemplate(ctx, rec, root)
@@ -346,6 +377,10 @@ func (m *Manager) spec(ctx context.Context, rec Sprite) (vmm.Spec, error) {
 	s := vmm.Spec{
 		ID: rec.ID, Name: rec.Name, Dir: m.dir(rec), CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
 		Disk: m.DiskPath(rec), DiskGiB: rec.DiskGiB, Agent: m.opt.AgentPath, MAC: rec.MAC, MachineID: rec.MachineID,
+		Pids: pidsOf(rec), LogDir: m.logDir(rec),
+	}
+	if err := vmm.MountLogDir(s.LogDir); err != nil {
+		m.log.Warn("logs not bounded", LogSprite, rec.Name, LogErr, err)
 	}
 	if d, err := m.driver(rec); err == nil {
 		if s.Net, err = m.attachNetwork(ctx, rec, d); err != nil {
@@ -546,6 +581,7 @@ func (m *Manager) remove(e *entry, inst vmm.Instance) error {
 	if err := os.RemoveAll(m.dir(e.rec)); err != nil {
 		return err
 	}
+	m.removeLogs(e.rec)
 	if err := m.store.Delete(e.rec.Name); err != nil {
 		return err
 	}
@@ -637,7 +673,23 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	m.cleanLogs()
 	return nil
+}
+
+// cleanLogs removes the log folders of sprites that are no more (a crash
+// in the middle of a destroy, a warm snapshot's throwaway sprite).
+func (m *Manager) cleanLogs() {
+	live := map[string]bool{}
+	for _, rec := range m.List() {
+		live[rec.ID] = true
+	}
+	ents, _ := os.ReadDir(filepath.Join(m.opt.DataDir, "logs"))
+	for _, d := range ents {
+		if !live[d.Name()] {
+			m.removeLogs(Sprite{ID: d.Name(), Name: d.Name()})
+		}
+	}
 }
 
 func (m *Manager) recover(ctx context.Context, e *entry) error {
@@ -747,3 +799,14 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	return m.store.Close()
 }
+
+// Bounds of a sprite's process limit. A gVisor sprite's host tasks are
+// about twice its processes: MaxPids keeps one sprite well under the
+// 32,768 pids of a default host.
+const (
+	MinPids = 16
+	MaxPids = 8192
+)
+
+// pidsOf returns rec's process limit.
+func pidsOf(rec Sprite) int { return cmp.Or(rec.Pids, vmm.DefaultPids) }

@@ -3,6 +3,7 @@ package sprite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"
@@ -47,6 +48,13 @@ func newManager(t *testing.T, dir string, d *vmmtest.Driver) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		// Log folders are tmpfs mounts (as root) and outlive the manager.
+		ents, _ := os.ReadDir(filepath.Join(dir, "logs"))
+		for _, d := range ents {
+			vmm.RemoveLogDir(filepath.Join(dir, "logs", d.Name()))
+		}
+	})
 	return m
 }
 
@@ -70,6 +78,8 @@ func TestCreateBadInputChangesNothing(t *testing.T) {
 		{CreateOptions{Name: "big", DiskGiB: 1 << 20}, errdefs.ErrInvalid},
 		{CreateOptions{Name: "img", Image: "nope"}, errdefs.ErrInvalid},
 		{CreateOptions{Name: "be", Backend: "nope"}, errdefs.ErrInvalid},
+		{CreateOptions{Name: "few", Pids: 2}, errdefs.ErrInvalid},
+		{CreateOptions{Name: "many", Pids: MaxPids + 1}, errdefs.ErrInvalid},
 	} {
 		if _, err := m.Create(ctx, tc.o); !errors.Is(err, tc.kind) {
 			t.Errorf("Create(%+v) = %v, want %v", tc.o, err, tc.kind)
@@ -81,6 +91,39 @@ func TestCreateBadInputChangesNothing(t *testing.T) {
 	ents, _ := os.ReadDir(filepath.Join(dir, "sprites"))
 	if len(ents) != 1 {
 		t.Errorf("after bad input, %d sprite folders", len(ents))
+	}
+}
+
+// TestPidsLimit: a sprite's process limit is stored in its record (the
+// default when create does not say) and reaches the driver at every start.
+func TestPidsLimit(t *testing.T) {
+	var got []int
+	d := &vmmtest.Driver{StartFunc: func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+		got = append(got, spec.Pids)
+		return vmmtest.NewInstance(), nil
+	}}
+	m := newManager(t, t.TempDir(), d)
+	defer m.Close()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		pids, want int
+	}{{0, vmm.DefaultPids}, {64, 64}} {
+		sp, err := m.Create(ctx, CreateOptions{Name: fmt.Sprintf("p%d", tc.pids), Pids: tc.pids})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sp.Pids != tc.want || got[len(got)-1] != tc.want {
+			t.Errorf("create with pids %d: record %d, driver %d, want %d", tc.pids, sp.Pids, got[len(got)-1], tc.want)
+		}
+		if _, err := m.Stop(ctx, sp.Name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Start(ctx, sp.Name); err != nil {
+			t.Fatal(err)
+		}
+		if got[len(got)-1] != tc.want {
+			t.Errorf("restart: driver got pids %d, want %d", got[len(got)-1], tc.want)
+		}
 	}
 }
 
@@ -239,22 +282,54 @@ func TestRecover(t *testing.T) {
 	}
 }
 
-func TestConsoleBounded(t *testing.T) {
+// TestLogsBounded: a sprite's console log lives in a folder of its own
+// that (as root) is a tmpfs refusing writes past vmm.LogFSSize; the daemon
+// cuts a log grown past maxLog to its tail; destroy removes the folder.
+func TestLogsBounded(t *testing.T) {
 	m := newManager(t, t.TempDir(), &vmmtest.Driver{})
 	defer m.Close()
-	sp, err := m.Create(context.Background(), CreateOptions{Name: "a"})
+	ctx := context.Background()
+	sp, err := m.Create(ctx, CreateOptions{Name: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := make([]byte, maxConsole+100)
+	if os.Getuid() == 0 {
+		f, err := os.OpenFile(m.ConsolePath(sp), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunk := make([]byte, 64<<10)
+		var n int64
+		for n < 4*vmm.LogFSSize {
+			k, err := f.Write(chunk)
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		f.Close()
+		if n > vmm.LogFSSize {
+			t.Errorf("wrote %d bytes into a log bounded at %d", n, vmm.LogFSSize)
+		}
+		os.Remove(m.ConsolePath(sp))
+	}
+
+	big := make([]byte, maxLog+100)
 	for i := range big {
 		big[i] = 'x'
 	}
 	copy(big[len(big)-4:], "END\n")
 	os.WriteFile(m.ConsolePath(sp), big, 0o644)
-	m.boundConsoles()
+	m.boundLogs()
 	got, _ := os.ReadFile(m.ConsolePath(sp))
-	if len(got) > keepConsole+200 || !strings.HasSuffix(string(got), "END\n") || !strings.HasPrefix(string(got), "[wisp: console log was") {
+	if len(got) > keepLog+200 || !strings.HasSuffix(string(got), "END\n") || !strings.HasPrefix(string(got), "[wisp: console.log was") {
 		t.Errorf("bounded log: %d bytes, head %q", len(got), got[:min(60, len(got))])
+	}
+
+	if err := m.Destroy(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(m.logDir(sp)); !os.IsNotExist(err) {
+		t.Errorf("log folder after destroy: %v", err)
 	}
 }

@@ -203,7 +203,7 @@ func (m *Manager) IdleLoop(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			m.boundConsoles()
+			m.boundLogs()
 			for _, e := range m.idle(now) {
 				go func() {
 					// Check again under the lock: a request may have come.

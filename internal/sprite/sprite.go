@@ -68,6 +68,9 @@ type Sprite struct {
 	StartedAt time.Time `json:"started_at,omitzero"`
 	LastError string    `json:"last_error,omitempty"`
 	MachineID string    `json:"machine_id"`
+	// Pids is the sprite's process limit; 0 (records made before it
+	// existed) means vmm.DefaultPids.
+	Pids int `json:"pids,omitempty"`
 	// Origin says how the sprite was made: "boot", "warm-snapshot" or
 	// "fork of NAME".
 	Origin string `json:"origin,omitempty"`

@@ -29,7 +29,7 @@ import (
 // snapshot, a fork) is told to make itself its own: names, MAC, address,
 // fresh randomness, the time.
 func (m *Manager) identity(rec Sprite, seed []byte) proto.Request {
-	r := proto.Request{Hostname: rec.Name, MachineID: rec.MachineID, MAC: rec.MAC, Seed: seed, Time: time.Now()}
+	r := proto.Request{Hostname: rec.Name, MachineID: rec.MachineID, MAC: rec.MAC, Pids: pidsOf(rec), Seed: seed, Time: time.Now()}
 	if a, err := netip.ParseAddr(rec.Address); err == nil && m.opt.Net != nil {
 		r.Address, r.Gateway = netip.PrefixFrom(a, 30).String(), a.Prev().String()
 	}
@@ -152,6 +152,7 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 		return err
 	}
 	spec.Dir, spec.Disk = vmDir, disk
+	defer m.removeLogs(tpl)
 	d, err := m.driver(tpl)
 	if err != nil {
 		return err

@@ -31,7 +31,9 @@ type Spec struct {
 	// Net is the sprite's network, made by the daemon before each start
 	// and restore; nil: none (VM backends then get a restricted,
 	// unreachable user-mode NIC, so a saved VM keeps its devices).
-	Net *Net `json:",omitempty"`
+	Net    *Net   `json:",omitempty"`
+	Pids   int    // the guest's process limit; 0 means DefaultPids
+	LogDir string // where the backend writes its logs (see MountLogDir); "" means Dir
 }
 
 // Net is a sprite's network on the host: a namespace holding the link its
@@ -49,6 +51,29 @@ type Net struct {
 // (VMs): their network is a tap, not a veth end.
 type TapUser interface {
 	WantsTap() bool
+}
+
+// Logs returns the folder of the instance's logs.
+func (s Spec) Logs() string {
+	if s.LogDir != "" {
+		return s.LogDir
+	}
+	return s.Dir
+}
+
+// ConsoleLog is the name of the guest console's log in Spec.Logs(), for
+// every backend.
+const ConsoleLog = "console.log"
+
+// DefaultPids is a sprite's process limit when its spec does not say.
+const DefaultPids = 1024
+
+// GuestPids returns spec's process limit.
+func (s Spec) GuestPids() int {
+	if s.Pids > 0 {
+		return s.Pids
+	}
+	return DefaultPids
 }
 
 // Info describes a running instance.

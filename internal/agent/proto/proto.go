@@ -127,7 +127,7 @@ const (
 	OpSetTime  = "settime"  // set the guest clock to Request.Time and reseed; TResponse
 	OpFreeze   = "freeze"   // freeze the root filesystem (thawed by OpThaw, or by itself after FreezeLimit); TResponse
 	OpThaw     = "thaw"     // thaw it; TResponse
-	OpIdentity = "identity" // take Request.Hostname, MachineID, MAC, Address and Gateway, reseed with Seed, set the clock to Time; TResponse
+	OpIdentity = "identity" // take Request.Hostname, MachineID, MAC, Pids, Address and Gateway, reseed with Seed, set the clock to Time; TResponse
 )
 
 // FreezeLimit is how long the guest stays frozen without a thaw: a host
@@ -147,6 +147,7 @@ type Request struct {
 	Hostname  string       `json:"hostname,omitempty"`
 	MachineID string       `json:"machine_id,omitempty"`
 	MAC       string       `json:"mac,omitempty"`
+	Pids      int          `json:"pids,omitempty"` // the process limit (identity)
 	// Address ("10.229.0.6/30") and Gateway (also the DNS server): the
 	// network a restored guest takes (OpIdentity).
 	Address string `json:"address,omitempty"`
@@ -323,14 +324,24 @@ func ReadFrame(r io.Reader, max int) (byte, []byte, error) {
 	if hdr[0] < TRequest || hdr[0] > TEnd {
 		return 0, nil, fmt.Errorf("unknown frame type %d", hdr[0])
 	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(r, p); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	// A frame up to ChunkSize (bulk data) is read in one allocation; a
+	// larger one grows as its bytes arrive, so a peer that announces a
+	// large frame and sends little makes the reader hold little.
+	p := make([]byte, min(n, ChunkSize))
+	for off := 0; ; {
+		m, err := io.ReadFull(r, p[off:])
+		off += m
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, err
 		}
-		return 0, nil, err
+		if off == int(n) {
+			return hdr[0], p, nil
+		}
+		p = append(p, make([]byte, min(int(n)-off, off))...)
 	}
-	return hdr[0], p, nil
 }
 
 // DecodeJSON unmarshals a JSON payload into v, rejecting trailing data.

@@ -5,6 +5,7 @@ package gvisor
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,16 +30,21 @@ const DefaultRunsc = "/usr/local/libexec/wisp/runsc"
 
 // Files in the sprite's folder.
 const (
-	rootfsDir  = "rootfs" // the disk's mount point, the bundle's root
-	bundleDir  = "bundle" // config.json
-	sockDir    = "sock"   // bound into the sandbox: holds only the socket
-	sockName   = "agent.sock"
-	consoleLog = "console.log" // runsc's and the agent's output
+	rootfsDir = "rootfs" // the disk's mount point, the bundle's root
+	bundleDir = "bundle" // config.json
+	sockDir   = "sock"   // a tiny tmpfs, bound into the sandbox: holds only the socket
+	sockName  = "agent.sock"
 )
 
 const (
 	bootTimeout  = 30 * time.Second
 	adoptTimeout = 10 * time.Second
+	// runscTimeout bounds one runsc call (Driver.Timeout overrides it);
+	// a checkpoint, which writes the sandbox's memory, gets ten times as
+	// long. A runsc that hangs must not hold a sprite's lock for ever.
+	runscTimeout = 30 * time.Second
+	// detachTimeout bounds the wait for the agent to hang up (see detach).
+	detachTimeout = 10 * time.Second
 )
 
 // FindRunsc returns the runsc to use: $WISP_RUNSC, else DefaultRunsc.
@@ -59,6 +65,7 @@ type Driver struct {
 	Platform  string // "systrap"
 	StateRoot string // runsc --root: its state files for all sandboxes
 	Log       *slog.Logger
+	Timeout   time.Duration // bounds one runsc call; 0 means runscTimeout
 }
 
 var _ vmm.Driver = (*Driver)(nil)
@@ -73,12 +80,23 @@ func (d *Driver) Name() string { return "gvisor" }
 
 func containerID(spec vmm.Spec) string { return "wisp-" + spec.ID }
 
-// runsc runs one runsc command and returns its stdout.
-func (d *Driver) runsc(args ...string) ([]byte, error) {
-	cmd := exec.Command(d.Runsc, append([]string{"--root", d.StateRoot}, args...)...)
+// runsc runs one runsc command and returns its stdout. It is killed when
+// ctx ends or its time is up (see runscTimeout).
+func (d *Driver) runsc(ctx context.Context, args ...string) ([]byte, error) {
+	limit := cmp.Or(d.Timeout, runscTimeout)
+	if args[0] == "checkpoint" {
+		limit *= 10
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, limit, fmt.Errorf("runsc %s gave no answer in %s", args[0], limit))
+	defer cancel()
+	cmd := exec.CommandContext(ctx, d.Runsc, append([]string{"--root", d.StateRoot}, args...)...)
+	cmd.WaitDelay = time.Second // a child left holding its output must not hold us
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		return out, fmt.Errorf("runsc %s: %w", args[0], context.Cause(ctx))
+	}
 	if err != nil {
 		return out, fmt.Errorf("runsc %s: %w: %s", args[0], err, strings.TrimSpace(stderr.String()))
 	}
@@ -86,8 +104,8 @@ func (d *Driver) runsc(args ...string) ([]byte, error) {
 }
 
 // state returns the sandbox's status ("running", "stopped", ...) and pid.
-func (d *Driver) state(spec vmm.Spec) (string, int, error) {
-	out, err := d.runsc("state", containerID(spec))
+func (d *Driver) state(ctx context.Context, spec vmm.Spec) (string, int, error) {
+	out, err := d.runsc(ctx, "state", containerID(spec))
 	if err != nil {
 		return "", 0, err
 	}
@@ -104,11 +122,13 @@ func (d *Driver) state(spec vmm.Spec) (string, int, error) {
 // cleanup removes what a sandbox leaves behind: its runsc state and cgroup,
 // the rootfs mount (thawed first: see Freeze). Idempotent.
 func (d *Driver) cleanup(ctx context.Context, spec vmm.Spec) error {
-	d.runsc("delete", "--force", containerID(spec)) // fails when already gone
+	// Bounded by runscTimeout, not by ctx: a cleanup is not to be cut short.
+	d.runsc(context.WithoutCancel(ctx), "delete", "--force", containerID(spec)) // fails when already gone
 	thawFS(filepath.Join(spec.Dir, rootfsDir))
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return unmountDisk(ctx, spec.Disk, filepath.Join(spec.Dir, rootfsDir))
+	return errors.Join(unmountAll(filepath.Join(spec.Dir, sockDir)),
+		unmountDisk(ctx, spec.Disk, filepath.Join(spec.Dir, rootfsDir)))
 }
 
 // Reap ends the sprite's sandbox, if one runs, and cleans up after it
@@ -165,6 +185,9 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec, image string) (_ *Inst
 		return nil, err
 	}
 	undo = append(undo, cleanup)
+	if err := mountSockDir(filepath.Join(spec.Dir, sockDir)); err != nil {
+		return nil, err
+	}
 	if err := d.ensureTmp(spec, rootfs); err != nil {
 		return nil, err
 	}
@@ -231,7 +254,8 @@ func (d *Driver) ensureTmp(spec vmm.Spec, rootfs string) error {
 // sandbox gets a session of its own and no context, so it outlives the
 // daemon; only the wait for runsc is bounded by ctx.
 func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
-	logf, err := os.OpenFile(filepath.Join(spec.Dir, consoleLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	// runsc's and the agent's output.
+	logf, err := os.OpenFile(filepath.Join(spec.Logs(), vmm.ConsoleLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -269,15 +293,12 @@ func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
 
 // diagnose returns the tail of the console log for an error.
 func diagnose(spec vmm.Spec) string {
-	data, _ := os.ReadFile(filepath.Join(spec.Dir, consoleLog))
+	data, _ := vmm.Tail(filepath.Join(spec.Logs(), vmm.ConsoleLog), 1500)
 	data = bytes.TrimSpace(data)
-	if len(data) > 1500 {
-		data = data[len(data)-1500:]
-	}
 	if len(data) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("\n--- %s (tail) ---\n%s", consoleLog, data)
+	return fmt.Sprintf("\n--- %s (tail) ---\n%s", vmm.ConsoleLog, data)
 }
 
 // listen listens on path, replacing a stale socket file.
@@ -296,7 +317,7 @@ func listen(path string) (*net.UnixListener, error) {
 // down: it thaws a freeze the daemon may have left (see Freeze), listens
 // on the socket again and waits for the agent to redial.
 func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
-	status, _, err := d.state(spec)
+	status, _, err := d.state(ctx, spec)
 	if err != nil || status != "running" {
 		if cerr := d.cleanup(ctx, spec); cerr != nil {
 			d.Log.Warn("clean up after sandbox", "sprite", spec.Name, "err", cerr)
@@ -325,7 +346,7 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 // attach watches the running sandbox's process and accepts the agent's
 // connection on ln.
 func (d *Driver) attach(ctx context.Context, spec vmm.Spec, ln *net.UnixListener, timeout time.Duration) (*Instance, error) {
-	status, pid, err := d.state(spec)
+	status, pid, err := d.state(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -493,7 +514,7 @@ func (i *Instance) Kill() error {
 	i.mu.Lock()
 	i.killed = true
 	i.mu.Unlock()
-	if _, err := i.d.runsc("kill", containerID(i.spec), "KILL"); err == nil {
+	if _, err := i.d.runsc(context.Background(), "kill", containerID(i.spec), "KILL"); err == nil {
 		return nil
 	}
 	err := syscall.Kill(i.pid, syscall.SIGKILL)

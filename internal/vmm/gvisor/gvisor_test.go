@@ -134,6 +134,30 @@ func TestIsolation(t *testing.T) {
 	if out, _ := shAs(t, ag, "root", "ls -A "+guestSockDir); out != sockName+"\n" {
 		t.Errorf("socket folder holds %q, want only %s", out, sockName)
 	}
+
+	// The socket folder is writable from inside, but it is a tiny tmpfs:
+	// nothing a guest writes there reaches the pool.
+	if out, exit := shAs(t, ag, "root", "dd if=/dev/zero of="+guestSockDir+"/fill bs=64k count=16"); exit.Code == 0 {
+		t.Errorf("wrote 1 MiB into the socket folder: %q", out)
+	}
+	if out, exit := shAs(t, ag, "root", "for i in $(seq 32); do touch "+guestSockDir+"/f$i || exit 3; done"); exit.Code != 3 {
+		t.Errorf("made 32 files in the socket folder: %q %+v", out, exit)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Join(spec.Dir, sockDir), &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		t.Errorf("socket folder on the host: statfs %+v %v, want a tmpfs of its own", st.Type, err)
+	} else if total := st.Blocks * uint64(st.Bsize); total > 64<<10 {
+		t.Errorf("socket folder's tmpfs holds %d bytes", total)
+	}
+	shAs(t, ag, "root", "rm -f "+guestSockDir+"/f* "+guestSockDir+"/fill")
+
+	// The host mounts the guest's disk without honouring its device
+	// nodes or setuid bits.
+	if err := unix.Statfs(filepath.Join(spec.Dir, rootfsDir), &st); err != nil {
+		t.Fatal(err)
+	} else if st.Flags&unix.ST_NOSUID == 0 || st.Flags&unix.ST_NODEV == 0 {
+		t.Errorf("disk mounted on the host with flags %#x, want nosuid and nodev", st.Flags)
+	}
 }
 
 // TestCrash: a sandbox that died while the daemon was away (no Stop, no

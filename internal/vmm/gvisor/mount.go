@@ -15,7 +15,9 @@ import (
 )
 
 // mountDisk attaches the ext4 image disk to a free loop device and mounts
-// it at dir. The loop device is set to autoclear: it detaches itself when
+// it at dir, nodev and nosuid: the host never honours a device node or a
+// setuid bit the guest made. (Inside the sandbox the sentry decides on
+// setuid bits itself, from the file's mode: runsc --allow-suid.) The loop device is set to autoclear: it detaches itself when
 // the last mount of it goes (ours, and the gofer's copy in its own mount
 // namespace), so there is nothing to detach by hand.
 //
@@ -23,7 +25,7 @@ import (
 // binary, the autoclear flag is set atomically with the backing file, and
 // errors come back as errnos.
 func mountDisk(disk, dir string) error {
-	_, err := storage.MountLoop(disk, dir, "ext4", unix.MS_NODEV)
+	_, err := storage.MountLoop(disk, dir, "ext4", unix.MS_NODEV|unix.MS_NOSUID)
 	return err
 }
 
@@ -31,17 +33,8 @@ func mountDisk(disk, dir string) error {
 // than one mount) and waits until no loop device is backed by disk any
 // more, so the next mount of the image is the only one.
 func unmountDisk(ctx context.Context, disk, dir string) error {
-	for {
-		err := unix.Unmount(dir, 0)
-		if errors.Is(err, unix.EBUSY) {
-			err = unix.Unmount(dir, unix.MNT_DETACH)
-		}
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			break // not a mount point (any more)
-		}
-		if err != nil {
-			return fmt.Errorf("unmount %s: %w", dir, err)
-		}
+	if err := unmountAll(dir); err != nil {
+		return err
 	}
 	for loopBacking(disk) != "" {
 		select {
@@ -66,4 +59,34 @@ func loopBacking(disk string) string {
 		}
 	}
 	return ""
+}
+
+// The agent's socket folder is bound into the sandbox read-write (the
+// agent must connect to the socket in it), so it is a tmpfs of its own on
+// the host, this small: a guest can write a few KiB there, never into the
+// pool that holds the disks and wisp.db.
+const sockFSOptions = "size=16k,nr_inodes=8,mode=0700"
+
+// mountSockDir mounts the socket folder's tmpfs at dir.
+func mountSockDir(dir string) error {
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, sockFSOptions); err != nil {
+		return fmt.Errorf("mount the socket folder %s: %w", dir, err)
+	}
+	return nil
+}
+
+// unmountAll unmounts everything stacked on dir (idempotent).
+func unmountAll(dir string) error {
+	for {
+		err := unix.Unmount(dir, 0)
+		if errors.Is(err, unix.EBUSY) {
+			err = unix.Unmount(dir, unix.MNT_DETACH)
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil // not a mount point (any more)
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
+	}
 }

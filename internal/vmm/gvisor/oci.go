@@ -2,6 +2,7 @@ package gvisor
 
 import (
 	"path/filepath"
+	"strconv"
 
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
@@ -64,6 +65,9 @@ type ociLinux struct {
 			Quota  int64  `json:"quota,omitempty"`
 			Period uint64 `json:"period,omitempty"`
 		} `json:"cpu"`
+		Pids struct {
+			Limit int64 `json:"limit,omitempty"`
+		} `json:"pids"`
 	} `json:"resources"`
 }
 
@@ -91,7 +95,8 @@ func ociConfig(spec vmm.Spec, rootfs, sockDir string) ociSpec {
 			// must not differ there. The restorer then sets the identity.
 			Args: []string{guestAgent, "--socket", guestSockDir + "/" + sockName},
 			Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
-				"WISP_HOSTNAME=" + spec.Name, "WISP_MACHINE_ID=" + spec.MachineID},
+				"WISP_HOSTNAME=" + spec.Name, "WISP_MACHINE_ID=" + spec.MachineID,
+				"WISP_PIDS=" + strconv.Itoa(spec.GuestPids())},
 			Cwd: "/",
 			Capabilities: map[string][]string{
 				"bounding": caps, "effective": caps, "permitted": caps,
@@ -127,9 +132,27 @@ func ociConfig(spec vmm.Spec, rootfs, sockDir string) ociSpec {
 	if spec.MemoryMiB > 0 {
 		s.Linux.Resources.Memory.Limit = int64(spec.MemoryMiB) << 20
 	}
+	s.Linux.Resources.Pids.Limit = hostPids(spec.GuestPids())
 	if spec.CPUs > 0 {
 		s.Linux.Resources.CPU.Quota = int64(spec.CPUs) * cpuPeriod
 		s.Linux.Resources.CPU.Period = cpuPeriod
 	}
 	return s
+}
+
+// Host tasks of a sandbox (the cgroup's pids.max counts threads). Under
+// systrap each guest process costs the host two tasks (its stub process
+// and the stub's syscall thread: 500 guest sleeps made 1,002 host
+// processes), and the sentry and gofer are Go programs whose threads come
+// and go with blocking host calls.
+const (
+	tasksPerGuestProcess = 2
+	sandboxBaseTasks     = 256 // sentry and gofer threads, with room
+)
+
+// hostPids is the sandbox cgroup's pids.max for a guest limit of n
+// processes: n guest processes fit, and the host pays at most this many
+// tasks whatever the guest does.
+func hostPids(n int) int64 {
+	return int64(n)*tasksPerGuestProcess + sandboxBaseTasks
 }

@@ -147,12 +147,12 @@ func (d *Driver) Save(ctx context.Context, inst vmm.Instance, dir string, keep b
 		return errors.Join(err, i.reattach(ctx))
 	}
 	if keep {
-		if err := errors.Join(d.checkpointKeep(i, tmp, during), i.reattach(ctx)); err != nil {
+		if err := errors.Join(d.checkpointKeep(ctx, i, tmp, during), i.reattach(ctx)); err != nil {
 			return err
 		}
 		return replace(tmp, dir)
 	}
-	if _, err := d.runsc("checkpoint", "--image-path", tmp, containerID(i.spec)); err != nil {
+	if _, err := d.runsc(ctx, "checkpoint", "--image-path", tmp, containerID(i.spec)); err != nil {
 		return errors.Join(err, i.reattach(ctx))
 	}
 	// The sandbox exits after the checkpoint; watch cleans up.
@@ -186,7 +186,11 @@ func replace(tmp, dir string) error {
 // their readers: an agent still connected would wait forever on a dead
 // socket, after resume and after restore. The listener is closed first,
 // so the agent's redials fail (it retries every 200 ms) until reattach.
+// The wait is bounded (detachTimeout): a guest that never hangs up fails
+// the save instead of holding the sprite.
 func (i *Instance) detach(ctx context.Context) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, detachTimeout, fmt.Errorf("the agent did not hang up in %s", detachTimeout))
+	defer cancel()
 	i.mu.Lock()
 	ag, conn := i.ag, i.conn
 	i.mu.Unlock()
@@ -241,21 +245,22 @@ func (i *Instance) reattach(ctx context.Context) error {
 // checkpointKeep checkpoints the running sandbox into image and leaves it
 // running. With during, the sandbox is paused around the checkpoint and
 // during runs in that window, with the host mount of the disk frozen.
-func (d *Driver) checkpointKeep(i *Instance, image string, during func() error) (err error) {
+func (d *Driver) checkpointKeep(ctx context.Context, i *Instance, image string, during func() error) (err error) {
 	id := containerID(i.spec)
 	checkpoint := func() error {
 		// The checkpoint flushes the sentry's file writes to the gofer.
-		_, err := d.runsc("checkpoint", "--leave-running", "--image-path", image, id)
+		_, err := d.runsc(ctx, "checkpoint", "--leave-running", "--image-path", image, id)
 		return err
 	}
 	if during == nil {
 		return checkpoint()
 	}
-	if _, err := d.runsc("pause", id); err != nil {
+	if _, err := d.runsc(ctx, "pause", id); err != nil {
 		return err
 	}
 	defer func() {
-		if _, rerr := d.runsc("resume", id); rerr != nil {
+		// Resume even when ctx has ended: a paused sandbox serves no one.
+		if _, rerr := d.runsc(context.WithoutCancel(ctx), "resume", id); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 	}()

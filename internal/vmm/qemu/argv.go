@@ -13,7 +13,7 @@ const (
 	agentSock  = "agent.sock"
 	qmpSock    = "qmp.sock"
 	pidFile    = "qemu.pid"
-	consoleLog = "console.log"
+	consoleLog = vmm.ConsoleLog // in spec.Logs(), as qemuLog
 	qemuLog    = "qemu.log"
 	memFile    = "memory"
 )
@@ -52,7 +52,7 @@ func sandboxArg(runAs string) string {
 func (d *Driver) Argv(spec vmm.Spec) []string {
 	accel := d.Accel
 	p := func(name string) string { return filepath.Join(spec.Dir, name) }
-	cmdline := append(append([]string(nil), bootArgs...), "wisp_name="+spec.Name)
+	cmdline := append(append([]string(nil), bootArgs...), "wisp_name="+spec.Name, fmt.Sprintf("wisp_pids=%d", spec.GuestPids()))
 	if spec.MachineID != "" {
 		cmdline = append(cmdline, "wisp_machine_id="+spec.MachineID)
 	}
@@ -74,12 +74,14 @@ func (d *Driver) Argv(spec vmm.Spec) []string {
 		"-kernel", spec.Kernel,
 		"-initrd", spec.Initrd,
 		"-append", strings.Join(cmdline, " "),
-		"-chardev", "file,id=con,path=" + p(consoleLog) + ",append=on",
+		"-chardev", "file,id=con,path=" + filepath.Join(spec.Logs(), consoleLog) + ",append=on",
 		"-serial", "chardev:con",
 		// auto-read-only=off: a save (migration) drops the disk's write
 		// permission and cont takes it back; with auto-read-only QEMU
 		// reopens the file by path then, which fails once it runs as RunAs.
-		"-drive", "id=root,file=" + spec.Disk + ",format=raw,if=none,discard=unmap,auto-read-only=off",
+		// werror/rerror=report: a full pool is an I/O error in the guest,
+		// not a VM that pauses without a word (QEMU's default on ENOSPC).
+		"-drive", "id=root,file=" + spec.Disk + ",format=raw,if=none,discard=unmap,auto-read-only=off,werror=report,rerror=report",
 		"-device", "virtio-blk-device,drive=root",
 		"-netdev", netdev,
 		"-device", "virtio-net-device,netdev=net0,mac=" + spec.MAC,

@@ -111,7 +111,8 @@ func (d *Driver) spawn(spec vmm.Spec, extra ...string) (*Instance, error) {
 	for _, f := range []string{agentSock, qmpSock, pidFile} {
 		os.Remove(filepath.Join(spec.Dir, f))
 	}
-	logf, err := os.OpenFile(filepath.Join(spec.Dir, qemuLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	// Appending: the daemon cuts the log down to its tail as it grows.
+	logf, err := os.OpenFile(filepath.Join(spec.Logs(), qemuLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -131,23 +132,44 @@ func (d *Driver) spawn(spec vmm.Spec, extra ...string) (*Instance, error) {
 		cmd.ExtraFiles = []*os.File{tap}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cg, cgErr := vmm.NewTaskCgroup(taskCgroup(spec), qemuTasks)
+	if cgErr != nil && os.Getuid() == 0 {
+		return nil, fmt.Errorf("start %s: %w", spec.Name, cgErr)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", d.Binary, err)
 	}
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() {
+		cmd.Wait()
+		vmm.RemoveTaskCgroup(taskCgroup(spec))
+		close(done)
+	}()
+	if cg != nil {
+		// QEMU's threads so far move with it; later ones are born there.
+		if err := cg.Join(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			<-done
+			return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+		}
+	}
 	return &Instance{spec: spec, d: d, pid: cmd.Process.Pid, done: done}, nil
 }
+
+// qemuTasks bounds a QEMU's threads (vCPUs, I/O workers, RCU, migration;
+// a few dozen in use): guest processes cost the host nothing here, but a
+// guest must not make QEMU spawn threads without end.
+const qemuTasks = 256
+
+// taskCgroup names the pids cgroup of spec's QEMU (below vmm.CgroupParent).
+func taskCgroup(spec vmm.Spec) string { return "qemu-" + spec.ID }
 
 // diagnose returns the tails of QEMU's log and the console for an error.
 func (d *Driver) diagnose(spec vmm.Spec) string {
 	var b strings.Builder
 	for _, f := range []string{qemuLog, consoleLog} {
-		data, _ := os.ReadFile(filepath.Join(spec.Dir, f))
+		data, _ := vmm.Tail(filepath.Join(spec.Logs(), f), 1500)
 		data = bytes.TrimSpace(data)
-		if len(data) > 1500 {
-			data = data[len(data)-1500:]
-		}
 		if len(data) > 0 {
 			fmt.Fprintf(&b, "\n--- %s (tail) ---\n%s", f, data)
 		}
@@ -166,6 +188,7 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 		return nil, fmt.Errorf("%w: %w", vmm.ErrNotRunning, err)
 	}
 	inst := &Instance{spec: spec, d: d, pid: pid, done: done}
+	go func() { <-done; vmm.RemoveTaskCgroup(taskCgroup(spec)) }()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// A daemon that died in the middle of a save leaves the VM paused: its
@@ -205,6 +228,7 @@ func (d *Driver) Reap(ctx context.Context, spec vmm.Spec) error {
 	select {
 	case <-done:
 		d.Log.Info("ended a VM the daemon could not reach", "sprite", spec.Name, "pid", pid)
+		vmm.RemoveTaskCgroup(taskCgroup(spec))
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("reap %s (pid %d): %w", spec.Name, pid, context.Cause(ctx))

@@ -1,0 +1,32 @@
+package agent_test
+
+import (
+	"context"
+	"io"
+	"testing"
+
+	"github.com/wisp-sh/wisp/internal/agent"
+	"github.com/wisp-sh/wisp/internal/agent/proto"
+)
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// BenchmarkExecStdout measures exec stdout through the host's session (an
+// in-process agent on a unix socket, host processes): the cost of the
+// host's window size, without a sandbox's noise.
+func BenchmarkExecStdout(b *testing.B) {
+	ln := serve(b)
+	c := connect(b, ln)
+	defer c.Close()
+	const size = 256 << 20
+	b.SetBytes(size)
+	for b.Loop() {
+		var out countWriter
+		exit, err := c.Exec(context.Background(), proto.ExecRequest{Argv: []string{"head", "-c", "268435456", "/dev/zero"}}, agent.ExecIO{Stdout: &out, Stderr: io.Discard})
+		if err != nil || exit.Code != 0 || out.n != size {
+			b.Fatalf("exec: %+v %v, %d bytes", exit, err, out.n)
+		}
+	}
+}
