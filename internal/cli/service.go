@@ -3,11 +3,13 @@ package cli
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/wisp-sh/wisp/internal/sprite"
 )
@@ -81,7 +83,7 @@ and after a sleep. A service with --port is what the sprite's URL serves
 				if s.Pid > 0 {
 					pid = fmt.Sprint(s.Pid)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, serviceText(s.State), pid, s.Restarts, port, serviceText(oneLine(s.Cmd, 60)))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, printable(s.State), pid, s.Restarts, port, printable(oneLine(s.Cmd, 60)))
 			}
 			return tw.Flush()
 		},
@@ -107,7 +109,15 @@ and after a sleep. A service with --port is what the sprite's URL serves
 				return err
 			}
 			defer rc.Close()
-			_, err = io.Copy(e.stdout, rc)
+			w := e.stdout
+			if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				// Written by the guest: keep its escape sequences away
+				// from the user's terminal.
+				s := &sanitizer{w: w}
+				defer s.Flush()
+				w = s
+			}
+			_, err = io.Copy(w, rc)
 			return err
 		},
 	}
@@ -120,9 +130,9 @@ func describeService(s sprite.ServiceStatus) string {
 	case s.State == "running":
 		return fmt.Sprintf("running (pid %d)", s.Pid)
 	case s.LastExit != "":
-		return fmt.Sprintf("%s (last: %s, %d restarts, since %s)", serviceText(s.State), serviceText(s.LastExit), s.Restarts, s.StartedAt.Local().Format(time.TimeOnly))
+		return fmt.Sprintf("%s (last: %s, %d restarts, since %s)", printable(s.State), printable(s.LastExit), s.Restarts, s.StartedAt.Local().Format(time.TimeOnly))
 	}
-	return serviceText(s.State)
+	return printable(s.State)
 }
 
 func oneLine(s string, n int) string {
@@ -131,15 +141,4 @@ func oneLine(s string, n int) string {
 		s = s[:n-3] + "..."
 	}
 	return s
-}
-
-// serviceText keeps guest text (a last exit the agent reported) from
-// driving the terminal: control characters become '?'.
-func serviceText(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u202e' || r == '\u202d' {
-			return '?'
-		}
-		return r
-	}, s)
 }
