@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -128,12 +126,12 @@ func (f *fakeAnthropic) answered() []string {
 // in the test's outside namespace, writes a file with its Write tool. The
 // key comes in as a secret; nonessential traffic is off.
 func TestClaudeCode(t *testing.T) {
-	needDevImage(t)
+	imagetest.NeedDev(t)
 	out := nettest.Start(t, testNetCIDR)
 	fake := &fakeAnthropic{path: "/home/sprite/hello.txt", content: "hello from claude\n"}
 	nettest.Serve(t, 8443, fake)
 	backend := backends()[len(backends())-1] // auto's choice here: gVisor where runsc is installed
-	d := newDaemon(t, backend, "--hosts-file", out.Hosts, "--dns-upstream", out.DNS)
+	d := startDaemon(t, &daemon{backend: backend, pool: 12, args: []string{"--hosts-file", out.Hosts, "--dns-upstream", out.DNS}})
 	d.ok("create", "c", "--image", "dev", "--memory", "1024", "--disk", "4", "--idle", "never",
 		"--allow", nettest.OutsideIP.String()+"/32")
 	base := fmt.Sprintf("http://%s:8443", nettest.OutsideIP)
@@ -153,12 +151,4 @@ func TestClaudeCode(t *testing.T) {
 		t.Errorf("the fake API answered %v: want a Write and then the end of the turn", calls)
 	}
 	t.Logf("claude -p: %q; the fake API answered %v", strings.TrimSpace(o), calls)
-}
-
-// needDevImage skips unless the test image cache holds a dev image (until
-// the dev fixture lands).
-func needDevImage(t *testing.T) {
-	if _, err := os.Stat(filepath.Join(imagetest.CacheDir(), "images", "roots", "dev", "root.ext4")); err != nil {
-		t.Skip("no dev image in the test cache")
-	}
 }

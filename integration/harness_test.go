@@ -58,11 +58,28 @@ type daemon struct {
 	images  string   // the shared test image cache
 	pool    int      // pool size in GiB
 	args    []string // more wispd flags
+	// defaults: start wispd with no layout flags (no --images, --pool-size,
+	// --build-dir, --cache, default image or disk): only its own data dir
+	// and socket, as a user would.
+	defaults bool
 }
 
 // newDaemon starts wispd with a fresh data dir whose images come from the
 // shared test cache (so each test does not fetch the kernel again).
 func newDaemon(t *testing.T, backend string, args ...string) *daemon {
+	t.Helper()
+	return startDaemon(t, &daemon{backend: backend, pool: 4, args: args})
+}
+
+// newDefaultDaemon starts wispd as a user would: its data dir and socket
+// (temporary, for the test) and no layout flags; images are built and
+// kept where wispd's defaults put them.
+func newDefaultDaemon(t *testing.T, backend string, args ...string) *daemon {
+	t.Helper()
+	return startDaemon(t, &daemon{backend: backend, args: args, defaults: true})
+}
+
+func startDaemon(t *testing.T, d *daemon) *daemon {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots real sprites; skipped with -short")
@@ -75,7 +92,7 @@ func newDaemon(t *testing.T, backend string, args ...string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, "wisp.sock"), backend: backend, pool: 4, args: args}
+	d.t, d.dir, d.sock = t, dir, filepath.Join(dir, "wisp.sock")
 	d.images = fx.Store.Dir
 	d.logf, _ = os.Create(filepath.Join(dir, "wispd.log"))
 	d.start()
@@ -102,11 +119,14 @@ func newDaemon(t *testing.T, backend string, args ...string) *daemon {
 func (d *daemon) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(filepath.Join(binDir, "wispd"), "--data-dir", filepath.Join(d.dir, "data"), "--socket", d.sock,
-		"--backend", d.backend, "--default-image", "minimal", "--default-memory", "256", "--default-disk", "2",
-		"--images", d.images, "--pool-size", fmt.Sprint(d.pool), "--allow-tcg",
+		"--backend", d.backend, "--default-memory", "256", "--allow-tcg",
 		"--idle", "0s", // no sprite sleeps behind a test's back; TestSleep sets idle times per sprite
 		// Networks of their own, apart from a real wispd's.
-		"--net-name", "wtest", "--net-cidr", testNetCIDR.String())
+		"--net-name", testNetName, "--net-cidr", testNetCIDR.String())
+	if !d.defaults {
+		d.cmd.Args = append(d.cmd.Args, "--default-image", "minimal", "--default-disk", "2",
+			"--images", d.images, "--pool-size", fmt.Sprint(d.pool))
+	}
 	if !slices.Contains(d.args, "--dns-upstream") {
 		// Sprites' DNS goes nowhere but loopback (nothing answers there).
 		d.cmd.Args = append(d.cmd.Args, "--dns-upstream", "127.0.0.1:9")

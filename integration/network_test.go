@@ -16,9 +16,13 @@ import (
 	"github.com/wisp-sh/wisp/internal/network/nettest"
 )
 
-// The sprites' range of the test daemons (--net-name wtest: their own
-// table, namespaces, links and range, apart from a default wispd's).
-var testNetCIDR = netip.MustParsePrefix("10.230.0.0/16")
+// The test daemons' networks: a name (nftables table, namespaces, links)
+// and a range of this test process's own, apart from a default wispd's
+// and from another test run's on the same machine.
+var (
+	testNetName = fmt.Sprintf("wt%02d", os.Getpid()%100)
+	testNetCIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(130 + os.Getpid()%90), 0, 0}), 16)
+)
 
 // fetch runs an HTTP GET of addr (host:port) inside the sprite with
 // busybox nc and reports whether an outside server answered.
@@ -75,18 +79,18 @@ func netLeftovers(t *testing.T) []string {
 	var out []string
 	ents, _ := os.ReadDir("/var/run/netns")
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "wtest-") {
+		if strings.HasPrefix(e.Name(), testNetName+"-") {
 			out = append(out, "namespace "+e.Name())
 		}
 	}
 	links, _ := netlink.LinkList()
 	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, "wte-") {
+		if strings.HasPrefix(l.Attrs().Name, testNetName+"-") {
 			out = append(out, "link "+l.Attrs().Name)
 		}
 	}
-	if b, err := os.ReadFile("/proc/net/route"); err == nil && strings.Contains(string(b), "wte-") {
-		out = append(out, "route via wte-*")
+	if b, err := os.ReadFile("/proc/net/route"); err == nil && strings.Contains(string(b), testNetName+"-") {
+		out = append(out, "route via "+testNetName+"-*")
 	}
 	return out
 }

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The tour of wisp on its embedded defaults: a daemon on a temporary data
-# dir, sprites on both backends, commands, copies, a kill -9 of the daemon
-# that the sprites and their files survive, timings, clean-up.
+# The tour of wisp on its defaults: a daemon with no layout flags (only its
+# data dir and socket), sprites on both backends, Claude Code and sudo in a
+# fresh dev sprite, env and secrets, an image of one's own, commands,
+# copies, a kill -9 of the daemon that the sprites and their files survive,
+# timings, clean-up. The data dir (and with it the built images, in the
+# storage pool) is kept in /var/lib/wisp-demo between demos; sprites are not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
 DEMO=$(mktemp -d /tmp/wisp-demo.XXXX)
-CACHE=${WISP_DEMO_CACHE:-$HOME/.cache/wisp-demo}   # images survive between demos (--images)
+DATA=${WISP_DEMO_DATA:-/var/lib/wisp-demo}   # short: unix socket paths live below it
 export WISP_SOCKET=$DEMO/wisp.sock
-mkdir -p "$DEMO/data" "$CACHE/images"
+mkdir -p "$DATA"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 t0=0; tic() { t0=$(date +%s%N); }
@@ -20,28 +23,30 @@ cleanup() {
   for s in $("$BIN/wisp" list --json 2>/dev/null | python3 -c 'import json,sys; print(" ".join(s["name"] for s in json.load(sys.stdin)))' 2>/dev/null); do
     "$BIN/wisp" destroy "$s" || true
   done
+  "$BIN/wisp" image rm mytools >/dev/null 2>&1 || true
   [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  # runsc keeps one network-namespace mount for all its sandboxes.
-  findmnt -rn -o TARGET | grep "^$DEMO/" | sort -r | xargs -r umount -l || true
+  # runsc keeps one network-namespace mount for all its sandboxes; the
+  # pool stays mounted when wispd stops (sprites may run on): unmount both.
+  findmnt -rn -o TARGET | grep -e "^$DEMO/" -e "^$DATA/" | sort -r | xargs -r umount -l || true
   cp "$DEMO/wispd.log" /tmp/wisp-demo-wispd.log 2>/dev/null && echo "   the daemon's log: /tmp/wisp-demo-wispd.log"
   rm -rf "$DEMO"
 }
 trap cleanup EXIT
 
 start_daemon() {
-  "$BIN/wispd" --data-dir "$DEMO/data" --socket "$WISP_SOCKET" --images "$CACHE/images" --pool-size 50 --allow-tcg >>"$DEMO/wispd.log" 2>&1 &
+  "$BIN/wispd" --data-dir "$DATA" --socket "$WISP_SOCKET" --allow-tcg >>"$DEMO/wispd.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 500); do [ -S "$WISP_SOCKET" ] && "$BIN/wisp" list >/dev/null 2>&1 && return; sleep 0.02; done
   echo "wispd did not start:"; cat "$DEMO/wispd.log"; exit 1
 }
 
-step "start wispd (data dir $DEMO/data)"
+step "start wispd (data dir $DATA)"
 tic; start_daemon; toc "daemon start"
 "$BIN/wisp" doctor
 
-step "build the default image, dev (Debian bookworm with build tools; cached after the first time)"
+step "build the default image, dev (Debian bookworm, Claude Code, Node.js, Go, Python, build tools; kept in $DATA)"
 built() { "$BIN/wisp" image list --json | python3 -c "import json,sys; sys.exit(0 if any(i['name']=='$1' and i['built'] for i in json.load(sys.stdin)) else 1)"; }
-if built dev; then echo "   dev is built (cached in $CACHE); rebuild with: wisp image build dev"; else tic; "$BIN/wisp" image build dev; toc "image build dev"; fi
+if built dev; then echo "   dev is built (in the pool under $DATA); rebuild with: wisp image build dev"; else tic; "$BIN/wisp" image build dev; toc "image build dev"; fi
 built minimal || "$BIN/wisp" image build minimal >/dev/null
 "$BIN/wisp" image list
 
@@ -52,7 +57,24 @@ tic; "$BIN/wisp" create vm --backend qemu --memory 512 --idle never; toc "create
 
 step "run commands: as the sprite user, with real toolchains"
 tic; "$BIN/wisp" exec dev -- sh -c 'echo "hello from $(hostname) as $(whoami), kernel $(uname -r)"'; toc "exec round trip (dev)"
-"$BIN/wisp" exec dev -- sh -c 'python3 --version; node --version; gcc --version | head -1; git --version'
+"$BIN/wisp" exec dev -- sh -c 'claude --version; python3 --version; node --version; go version; gcc --version | head -1; git --version; gh --version | head -1'
+step "sudo works for the sprite user (gVisor honours set-user-ID inside the sandbox only)"
+"$BIN/wisp" exec dev -- sh -c 'sudo -n id -u && sudo -n apt-get clean && echo "   sudo apt-get: ok"'
+
+step "a fresh sprite has Claude Code; env and secrets reach every exec"
+tic; "$BIN/wisp" create agent --env GIT_AUTHOR_NAME=agent; toc "create agent (dev image, default backend)"
+"$BIN/wisp" exec agent -- claude --version
+printf 'sk-ant-demo-not-a-real-key\n' | "$BIN/wisp" secret set agent ANTHROPIC_API_KEY
+"$BIN/wisp" secret list agent
+"$BIN/wisp" exec agent -- sh -c 'echo "   GIT_AUTHOR_NAME=$GIT_AUTHOR_NAME, ANTHROPIC_API_KEY has ${#ANTHROPIC_API_KEY} characters"'
+"$BIN/wisp" info agent | grep -c sk-ant-demo | sed 's/^/   times the key appears in wisp info: /' || true
+
+step "an image of your own: dev plus a recipe, then a sprite of it"
+tic; "$BIN/wisp" image build mytools --from dev --run 'echo "built by a wisp recipe" > /etc/motd' --run 'apt-get clean'; toc "image build mytools --from dev"
+"$BIN/wisp" image info mytools | grep -E 'from|run'
+tic; "$BIN/wisp" create mine --image mytools; toc "create from mytools"
+"$BIN/wisp" exec mine -- cat /etc/motd
+"$BIN/wisp" destroy mine
 "$BIN/wisp" exec vm -- sh -c 'echo "hello from $(hostname), kernel $(uname -r), $(nproc) cpu"'
 echo 'print(sum(range(10**6)))' | "$BIN/wisp" exec dev -- python3 -
 set +e; "$BIN/wisp" exec dev -- sh -c 'exit 42'; echo "   exit code came back: $?"; set -e
@@ -80,7 +102,7 @@ kill $HTTPD
 "$BIN/wisp" policy set dev --allow-all
 
 step "a second QEMU sprite comes from the warm snapshot"
-for _ in $(seq 1 1200); do ls "$DEMO/data/pool/templates" 2>/dev/null | grep -v tmp | grep -q '^qemu-dev-' && break; sleep 0.1; done
+for _ in $(seq 1 1200); do ls "$DATA/pool/templates" 2>/dev/null | grep -v tmp | grep -q '^qemu-dev-' && break; sleep 0.1; done
 tic; "$BIN/wisp" create vm2 --backend qemu --memory 512; toc "create vm2 (qemu, warm snapshot)"
 "$BIN/wisp" exec vm2 -- sh -c 'echo "hello from $(hostname), up $(cut -d" " -f1 /proc/uptime) s"'
 
@@ -120,7 +142,7 @@ step "stop and start: the disk keeps everything"
 tic; "$BIN/wisp" start vm; toc "start vm (qemu cold boot)"
 "$BIN/wisp" exec vm -- cat /home/sprite/note
 
-step "benchmark (both backends, minimal image)"
+step "benchmark (both backends, dev and minimal images)"
 "$BIN/wisp" bench --runs 3 --backend both --out "$DEMO/bench.json" 2>/dev/null
 
 step "timings"

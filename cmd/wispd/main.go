@@ -42,7 +42,9 @@ func main() {
 	flag.StringVar(&cfg.QEMUUser, "qemu-user", cfg.QEMUUser, "unprivileged user QEMU drops to when wispd runs as root")
 	flag.StringVar(&cfg.Runsc, "runsc", cfg.Runsc, "runsc binary (default: $WISP_RUNSC or /usr/local/libexec/wisp/runsc)")
 	flag.StringVar(&cfg.Agent, "agent", cfg.Agent, "wisp-agent binary (default: beside wispd)")
-	flag.StringVar(&cfg.Images, "images", cfg.Images, "image cache directory (default: in the storage pool)")
+	flag.StringVar(&cfg.Images, "images", cfg.Images, "image directory (default: in the storage pool; elsewhere, each image is copied into the pool once)")
+	flag.StringVar(&cfg.BuildDir, "build-dir", cfg.BuildDir, "where image builds make their root trees: a filesystem with device nodes and exec (default: DATA/build)")
+	flag.StringVar(&cfg.Cache, "cache", cfg.Cache, "where image builds cache their pinned downloads (default: ~/.cache/wisp/downloads)")
 	flag.IntVar(&cfg.PoolGiB, "pool-size", cfg.PoolGiB, "storage pool size in GiB, where wisp makes a pool file (sparse; raise it to grow the pool)")
 	flag.IntVar(&cfg.CPUs, "default-cpus", cfg.CPUs, "cpus of a sprite when create does not say")
 	flag.IntVar(&cfg.MemoryMiB, "default-memory", cfg.MemoryMiB, "memory (MiB) of a sprite when create does not say")
@@ -97,7 +99,8 @@ func run(log *slog.Logger, cfg config.Config) error {
 	if imagesDir == "" {
 		imagesDir = filepath.Join(pool.Root, "images")
 	}
-	images := &image.Store{Dir: imagesDir, Log: log}
+	images := &image.Store{Dir: imagesDir, Scratch: cfg.BuildPath(), Cache: cfg.CachePath(), Log: log}
+	images.CleanScratch() // work dirs of builds a crash cut short
 	drivers, choice, gv, unavailable := backends(log, cfg, pool.Clone)
 	var nw *network.Network
 	netInfo := &doctor.NetworkInfo{}
@@ -123,7 +126,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 		Backend:     choice.Auto,
 		Drivers:     drivers,
 		Unavailable: unavailable,
-		Images:      &image.Boot{Store: images, AgentPath: agentPath},
+		Images:      &image.Boot{Store: images, AgentPath: agentPath, Pool: filepath.Join(pool.Root, "imported"), Clone: pool.Clone},
 		Defaults:    sprite.CreateOptions{CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, DiskGiB: cfg.DiskGiB, Image: cfg.Image, Pids: cfg.Pids},
 		Limits:      sprite.Limits{MaxCPUs: cfg.MaxCPUs, MaxMemoryMiB: cfg.MaxMemoryMiB, MaxDiskGiB: cfg.MaxDiskGiB, MaxPids: cfg.MaxPids},
 		Idle:        cfg.Idle,

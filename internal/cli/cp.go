@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -35,7 +36,7 @@ copied into it; otherwise SRC is copied to DST.`,
 			case !sRemote && !dRemote:
 				return errors.New("cp: neither side is in a sprite; write one side as NAME:/path")
 			case dRemote:
-				return upload(cmd, e.client(), args[0], dName, dPath)
+				return upload(cmd.Context(), e.client(), args[0], dName, dPath)
 			default:
 				return download(cmd, e.client(), sName, sPath, args[1])
 			}
@@ -53,14 +54,13 @@ func splitRemote(arg string) (name, p string, ok bool) {
 	return name, p, ok && name != ""
 }
 
-func upload(cmd *cobra.Command, c *client.Client, src, name, dst string) error {
+func upload(ctx context.Context, c *client.Client, src, name, dst string) error {
 	if !path.IsAbs(dst) {
 		return fmt.Errorf("cp: sprite path %q must be absolute", dst)
 	}
 	if _, err := os.Lstat(src); err != nil {
 		return fmt.Errorf("cp: %w", err)
 	}
-	ctx := cmd.Context()
 	dir, base := path.Dir(dst), path.Base(dst)
 	if fi, err := c.Stat(ctx, name, dst); err == nil && fi.IsDir {
 		dir, base = dst, filepath.Base(filepath.Clean(src))

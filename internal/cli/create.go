@@ -19,6 +19,7 @@ func newCreate(e *env) *cobra.Command {
 		Short: "Create a sprite and boot it",
 		Example: `  wisp create dev
   wisp create scratch --image minimal --cpus 2 --memory 2048 --disk 20
+  wisp create agent --env GIT_AUTHOR_NAME=bot --env TZ=UTC
   wisp create agent --allow 'github.com,*.npmjs.org,registry.npmjs.org'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -52,6 +53,7 @@ func newCreate(e *env) *cobra.Command {
 	f.StringVar(&o.Image, "image", "", "root image: dev or minimal (default from wispd, dev)")
 	f.StringVar(&o.Backend, "backend", "", "isolation backend: auto, qemu or gvisor (default from wispd)")
 	f.StringVar(&idle, "idle", "", "sleep after this long unused: 30s, 5m, never (default from wispd, 30s)")
+	f.StringArrayVar(&o.Env, "env", nil, "KEY=VALUE for every exec and console in the sprite (repeatable; for secrets use `wisp secret set`)")
 	f.BoolVar(&asJSON, "json", false, "print the sprite as JSON")
 	pf.register(c)
 	return c

@@ -65,6 +65,9 @@ func newInfo(e *env) *cobra.Command {
 			row("image", s.Image)
 			row("origin", s.Origin)
 			row("idle", idleString(s.IdleSeconds))
+			for _, kv := range s.Env {
+				row("env", kv)
+			}
 			if s.Address != "" {
 				gw := "?"
 				if a, err := netip.ParseAddr(s.Address); err == nil {

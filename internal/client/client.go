@@ -179,8 +179,9 @@ func (c *Client) Logs(ctx context.Context, name string, tailBytes int64) (io.Rea
 	return resp.Body, nil
 }
 
-// BuildImage builds an image, calling progress for each line of output.
-func (c *Client) BuildImage(ctx context.Context, name string, progress func(string)) (image.Info, error) {
+// BuildImage builds an image, calling progress (which may be nil) as the
+// build reports.
+func (c *Client) BuildImage(ctx context.Context, name string, progress func(image.Progress)) (image.Info, error) {
 	req, _ := http.NewRequestWithContext(ctx, "POST", "http://wispd/v1/images/"+url.PathEscape(name)+"/build", nil)
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -194,9 +195,9 @@ func (c *Client) BuildImage(ctx context.Context, name string, progress func(stri
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var ev struct {
-			Line  string      `json:"line"`
-			Image *image.Info `json:"image"`
-			Error *Error      `json:"error"`
+			Progress *image.Progress `json:"progress"`
+			Image    *image.Info     `json:"image"`
+			Error    *Error          `json:"error"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			return image.Info{}, fmt.Errorf("bad build event: %w", err)
@@ -206,8 +207,8 @@ func (c *Client) BuildImage(ctx context.Context, name string, progress func(stri
 			return image.Info{}, ev.Error
 		case ev.Image != nil:
 			return *ev.Image, nil
-		case progress != nil:
-			progress(ev.Line)
+		case progress != nil && ev.Progress != nil:
+			progress(*ev.Progress)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -329,6 +330,28 @@ func (c *Client) Restore(ctx context.Context, name, id string) (sprite.Sprite, e
 func (c *Client) Fork(ctx context.Context, name, from, newName string) (sprite.Sprite, error) {
 	var out sprite.Sprite
 	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/fork", map[string]string{"name": newName, "from": from}, &out)
+}
+
+// Image describes one image.
+func (c *Client) Image(ctx context.Context, name string) (image.Info, error) {
+	var out image.Info
+	return out, c.do(ctx, "GET", "/v1/images/"+url.PathEscape(name), nil, &out)
+}
+
+// SaveImage makes image name from sprite's disk as it is now (a reflink).
+// recipe, when not nil, records how the sprite was made.
+func (c *Client) SaveImage(ctx context.Context, name, sprite string, recipe *image.Recipe) (image.Info, error) {
+	var out image.Info
+	body := map[string]any{"sprite": sprite}
+	if recipe != nil {
+		body["recipe"] = recipe
+	}
+	return out, c.do(ctx, "POST", "/v1/images/"+url.PathEscape(name)+"/save", body, &out)
+}
+
+// RemoveImage removes an image of one's own.
+func (c *Client) RemoveImage(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", "/v1/images/"+url.PathEscape(name), nil, nil)
 }
 
 // URL returns a sprite's URL on the front door (a signed one, with a

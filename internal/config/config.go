@@ -29,7 +29,9 @@ type Config struct {
 	AllowTCG bool
 	Runsc    string // the runsc binary; empty: look in the usual places
 	Agent    string // the wisp-agent binary; empty: next to wispd
-	Images   string // where images are cached; empty: in the storage pool
+	Images   string // where images are kept; empty: in the storage pool, so sprite disks are reflinks of them
+	BuildDir string // where image root trees are built (device nodes and exec allowed); empty: DataDir/build
+	Cache    string // pinned downloads for image builds; empty: the user cache dir's wisp/downloads
 	PoolGiB  int    // size of the storage pool file, where wisp makes one (sparse; growable)
 
 	// Defaults for wisp create.
@@ -162,6 +164,27 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("idle %s must not be negative (0 means never)", c.Idle))
 	}
 	return errors.Join(errs...)
+}
+
+// BuildPath is where image root trees are built: on the data dir's own
+// filesystem (the pool below it is mounted nodev), unless configured.
+func (c *Config) BuildPath() string {
+	if c.BuildDir != "" {
+		return c.BuildDir
+	}
+	return filepath.Join(c.DataDir, "build")
+}
+
+// CachePath is where image builds keep their pinned downloads.
+func (c *Config) CachePath() string {
+	if c.Cache != "" {
+		return c.Cache
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return filepath.Join(c.DataDir, "downloads")
+	}
+	return filepath.Join(d, "wisp", "downloads")
 }
 
 // dnsAddr reads an upstream DNS server: an address, with :port or not.

@@ -71,6 +71,15 @@ func VMConfigFromEnv() VMConfig {
 	return c
 }
 
+// sysctls are the kernel settings of a VM guest (there is no sysctl
+// service: the agent is init). Overcommit as containers have it: runtimes
+// such as Bun and JavaScriptCore (Claude Code's native binary) reserve far
+// more address space than a small VM's RAM and die of SIGSEGV when the
+// kernel's heuristic refuses the reservation.
+var sysctls = map[string]string{
+	"/proc/sys/vm/overcommit_memory": "1",
+}
+
 // InitVM brings a VM guest up from the initramfs: mounts, modules, root
 // disk, switch of root, hostname, network.
 func InitVM(log *slog.Logger, c VMConfig) error {
@@ -118,6 +127,11 @@ func InitVM(log *slog.Logger, c VMConfig) error {
 	}
 	if err := setIdentity(proto.Request{Hostname: c.Hostname, MachineID: c.MachineID}); err != nil {
 		log.Warn("identity", "err", err)
+	}
+	for path, v := range sysctls {
+		if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+			log.Warn("sysctl", "path", path, "err", err)
+		}
 	}
 	if err := ConfigureNetwork(c.Address, c.Gateway); err != nil {
 		log.Warn("network", "err", err)

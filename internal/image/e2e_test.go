@@ -78,7 +78,7 @@ func TestFetchAndBuild(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i := range errs {
-		wg.Go(func() { _, errs[i] = s.Build(ctx, "minimal", testWriter{t}) })
+		wg.Go(func() { _, errs[i] = s.Build(ctx, "minimal", testReport(t)) })
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -115,4 +115,9 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// testReport sends build progress to the test log.
+func testReport(t *testing.T) func(Progress) {
+	return func(p Progress) { t.Logf("[%d/%d] %s %d/%d", p.Step, p.Steps, p.Phase, p.Done, p.Total) }
 }

@@ -1,11 +1,11 @@
 package image
 
 import (
-	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -23,35 +23,70 @@ type Info struct {
 	BuiltAt     time.Time `json:"built_at,omitempty"`
 	SHA256      string    `json:"sha256,omitempty"`
 	Description string    `json:"description"`
+	// Contents names what the image holds and at which version
+	// ("claude": "2.1.332", "python3": "3.11.2").
+	Contents map[string]string `json:"contents,omitempty"`
+	// BuildSeconds is how long the last build took.
+	BuildSeconds float64 `json:"build_seconds,omitempty"`
+	// Recipe is how an image of one's own was made (see Recipe).
+	Recipe *Recipe `json:"recipe,omitempty"`
+	// Key identifies the built-in recipe it was built from; a build from
+	// a changed recipe has another key (see RecipeKey).
+	Key string `json:"key,omitempty"`
 }
 
 // rootRecord is the meta.json stored next to a root image.
 type rootRecord struct {
-	Name      string    `json:"name"`
-	BuiltAt   time.Time `json:"built_at"`
-	SizeBytes int64     `json:"size_bytes"`
-	SHA256    string    `json:"sha256"`
+	Name         string            `json:"name"`
+	BuiltAt      time.Time         `json:"built_at"`
+	SizeBytes    int64             `json:"size_bytes"`
+	SHA256       string            `json:"sha256"`
+	Contents     map[string]string `json:"contents,omitempty"`
+	BuildSeconds float64           `json:"build_seconds,omitempty"`
+	Description  string            `json:"description,omitempty"`
+	Recipe       *Recipe           `json:"recipe,omitempty"`
+	Key          string            `json:"key,omitempty"`
 }
 
 type rootDef struct {
 	description string
-	populate    func(ctx context.Context, root, work string, progress io.Writer) error
+	phases      int  // phases populate reports
+	debootstrap bool // needs device nodes and exec where it builds
+	populate    func(b *builder) error
 }
 
 var rootDefs = map[string]rootDef{
-	"minimal": {"busybox only; builds in seconds", populateMinimal},
-	"dev":     {"Debian bookworm with build-essential, git, python3, nodejs, sudo", populateDev},
+	"minimal": {"busybox only; builds in seconds", 1, false, populateMinimal},
+	"dev":     {devDescription, 7, true, populateDev},
 }
 
-// Names lists the known images.
+// recipeRevision changes whenever a built-in recipe changes in a way its
+// pins and package list do not show.
+const recipeRevision = "2026-11-29.1"
+
+// RecipeKey identifies what building the built-in image name makes today:
+// tests that cache an image rebuild it when the key changes.
+func RecipeKey(name string) string {
+	h := sha256.New()
+	fmt.Fprintln(h, recipeRevision, name)
+	if name == "dev" {
+		fmt.Fprintln(h, nodeDownload, npmDownload, claudeDownload, claudeNativeDownload, goDownload, devPackages)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Names lists the built-in images.
 func Names() []string { return []string{"minimal", "dev"} }
 
 func (s *Store) rootsDir() string { return filepath.Join(s.Dir, "roots") }
 
 // builtDir returns the directory holding image name's root.ext4 and meta.json.
 func (s *Store) builtDir(name string) (string, rootRecord, error) {
-	if _, ok := rootDefs[name]; !ok {
-		return "", rootRecord{}, fmt.Errorf("image %q: %w", name, ErrUnknown)
+	_, builtin := rootDefs[name]
+	if !builtin {
+		if err := ValidateName(name); err != nil {
+			return "", rootRecord{}, err
+		}
 	}
 	dir, err := filepath.EvalSymlinks(filepath.Join(s.rootsDir(), name))
 	var rec rootRecord
@@ -59,6 +94,9 @@ func (s *Store) builtDir(name string) (string, rootRecord, error) {
 		err = readJSON(filepath.Join(dir, "meta.json"), &rec)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
+		if !builtin {
+			return "", rootRecord{}, fmt.Errorf("image %q: %w", name, ErrUnknown)
+		}
 		return "", rootRecord{}, fmt.Errorf("image %q: %w", name, ErrNotBuilt)
 	}
 	if err != nil {
@@ -78,11 +116,23 @@ func (s *Store) Root(name string) (string, error) {
 	return filepath.Join(dir, "root.ext4"), nil
 }
 
-// List describes every known image, built or not.
+// List describes every image: the built-in ones, built or not, then the
+// images of one's own, by name.
 func (s *Store) List() ([]Info, error) {
+	names := Names()
+	links, _ := os.ReadDir(s.rootsDir())
+	for _, l := range links {
+		n := l.Name()
+		if _, builtin := rootDefs[n]; !builtin && !strings.HasPrefix(n, ".") && ValidateName(n) == nil {
+			names = append(names, n)
+		}
+	}
 	var infos []Info
-	for _, name := range Names() {
-		info, err := s.info(name)
+	for _, name := range names {
+		info, err := s.Info(name)
+		if errors.Is(err, ErrUnknown) {
+			continue // removed meanwhile
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -91,7 +141,9 @@ func (s *Store) List() ([]Info, error) {
 	return infos, nil
 }
 
-func (s *Store) info(name string) (Info, error) {
+// Info describes image name; the error wraps ErrUnknown for a name that
+// is neither built in nor built.
+func (s *Store) Info(name string) (Info, error) {
 	info := Info{Name: name, Description: rootDefs[name].description}
 	dir, rec, err := s.builtDir(name)
 	switch {
@@ -101,55 +153,107 @@ func (s *Store) info(name string) (Info, error) {
 	default:
 		info.Built, info.Path = true, filepath.Join(dir, "root.ext4")
 		info.SizeBytes, info.BuiltAt, info.SHA256 = rec.SizeBytes, rec.BuiltAt, rec.SHA256
+		info.Contents, info.BuildSeconds, info.Recipe, info.Key = rec.Contents, rec.BuildSeconds, rec.Recipe, rec.Key
+		if rec.Description != "" {
+			info.Description = rec.Description
+		}
 	}
 	return info, nil
 }
 
-// Build builds (or rebuilds) image name, writing progress lines to progress.
-// The image and its meta are made in a work dir, moved to roots/.<name>-<id>
-// and published by atomically swapping the roots/<name> symlink, so a crash
-// leaves the old image or the new one. Builds of one name are serialised.
-func (s *Store) Build(ctx context.Context, name string, progress io.Writer) (Info, error) {
+// Progress is one report of an image build: the phase it is in (Step of
+// Steps) and, where the phase can count its work, how far it got (Done of
+// Total; Total 0 when unknown).
+type Progress struct {
+	Step  int    `json:"step"`
+	Steps int    `json:"steps"`
+	Phase string `json:"phase"`
+	Done  int    `json:"done,omitempty"`
+	Total int    `json:"total,omitempty"`
+	// Log is the file the build's command output goes to.
+	Log string `json:"log,omitempty"`
+}
+
+// Build builds (or rebuilds) image name, calling report (which may be
+// nil) as it goes. The root tree is made in a work dir under Scratch (a
+// filesystem that allows device nodes and exec), the finished image under
+// Dir; it is moved to roots/.<name>-<id> and published by atomically
+// swapping the roots/<name> symlink, so a crash leaves the old image or the
+// new one, and a failure leaves nothing. The output of the commands it runs
+// goes to logs/<name>.log under Dir, which a failure names. Builds of one
+// name are serialised.
+func (s *Store) Build(ctx context.Context, name string, report func(Progress)) (Info, error) {
 	def, ok := rootDefs[name]
 	if !ok {
 		return Info{}, fmt.Errorf("image %q: %w", name, ErrUnknown)
 	}
+	if report == nil {
+		report = func(Progress) {}
+	}
 	defer s.lock("root/" + name)()
 	start := time.Now()
 	s.log().Info("building image", "image", name)
-	if err := s.build(ctx, name, def, progress); err != nil {
+	if err := s.build(ctx, name, def, report); err != nil {
 		s.log().Error("image build failed", "image", name, "err", err)
 		return Info{}, fmt.Errorf("build image %q: %w", name, err)
 	}
 	s.log().Info("image built", "image", name, "took", time.Since(start).Round(time.Millisecond))
-	return s.info(name)
+	return s.Info(name)
 }
 
-func (s *Store) build(ctx context.Context, name string, def rootDef, progress io.Writer) error {
-	work, err := s.workDir("root-" + name)
+func (s *Store) build(ctx context.Context, name string, def rootDef, report func(Progress)) error {
+	start := time.Now()
+	scratch := s.scratchDir()
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return err
+	}
+	if def.debootstrap {
+		if err := execAndDevices(scratch); err != nil {
+			return err
+		}
+	}
+	work, err := os.MkdirTemp(scratch, "root-"+name+"-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	root := filepath.Join(work, "rootfs")
-	if err := os.Mkdir(root, 0o755); err != nil {
+	defer removeWork(s.log(), work)
+	logs := filepath.Join(s.Dir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
 		return err
 	}
-	if err := def.populate(ctx, root, work, progress); err != nil {
+	logPath := filepath.Join(logs, name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
 		return err
 	}
-
-	out := filepath.Join(work, "out")
-	if err := os.Mkdir(out, 0o755); err != nil {
+	defer logf.Close()
+	b := &builder{s: s, ctx: ctx, root: filepath.Join(work, "rootfs"), work: work, log: logf, logPath: logPath,
+		report: report, steps: def.phases + 2}
+	if err := os.Mkdir(b.root, 0o755); err != nil {
 		return err
 	}
+	err = def.populate(b)
+	if uerr := b.unmountProc(); err == nil {
+		err = uerr
+	}
+	if err != nil {
+		return fmt.Errorf("%w (log: %s)", err, logPath)
+	}
+	b.phase("make the ext4 filesystem")
+	// The image is written into the cache dir (in the storage pool), so
+	// sprite disks can be reflinks of it.
+	out, err := s.workDir("out-" + name)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(out)
 	img := filepath.Join(out, "root.ext4")
-	size, inodes, err := ext4Size(root)
+	size, inodes, err := ext4Size(b.root)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(progress, "mkfs.ext4 %d MiB, %d inodes\n", size>>20, inodes)
-	if _, err := run(ctx, "", "mkfs.ext4", "-q", "-F", "-d", root, "-L", "wisp-root", "-E", "root_owner=0:0", "-b", "4096", "-T", "default",
+	fmt.Fprintf(logf, "mkfs.ext4 %d MiB, %d inodes\n", size>>20, inodes)
+	if _, err := run(ctx, "", "mkfs.ext4", "-q", "-F", "-d", b.root, "-L", "wisp-root", "-E", "root_owner=0:0", "-b", "4096", "-T", "default",
 		"-N", strconv.FormatInt(inodes, 10), img, strconv.FormatInt(size>>10, 10)+"k"); err != nil {
 		return err
 	}
@@ -157,12 +261,19 @@ func (s *Store) build(ctx context.Context, name string, def rootDef, progress io
 	if err != nil {
 		return err
 	}
-	rec := rootRecord{Name: name, BuiltAt: time.Now().UTC(), SizeBytes: size, SHA256: sum}
+	b.phase("publish")
+	rec := rootRecord{Name: name, BuiltAt: time.Now().UTC(), SizeBytes: size, SHA256: sum, Contents: b.contents, Key: RecipeKey(name),
+		BuildSeconds: time.Since(start).Round(100 * time.Millisecond).Seconds()}
 	if err := writeJSONAtomic(filepath.Join(out, "meta.json"), rec); err != nil {
 		return err
 	}
+	return s.publish(name, out)
+}
 
-	// Publish: move the finished dir next to the link, then swap the link.
+// publish moves the finished dir out (holding root.ext4 and meta.json)
+// next to the roots/<name> link, swaps the link to it and removes older
+// builds of name.
+func (s *Store) publish(name, out string) error {
 	roots := s.rootsDir()
 	if err := os.MkdirAll(roots, 0o755); err != nil {
 		return err
@@ -186,7 +297,6 @@ func (s *Store) build(ctx context.Context, name string, def rootDef, progress io
 			os.RemoveAll(o)
 		}
 	}
-	fmt.Fprintf(progress, "image %s: %d MiB\n", name, size>>20)
 	return nil
 }
 
@@ -235,9 +345,10 @@ func writeFiles(root string, files map[string]string) error {
 
 // populateMinimal makes a busybox root: /bin/busybox with its applet links,
 // the usual top-level dirs, root and sprite (1000) users.
-func populateMinimal(ctx context.Context, root, work string, progress io.Writer) error {
-	fmt.Fprintln(progress, "downloading busybox-static")
-	apt := aptOnce{progress: progress}
+func populateMinimal(b *builder) error {
+	ctx, root, work := b.ctx, b.root, b.work
+	b.phase("busybox from Debian")
+	apt := aptOnce{progress: b.log}
 	deb, err := apt.download(ctx, work, "busybox-static")
 	if err != nil {
 		return err
@@ -270,7 +381,13 @@ func populateMinimal(ctx context.Context, root, work string, progress io.Writer)
 			return err
 		}
 	}
-	fmt.Fprintf(progress, "busybox: %d applets\n", len(applets))
+	fmt.Fprintf(b.log, "busybox: %d applets\n", len(applets))
+	// busybox-static_1%3a1.35.0-4+b3_amd64.deb
+	if _, v, ok := strings.Cut(filepath.Base(deb), "_"); ok {
+		v, _, _ = strings.Cut(v, "_")
+		v = strings.ReplaceAll(v, "%3a", ":")
+		b.contents = map[string]string{"busybox": debVersion(v)}
+	}
 
 	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "root", "home/sprite", "etc", "var/tmp"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
@@ -295,109 +412,4 @@ func populateMinimal(ctx context.Context, root, work string, progress io.Writer)
 		"etc/os-release":  "NAME=\"wisp minimal\"\nID=wisp-minimal\nPRETTY_NAME=\"wisp minimal (busybox)\"\n",
 		"etc/resolv.conf": "nameserver 10.0.2.3\n",
 	})
-}
-
-// devPackages are installed on top of a minbase debootstrap.
-var devPackages = []string{
-	"build-essential", "git", "curl", "ca-certificates", "python3", "nodejs", "npm",
-	"sudo", "vim", "less", "procps", "iproute2", "openssh-client",
-}
-
-// populateDev debootstraps Debian bookworm, installs the development
-// toolset and adds the sprite user with passwordless sudo.
-//
-// The packages are installed with apt inside the chroot rather than with
-// debootstrap --include: debootstrap's resolver cannot configure npm's
-// hundreds of node-* dependencies ("Failure while configuring base packages").
-func populateDev(ctx context.Context, root, work string, progress io.Writer) error {
-	mirror := aptMirror()
-	fmt.Fprintf(progress, "debootstrap bookworm from %s\n", mirror)
-	if err := runStream(ctx, progress, nil, "debootstrap", "--variant=minbase", "bookworm", root, mirror); err != nil {
-		return err
-	}
-	if err := aptInstall(ctx, root, progress, devPackages); err != nil {
-		return err
-	}
-	if _, err := run(ctx, "", "chroot", root, "useradd", "-m", "-u", "1000", "-U", "-G", "sudo", "-s", "/bin/bash", "sprite"); err != nil {
-		return err
-	}
-	if err := writeFiles(root, map[string]string{
-		"etc/hostname":    "sprite\n",
-		"etc/resolv.conf": "nameserver 10.0.2.3\n",
-	}); err != nil {
-		return err
-	}
-	sudoers := filepath.Join(root, "etc/sudoers.d/sprite")
-	if err := os.WriteFile(sudoers, []byte("sprite ALL=(ALL) NOPASSWD:ALL\n"), 0o440); err != nil {
-		return err
-	}
-	if err := os.Chmod(sudoers, 0o440); err != nil { // umask-proof
-		return err
-	}
-	fmt.Fprintln(progress, "apt clean")
-	for _, g := range []string{"var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*"} {
-		m, _ := filepath.Glob(filepath.Join(root, g))
-		for _, p := range m {
-			if filepath.Base(p) == "partial" || filepath.Base(p) == "lock" {
-				continue
-			}
-			if err := os.RemoveAll(p); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// aptInstall runs apt-get install in the chroot at root with /proc mounted
-// and services kept from starting.
-func aptInstall(ctx context.Context, root string, progress io.Writer, pkgs []string) error {
-	policy := filepath.Join(root, "usr/sbin/policy-rc.d")
-	if err := os.WriteFile(policy, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
-		return err
-	}
-	defer os.Remove(policy)
-	proc := filepath.Join(root, "proc")
-	if _, err := run(ctx, "", "mount", "-t", "proc", "proc", proc); err != nil {
-		return err
-	}
-	// Unmount even when ctx is cancelled, before the caller removes the tree.
-	defer run(context.WithoutCancel(ctx), "", "umount", "-l", proc)
-
-	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
-	fmt.Fprintf(progress, "apt-get install %s\n", strings.Join(pkgs, " "))
-	if err := runStream(ctx, progress, env, "chroot", root, "apt-get", "update"); err != nil {
-		return err
-	}
-	args := append([]string{root, "apt-get", "install", "-y", "--no-install-recommends"}, pkgs...)
-	return runStream(ctx, progress, env, "chroot", args...)
-}
-
-// aptMirror returns the host's Debian mirror, from the first non-security
-// URIs: line of debian.sources or deb line of sources.list.
-func aptMirror() string {
-	for _, src := range []struct{ path, prefix string }{
-		{"/etc/apt/sources.list.d/debian.sources", "URIs:"},
-		{"/etc/apt/sources.list", "deb "},
-	} {
-		f, err := os.Open(src.path)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), src.prefix)
-			if !ok {
-				continue
-			}
-			for _, u := range strings.Fields(rest) {
-				if strings.HasPrefix(u, "http") && !strings.Contains(u, "security") {
-					f.Close()
-					return u
-				}
-			}
-		}
-		f.Close()
-	}
-	return "http://deb.debian.org/debian"
 }

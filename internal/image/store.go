@@ -9,7 +9,12 @@
 //	initramfs/initramfs-<hash>.cpio
 //	roots/<name>                symlink to roots/.<name>-<id>/ (swapped atomically)
 //	roots/.<name>-<id>/root.ext4, meta.json
+//	logs/<name>.log             the output of the last build of name
 //	tmp/                        work dirs; anything here is garbage after a crash
+//
+// Root trees are populated under Scratch (debootstrap needs device nodes and
+// exec, which the storage pool's mount forbids) and pinned downloads are
+// cached under Cache; both may live elsewhere than Dir.
 package image
 
 import (
@@ -28,20 +33,29 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/storage"
 )
 
 var (
 	// ErrNotBuilt means the root image exists by name but has not been built.
 	ErrNotBuilt = errors.New("image not built")
-	// ErrUnknown means no image has that name.
-	ErrUnknown = errors.New("unknown image")
+	// ErrUnknown means no image has that name (it wraps errdefs.ErrNotFound).
+	ErrUnknown = fmt.Errorf("unknown image: %w", errdefs.ErrNotFound)
 )
 
 // Store manages the cache under Dir (the daemon passes <data-dir>/images).
 // Its methods are safe for concurrent use; the zero value with Dir set works.
 type Store struct {
 	Dir string
-	Log *slog.Logger // never nil in use; log at boundaries only
+	// Scratch is where root trees are built; it must allow device nodes
+	// and exec. Empty means tmp/ under Dir.
+	Scratch string
+	// Cache holds pinned downloads (Node.js, Go, Claude Code) between
+	// builds. Empty means downloads/ under Dir.
+	Cache string
+	Log   *slog.Logger // never nil in use; log at boundaries only
 
 	mu    sync.Mutex             // guards locks
 	locks map[string]*sync.Mutex // one per cache entry ("kernel", "root/dev", ...)
@@ -80,35 +94,14 @@ func (s *Store) workDir(prefix string) (string, error) {
 	return os.MkdirTemp(tmp, prefix+"-")
 }
 
-// writeJSONAtomic writes v as JSON to path via a temporary file, fsync and rename,
-// so readers see either the old content or the new, never a torn file.
+// writeJSONAtomic writes v as JSON to path (storage.WriteFileAtomic), so
+// readers see either the old content or the new, never a torn file.
 func writeJSONAtomic(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return storage.WriteFileAtomic(path, append(b, '\n'), 0o644)
 }
 
 func readJSON(path string, v any) error {
@@ -175,6 +168,15 @@ func runStream(ctx context.Context, progress io.Writer, env []string, name strin
 		return fmt.Errorf("%s: %w: %s", name, err, strings.Join(last, "\n"))
 	}
 	return nil
+}
+
+// Recipe says how an image of one's own was made: from which image, with
+// which commands and copied files, or saved from which sprite.
+type Recipe struct {
+	From   string   `json:"from"`
+	Run    []string `json:"run,omitempty"`
+	Copy   []string `json:"copy,omitempty"`   // LOCAL:/path, as given
+	Sprite string   `json:"sprite,omitempty"` // saved from this sprite's disk
 }
 
 func tail(s string, n int) string {

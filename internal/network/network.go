@@ -31,8 +31,9 @@ type Config struct {
 	CIDR netip.Prefix
 	// Name names the nftables table and prefixes the namespaces ("wisp").
 	Name string
-	// LinkPrefix prefixes the host ends of the sprites' links ("wsp-"),
-	// at most 5 bytes: a link name is at most 15.
+	// LinkPrefix prefixes the host ends of the sprites' links ("wsp-";
+	// for another Name, its first 4 bytes and "-"), at most 5 bytes: a
+	// link name is at most 15.
 	LinkPrefix string
 	// Deny adds ranges to the default deny list; Open punches holes in it
 	// (a LAN database a user opens on purpose). Neither reaches the host
@@ -59,7 +60,7 @@ func (c *Config) defaults() {
 	if c.LinkPrefix == "" {
 		c.LinkPrefix = "wsp-"
 		if c.Name != "wisp" {
-			c.LinkPrefix = c.Name[:min(3, len(c.Name))] + "-"
+			c.LinkPrefix = c.Name[:min(4, len(c.Name))] + "-"
 		}
 	}
 	if c.HostsFile == "" {

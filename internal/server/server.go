@@ -97,8 +97,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sprites/{name}/services", s.addService)
 	mux.HandleFunc("DELETE /v1/sprites/{name}/services/{svc}", s.removeService)
 	mux.HandleFunc("GET /v1/sprites/{name}/services/{svc}/logs", s.serviceLogs)
-	mux.HandleFunc("GET /v1/images", s.images)
-	mux.HandleFunc("POST /v1/images/{name}/build", s.buildImage)
+	s.secretRoutes(mux)
+	s.imageRoutes(mux)
 	return s.logRequests(mux)
 }
 
@@ -235,6 +235,17 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	if req.Op == proto.OpExec {
+		// The sprite's env and secrets, under what the request sets.
+		env, err := s.Sprites.ExecEnv(name)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		ex := *req.Exec
+		ex.Env = sprite.MergeEnv(env, ex.Env)
+		req.Exec = &ex
+	}
 	ag, release, err := s.Sprites.Agent(r.Context(), name)
 	if err != nil {
 		writeError(w, err)
@@ -368,68 +379,4 @@ func (s *Server) fsRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) images(w http.ResponseWriter, r *http.Request) {
-	list, err := s.Images.List()
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, 200, list)
-}
-
-// BuildEvent is one line of the NDJSON body of an image build.
-type BuildEvent struct {
-	Line  string      `json:"line,omitempty"`
-	Image *image.Info `json:"image,omitempty"`
-	Error *APIError   `json:"error,omitempty"`
-}
-
-// buildImage builds an image, streaming progress lines as NDJSON. The
-// build runs under the daemon, not the request: a client that goes away
-// does not leave a half-built image (builds are atomic anyway).
-func (s *Server) buildImage(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if !isImage(name) {
-		writeError(w, errdefs.WithHint(fmt.Errorf("unknown image %q: %w", name, errdefs.ErrInvalid), "images: "+strings.Join(image.Names(), ", ")))
-		return
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(200)
-	rc := http.NewResponseController(w)
-	enc := json.NewEncoder(w)
-	pr, pw := io.Pipe()
-	done := make(chan struct{})
-	var info image.Info
-	var err error
-	go func() {
-		defer close(done)
-		info, err = s.Images.Build(context.WithoutCancel(r.Context()), name, pw)
-		pw.Close()
-	}()
-	sc := bufio.NewScanner(pr)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if enc.Encode(BuildEvent{Line: sc.Text()}) == nil {
-			rc.Flush()
-		}
-	}
-	io.Copy(io.Discard, pr)
-	<-done
-	if err != nil {
-		_, cname := status(err)
-		enc.Encode(BuildEvent{Error: &APIError{Code: cname, Message: err.Error(), Hint: errdefs.Hint(err)}})
-		return
-	}
-	enc.Encode(BuildEvent{Image: &info})
-}
-
-func isImage(name string) bool {
-	for _, n := range image.Names() {
-		if n == name {
-			return true
-		}
-	}
-	return false
 }

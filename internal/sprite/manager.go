@@ -84,6 +84,8 @@ type CreateOptions struct {
 	Pids int `json:"pids,omitempty"`
 	// IdleSeconds: 0 the daemon's default, -1 never sleep.
 	IdleSeconds int `json:"idle_seconds,omitempty"`
+	// Env is KEY=VALUE kept for every exec and console.
+	Env []string `json:"env,omitempty"`
 	// Policy is the egress policy (default: allow-all).
 	Policy network.Policy `json:"policy,omitzero"`
 }
@@ -100,6 +102,8 @@ type Manager struct {
 
 	tplMu       sync.Mutex
 	tplBuilding map[string]bool // warm snapshots being built
+
+	diskMu sync.Mutex // making base disks (disks.go)
 
 	// Background syncs of sleep state (see syncSleepLater): at most
 	// cap(syncSlots) at once; Close stops and waits for them.
@@ -153,6 +157,7 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	}
 	m := &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}, syncSlots: make(chan struct{}, 2)}
 	m.closing, m.close = context.WithCancel(context.Background())
+	m.cleanDisks()
 	return m, nil
 }
 
@@ -277,6 +282,11 @@ func (m *Manager) validate(o *CreateOptions) error {
 		errs = append(errs, fmt.Errorf("backend %q is not available on this host", o.Backend))
 		hint = m.opt.Unavailable[o.Backend]
 	}
+	for _, kv := range o.Env {
+		if err := validateEnv(kv); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := o.Policy.Normalize(); err != nil {
 		errs = append(errs, err)
 	}
@@ -307,6 +317,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		ID: randHex(5), Name: o.Name, State: Creating, Backend: o.Backend,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskGiB: o.DiskGiB, Image: o.Image,
 		MAC: newMAC(), MachineID: randHex(16), Pids: o.Pids, IdleSeconds: o.IdleSeconds, CreatedAt: time.Now().UTC(),
+		Env:    o.Env,
 		Policy: o.Policy,
 	}
 	if err := m.allocAddress(&rec); err != nil {
@@ -349,7 +360,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		inst, warm = m.fromTemplate(ctx, rec, root)
 	}
 	if !warm {
-		if err := storage.CreateDisk(ctx, root, m.DiskPath(rec), o.DiskGiB); err != nil {
+		if err := m.createDisk(ctx, o.Image, root, m.DiskPath(rec), o.DiskGiB); err != nil {
 			return fail(fmt.Errorf("create disk: %w", err))
 		}
 		var err error

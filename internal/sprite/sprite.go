@@ -74,6 +74,9 @@ type Sprite struct {
 	// Origin says how the sprite was made: "boot", "warm-snapshot" or
 	// "fork of NAME".
 	Origin string `json:"origin,omitempty"`
+	// Env is KEY=VALUE added to the environment of every exec and
+	// console (secrets are kept apart, see secrets.go).
+	Env []string `json:"env,omitempty"`
 	// IdleSeconds is how long the sprite may sit unused before it sleeps:
 	// 0 means the daemon's default, -1 never.
 	IdleSeconds int       `json:"idle_seconds"`

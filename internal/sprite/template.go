@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
-	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
@@ -42,8 +41,13 @@ func templatePrefix(rec Sprite) string {
 	return fmt.Sprintf("%s-%s-%dc-%dm-%dg-", rec.Backend, rec.Image, rec.CPUs, rec.MemoryMiB, rec.DiskGiB)
 }
 
+// templateFormat changes when what a warm snapshot holds changes in a way
+// its key would not show (3: QEMU under TCG runs -cpu max,-erms,-fsrm), so snapshots
+// of the old kind are replaced rather than restored.
+const templateFormat = "3"
+
 func templateKey(rec Sprite, root string) string {
-	h := sha256.Sum256([]byte(root))
+	h := sha256.Sum256([]byte(templateFormat + "\x00" + root))
 	return templatePrefix(rec) + hex.EncodeToString(h[:4])
 }
 
@@ -132,7 +136,7 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 		return err
 	}
 	disk := filepath.Join(tmp, "disk.img")
-	if err := storage.CreateDisk(ctx, root, disk, rec.DiskGiB); err != nil {
+	if err := m.createDisk(ctx, rec.Image, root, disk, rec.DiskGiB); err != nil {
 		return err
 	}
 	tpl := rec

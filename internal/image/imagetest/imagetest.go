@@ -60,7 +60,7 @@ func Need(t testing.TB) Fixture {
 	defer cancel()
 	agentBin := filepath.Join(dir, "wisp-agent")
 	buildAgent(t, agentBin)
-	st := &image.Store{Dir: filepath.Join(dir, "images"), Log: slog.New(slog.DiscardHandler)}
+	st := store(dir)
 	k, err := st.Kernel(ctx, io.Discard)
 	if err != nil {
 		t.Fatalf("kernel: %v", err)
@@ -71,7 +71,7 @@ func Need(t testing.TB) Fixture {
 	}
 	root, err := st.Root("minimal")
 	if err != nil {
-		if _, err := st.Build(ctx, "minimal", io.Discard); err != nil {
+		if _, err := st.Build(ctx, "minimal", nil); err != nil {
 			t.Fatalf("build minimal: %v", err)
 		}
 		if root, err = st.Root("minimal"); err != nil {
@@ -79,6 +79,48 @@ func Need(t testing.TB) Fixture {
 		}
 	}
 	return Fixture{Kernel: k, Initrd: initrd, Agent: agentBin, Root: root, Store: st}
+}
+
+// store is the test cache's image store. Its downloads are wispd's own
+// cache (~/.cache/wisp/downloads): pinned and verified, so shared.
+func store(dir string) *image.Store {
+	cache := filepath.Join(dir, "downloads")
+	if d, err := os.UserCacheDir(); err == nil {
+		cache = filepath.Join(d, "wisp", "downloads")
+	}
+	return &image.Store{Dir: filepath.Join(dir, "images"), Cache: cache, Log: slog.New(slog.DiscardHandler)}
+}
+
+// NeedDev returns the path of the dev root image in the shared test cache,
+// building it when it is missing or was built from another recipe (about
+// three minutes; the downloads are cached too). It skips the test where
+// debootstrap is not installed.
+func NeedDev(t testing.TB) string {
+	t.Helper()
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		t.Skip("debootstrap not installed (run `make deps`): cannot build the dev image")
+	}
+	dir := CacheDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unlock := flock(t, filepath.Join(dir, "lock"))
+	defer unlock()
+	st := store(dir)
+	info, err := st.Info("dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Built || info.Key != image.RecipeKey("dev") {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		defer cancel()
+		t0 := time.Now()
+		if info, err = st.Build(ctx, "dev", nil); err != nil {
+			t.Fatalf("build dev: %v", err)
+		}
+		t.Logf("built the dev image in %s (cached in %s)", time.Since(t0).Round(time.Second), st.Dir)
+	}
+	return info.Path
 }
 
 // buildAgent compiles cmd/wisp-agent statically (go build caches it).

@@ -270,6 +270,10 @@ func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
 		"--network", netMode,
 		"--host-uds", "open", // the agent may connect to the host's socket
 		"--overlay2", "none", // writes go to the disk, not to a memory overlay
+		// Honour set-user-ID bits (sudo) inside the sandbox. runsc ignores
+		// them by default, whatever the mount flags say; the elevation is to
+		// root of the gVisor kernel, not of the host.
+		"--allow-suid",
 	}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
