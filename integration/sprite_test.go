@@ -110,7 +110,14 @@ func testSprite(t *testing.T, backend string) {
 	if s := d.info("s1"); s.State != "stopped" {
 		t.Fatalf("after stop: %+v", s)
 	}
-	d.fails("state stopped", "exec", "s1", "--", "true")
+	// Any use starts a stopped sprite: no `wisp start` needed.
+	if out := d.ok("exec", "s1", "--", "cat", "/home/sprite/mark"); out != "kept\n" {
+		t.Errorf("exec on a stopped sprite: %q", out)
+	}
+	if s := d.info("s1"); s.State != "running" {
+		t.Fatalf("after an exec on a stopped sprite: %+v", s)
+	}
+	d.ok("stop", "s1")
 	d.ok("start", "s1")
 	if out := d.ok("exec", "s1", "--", "cat", "/home/sprite/mark", "/home/sprite/f.bin"); !strings.HasPrefix(out, "kept\n") || len(out) != 5+len(data) {
 		t.Errorf("after stop/start: %d bytes", len(out))

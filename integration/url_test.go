@@ -57,6 +57,7 @@ type urlInfo struct {
 	URL     string `json:"url"`
 	PathURL string `json:"path_url"`
 	Public  bool   `json:"public"`
+	Port    int    `json:"port"`
 }
 
 func (d *daemon) url(args ...string) urlInfo {

@@ -76,7 +76,7 @@ func newRoot(e *env) *cobra.Command {
 		newCreate(e), newList(e), newInfo(e), newExec(e), newConsole(e), newCp(e), newLogs(e),
 		newStart(e), newStop(e), newDestroy(e), newImage(e), newDoctor(e), newBench(e),
 		newCheckpoint(e), newRestore(e), newFork(e), newSleep(e), newSet(e), newPolicy(e),
-		newURL(e), newProxy(e),
+		newURL(e), newProxy(e), newService(e),
 		newSecret(e),
 	)
 	return root

@@ -17,9 +17,10 @@ func newURL(e *env) *cobra.Command {
 	)
 	c := &cobra.Command{
 		Use:   "url NAME",
-		Short: "Print a sprite's URL (the front door proxies it to port 8080 in the sprite, waking it)",
+		Short: "Print a sprite's URL (the front door proxies it to its service's port or 8080 in the sprite, waking it)",
 		Long: `Print the URL at which wispd's front door serves a port of a sprite
-(8080 unless --port says otherwise): http://NAME.localhost:7780/, or
+(the --port of its first service that has one, else 8080, unless --port
+says otherwise): http://NAME.localhost:7780/, or
 http://127.0.0.1:7780/s/NAME/ for clients that do not resolve *.localhost.
 A request wakes a sleeping sprite and starts a stopped one.
 
@@ -63,7 +64,7 @@ the URL answer anyone who reaches the front door; --private undoes it.`,
 			return nil
 		},
 	}
-	c.Flags().IntVar(&port, "port", 8080, "port in the sprite")
+	c.Flags().IntVar(&port, "port", 0, "port in the sprite (default: the port of its first service with --port, else 8080)")
 	c.Flags().BoolVar(&signed, "signed", false, "add a signed credential valid for --ttl")
 	c.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long a signed URL's credential is valid")
 	c.Flags().BoolVar(&public, "public", false, "make the sprite's URL answer anyone (recorded)")

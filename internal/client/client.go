@@ -426,3 +426,37 @@ func (b *bufConn) CloseWrite() error {
 	}
 	return b.Conn.Close()
 }
+
+// Services lists a sprite's services and, when it runs, their state.
+func (c *Client) Services(ctx context.Context, name string) ([]sprite.ServiceStatus, error) {
+	var out []sprite.ServiceStatus
+	return out, c.do(ctx, "GET", "/v1/sprites/"+url.PathEscape(name)+"/services", nil, &out)
+}
+
+// AddService records a service of the sprite and starts it (starting the
+// sprite when it is stopped).
+func (c *Client) AddService(ctx context.Context, name string, sv sprite.Service) (sprite.ServiceStatus, error) {
+	var out sprite.ServiceStatus
+	body := map[string]any{"name": sv.Name, "cmd": sv.Cmd, "dir": sv.Dir, "env": sv.Env, "user": sv.User, "port": sv.Port}
+	return out, c.do(ctx, "POST", "/v1/sprites/"+url.PathEscape(name)+"/services", body, &out)
+}
+
+// RemoveService stops a service and forgets it.
+func (c *Client) RemoveService(ctx context.Context, name, svc string) error {
+	return c.do(ctx, "DELETE", "/v1/sprites/"+url.PathEscape(name)+"/services/"+url.PathEscape(svc), nil, nil)
+}
+
+// ServiceLogs returns the output the sprite kept of a service (its last
+// 256 KiB).
+func (c *Client) ServiceLogs(ctx context.Context, name, svc string) (io.ReadCloser, error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://wispd/v1/sprites/"+url.PathEscape(name)+"/services/"+url.PathEscape(svc)+"/logs", nil)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, unwrapURL(err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp.Body, nil
+}

@@ -26,6 +26,9 @@ type Server struct {
 
 	freezeMu sync.Mutex
 	frozen   *time.Timer // set while the root is frozen; fires the automatic thaw
+
+	svcOnce sync.Once
+	svcs    *supervisor // the services (services_linux.go)
 }
 
 func (s *Server) freeze() error {
@@ -149,6 +152,11 @@ func (s *Server) handle(ctx context.Context, st *yamux.Stream) {
 		return
 	case proto.OpTarIn:
 		err = tarIn(st, req)
+	case proto.OpServices:
+		resp.Services, err = s.setServices(req.Services)
+	case proto.OpServiceLogs:
+		s.serviceLogs(st, req.Path)
+		return
 	case proto.OpInfo:
 		var info proto.Info
 		info, err = guestInfo()
@@ -166,6 +174,7 @@ func (s *Server) handle(ctx context.Context, st *yamux.Stream) {
 	case proto.OpSync:
 		syncFS()
 	case proto.OpShutdown:
+		s.stopServices()
 		syncFS()
 		if s.Shutdown != nil {
 			err = s.Shutdown()

@@ -27,7 +27,7 @@ import (
 // always taken from the sprite's record, never from the request, so no
 // Host header or path reaches another sprite or a host service.
 const (
-	DefaultURLPort = 8080
+	DefaultURLPort = sprite.DefaultURLPort
 	pathPrefix     = "/s/"
 	// CredParam is the query parameter of a signed URL's credential;
 	// CredCookie the cookie the front door turns it into. Neither
@@ -40,15 +40,19 @@ const (
 type Site struct {
 	Sprite string
 	Port   int
+	// Bare: the label named no port (NAME): the sprite's default port,
+	// its first service's --port or else 8080, which the front door
+	// reads from its record (Port says 8080 until then).
+	Bare bool
 	// Prefix is the path prefix of the path form ("/s/3000.web"); empty
 	// for the host form.
 	Prefix string
 }
 
-// Label is the site as its URLs name it: NAME, or PORT.NAME for a port
-// other than 8080.
+// Label is the site as its URLs name it: NAME for the sprite's default
+// port, else PORT.NAME.
 func (s Site) Label() string {
-	if s.Port == DefaultURLPort {
+	if s.Bare {
 		return s.Sprite
 	}
 	return strconv.Itoa(s.Port) + "." + s.Sprite
@@ -56,13 +60,13 @@ func (s Site) Label() string {
 
 // parseLabel reads NAME or PORT.NAME.
 func parseLabel(l string) (Site, error) {
-	s := Site{Sprite: l, Port: DefaultURLPort}
+	s := Site{Sprite: l, Port: DefaultURLPort, Bare: true}
 	if p, name, ok := strings.Cut(l, "."); ok {
 		port, err := strconv.Atoi(p)
 		if err != nil || p[0] < '1' || p[0] > '9' || len(p) > 5 || port > 65535 {
 			return Site{}, fmt.Errorf("%q is not a site: want NAME or PORT.NAME, PORT 1-65535: %w", l, errdefs.ErrInvalid)
 		}
-		s.Sprite, s.Port = name, port
+		s.Sprite, s.Port, s.Bare = name, port, false
 	}
 	if err := sprite.ValidateName(s.Sprite); err != nil {
 		return Site{}, err
@@ -351,6 +355,11 @@ func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		http.Redirect(w, r, loc, http.StatusPermanentRedirect)
 		return
+	}
+	if site.Bare {
+		if rec, err := f.Sprites.Record(site.Sprite); err == nil {
+			site.Port = rec.URLPort() // a service's --port, else 8080
+		}
 	}
 	t := &target{site: site, rest: rest}
 	var qcred string

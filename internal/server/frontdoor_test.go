@@ -36,6 +36,7 @@ func TestRoute(t *testing.T) {
 		{host: "web.localhost:7780", path: "/", sprite: "web", port: 8080, rest: "/"},
 		{host: "WEB.LocalHost:7780", path: "/a/b?x", sprite: "web", port: 8080, rest: "/a/b?x"},
 		{host: "3000.web.localhost", path: "/x", sprite: "web", port: 3000, rest: "/x"},
+		{host: "8080.web.localhost", path: "/x", sprite: "web", port: 8080, rest: "/x"},          // 8080 named: not the default port
 		{host: "web.localhost", path: "/s/other/", sprite: "web", port: 8080, rest: "/s/other/"}, // the app's own path
 		{host: "127.0.0.1:7780", path: "/s/web/", sprite: "web", port: 8080, prefix: "/s/web", rest: "/"},
 		{host: "localhost:7780", path: "/s/3000.web/a%2Fb", sprite: "web", port: 3000, prefix: "/s/3000.web", rest: "/a%2Fb"},
@@ -69,7 +70,9 @@ func TestRoute(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || site.Sprite != tc.sprite || site.Port != tc.port || site.Prefix != tc.prefix || rest != tc.rest || slash != tc.slash {
+		// A bare NAME is the sprite's default port (a service's, else 8080).
+		bare := !strings.Contains(strings.TrimPrefix(tc.path, "/s/")+tc.host, strconv.Itoa(tc.port)+".web")
+		if err != nil || site.Sprite != tc.sprite || site.Port != tc.port || site.Bare != bare || site.Prefix != tc.prefix || rest != tc.rest || slash != tc.slash {
 			t.Errorf("Route(%q, %q) = %+v %q %v %v", tc.host, tc.path, site, rest, slash, err)
 		}
 	}

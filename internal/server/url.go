@@ -14,7 +14,7 @@ import (
 
 // URLRequest is the body of POST /v1/sprites/{name}/url.
 type URLRequest struct {
-	Port       int  `json:"port,omitempty"`        // default 8080
+	Port       int  `json:"port,omitempty"`        // default: the sprite's first service port, else 8080
 	Signed     bool `json:"signed,omitempty"`      // add a credential
 	TTLSeconds int  `json:"ttl_seconds,omitempty"` // of the credential; default 3600
 }
@@ -42,14 +42,11 @@ func (s *Server) url(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errdefs.WithHint(fmt.Errorf("the front door is off: %w", errdefs.ErrUnavailable), "start wispd with --http-addr 127.0.0.1:7780"))
 		return
 	}
-	if req.Port == 0 {
-		req.Port = DefaultURLPort
-	}
 	ttl := time.Duration(req.TTLSeconds) * time.Second
 	if ttl == 0 {
 		ttl = time.Hour
 	}
-	if req.Port < 1 || req.Port > 65535 || ttl < 0 || ttl > maxURLTTL {
+	if req.Port < 0 || req.Port > 65535 || ttl < 0 || ttl > maxURLTTL {
 		writeError(w, fmt.Errorf("port %d, ttl %s: want a port 1-65535 and a ttl up to %s: %w", req.Port, ttl, maxURLTTL, errdefs.ErrInvalid))
 		return
 	}
@@ -59,11 +56,15 @@ func (s *Server) url(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	site := Site{Sprite: sp.Name, Port: req.Port}
-	info := URLInfo{Sprite: sp.Name, Port: req.Port, Public: sp.URLPublic}
+	if req.Port == 0 {
+		// The sprite's default port: its first service's --port, else 8080.
+		site.Port, site.Bare = sp.URLPort(), true
+	}
+	info := URLInfo{Sprite: sp.Name, Port: site.Port, Public: sp.URLPublic}
 	var cred string
 	if req.Signed {
 		info.ExpiresAt = time.Now().Add(ttl).Truncate(time.Second).UTC()
-		cred = s.URLKey.Sign(auth.Grant{Sprite: sp.Name, Port: req.Port, Expires: info.ExpiresAt})
+		cred = s.URLKey.Sign(auth.Grant{Sprite: sp.Name, Port: site.Port, Expires: info.ExpiresAt})
 	}
 	info.URL, info.PathURL = siteURLs(s.FrontDoor, site, cred)
 	writeJSON(w, 200, info)

@@ -12,11 +12,11 @@ func TestSiteURLs(t *testing.T) {
 		cred       string
 		main, path string
 	}{
-		{"127.0.0.1:7780", Site{Sprite: "web", Port: 8080}, "", "http://web.localhost:7780/", "http://127.0.0.1:7780/s/web/"},
+		{"127.0.0.1:7780", Site{Sprite: "web", Port: 8080, Bare: true}, "", "http://web.localhost:7780/", "http://127.0.0.1:7780/s/web/"},
 		{"127.0.0.1:7780", Site{Sprite: "web", Port: 3000}, "v1.web.3000.9.x-y_z", "http://3000.web.localhost:7780/?_wisp=v1.web.3000.9.x-y_z", "http://127.0.0.1:7780/s/3000.web/?_wisp=v1.web.3000.9.x-y_z"},
-		{"0.0.0.0:80", Site{Sprite: "a", Port: 8080}, "", "http://a.localhost:80/", "http://127.0.0.1:80/s/a/"},
-		{"[::1]:7780", Site{Sprite: "a", Port: 8080}, "", "http://a.localhost:7780/", "http://[::1]:7780/s/a/"},
-		{"192.0.2.5:7780", Site{Sprite: "a", Port: 8080}, "", "http://192.0.2.5:7780/s/a/", "http://192.0.2.5:7780/s/a/"},
+		{"0.0.0.0:80", Site{Sprite: "a", Port: 8080, Bare: true}, "", "http://a.localhost:80/", "http://127.0.0.1:80/s/a/"},
+		{"[::1]:7780", Site{Sprite: "a", Port: 8080, Bare: true}, "", "http://a.localhost:7780/", "http://[::1]:7780/s/a/"},
+		{"192.0.2.5:7780", Site{Sprite: "a", Port: 8080, Bare: true}, "", "http://192.0.2.5:7780/s/a/", "http://192.0.2.5:7780/s/a/"},
 	} {
 		main, path := siteURLs(tc.addr, tc.site, tc.cred)
 		if main != tc.main || path != tc.path {

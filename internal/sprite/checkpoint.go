@@ -41,7 +41,7 @@ func (m *Manager) CreateCheckpoint(ctx context.Context, name, comment string, me
 	}
 	if memory {
 		// A sleeping sprite is woken: its memory is taken from a running VM.
-		_, release, err := m.Agent(ctx, name)
+		_, release, err := m.agent(ctx, name, false)
 		if err != nil {
 			return Checkpoint{}, err
 		}
@@ -249,6 +249,7 @@ func (m *Manager) Restore(ctx context.Context, name, id string) (Sprite, error) 
 			rec.State, rec.Pid, rec.LastError = Stopped, 0, "restore of "+id+" failed: "+err.Error()
 			return errors.Join(noSpace(err), m.persist(e, rec))
 		}
+		m.afterBoot(ctx, e, !ck.Memory)
 		m.log.Info("sprite restored", LogSprite, name, "checkpoint", id, "memory", ck.Memory)
 		return nil
 	})
@@ -369,6 +370,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	if err := m.running(ne, rec, inst); err != nil {
 		return fail(err)
 	}
+	m.afterBoot(ctx, ne, !ck.Memory)
 	m.log.Info("sprite forked", LogSprite, newName, "from", name, "checkpoint", from)
 	return m.Get(newName)
 }

@@ -517,6 +517,7 @@ func (m *Manager) start(ctx context.Context, e *entry) error {
 		rec.State, rec.LastError = Stopped, err.Error()
 		return errors.Join(err, m.persist(e, rec))
 	}
+	m.afterBoot(ctx, e, true)
 	return nil
 }
 
@@ -601,15 +602,21 @@ func (m *Manager) remove(e *entry, inst vmm.Instance) error {
 	return nil
 }
 
-// Agent returns the agent client of a running sprite, waking it when it
-// sleeps, and marks the sprite active until release is called. Many
-// concurrent callers on a sleeping sprite cause one wake.
+// Agent returns the agent client of a sprite for a use of it (an exec, a
+// console, a copy, a file call), waking it when it sleeps and starting it
+// when it is stopped, and marks the sprite active until release is called.
+// Many concurrent callers cause one wake or start.
 func (m *Manager) Agent(ctx context.Context, name string) (ag *agent.Client, release func(), err error) {
+	return m.agent(ctx, name, true)
+}
+
+// agent is Agent; without cold, a stopped sprite is refused.
+func (m *Manager) agent(ctx context.Context, name string, cold bool) (ag *agent.Client, release func(), err error) {
 	e, release, err := m.hold(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	inst, _, err := m.ready(ctx, e, false)
+	inst, _, err := m.ready(ctx, e, cold)
 	if err != nil {
 		release()
 		return nil, nil, err
@@ -742,7 +749,13 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 		if inst != nil {
 			log.Info("adopted running sprite", "pid", inst.Info().Pid)
 			rec.State = Running
-			return m.running(e, rec, inst)
+			if err := m.running(e, rec, inst); err != nil {
+				return err
+			}
+			// The last daemon may have died between recording a change
+			// of the services and telling the guest.
+			m.afterBoot(ctx, e, false)
+			return nil
 		}
 		if rec.State == Waking {
 			// The wake did not finish; the sleep state is still there.

@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/vmm"
 	"github.com/wisp-sh/wisp/internal/vmm/vmmtest"
@@ -148,7 +150,13 @@ func TestCreateBootFailureLeavesNothing(t *testing.T) {
 }
 
 func TestLifecycleGuards(t *testing.T) {
-	m := newManager(t, t.TempDir(), &vmmtest.Driver{})
+	var starts atomic.Int32
+	m := newManager(t, t.TempDir(), &vmmtest.Driver{StartFunc: func(context.Context, vmm.Spec) (vmm.Instance, error) {
+		starts.Add(1)
+		i := vmmtest.NewInstance()
+		i.Client = &agent.Client{}
+		return i, nil
+	}})
 	defer m.Close()
 	ctx := context.Background()
 	sp, err := m.Create(ctx, CreateOptions{Name: "a"})
@@ -160,8 +168,24 @@ func TestLifecycleGuards(t *testing.T) {
 			t.Fatalf("stop: %+v %v", sp, err)
 		}
 	}
-	if _, _, err := m.Agent(ctx, "a"); !errors.Is(err, errdefs.ErrState) {
-		t.Errorf("Agent of stopped sprite: %v", err)
+	// Any use starts a stopped sprite; stop ends it again.
+	booted := starts.Load()
+	if _, release, err := m.Agent(ctx, "a"); err != nil {
+		t.Errorf("Agent of a stopped sprite: %v, want it started", err)
+	} else {
+		release()
+	}
+	if sp, _ := m.Get("a"); sp.State != Running || starts.Load() != booted+1 {
+		t.Errorf("after a use of a stopped sprite: state %s, %d boots", sp.State, starts.Load()-booted)
+	}
+	if _, err := m.CreateCheckpoint(ctx, "a", "", true); err == nil {
+		t.Errorf("memory checkpoint with a fake backend that cannot save succeeded")
+	}
+	if sp, err = m.Stop(ctx, "a"); err != nil || sp.State != Stopped {
+		t.Fatalf("stop: %+v %v", sp, err)
+	}
+	if _, err := m.CreateCheckpoint(ctx, "a", "", true); !errors.Is(err, errdefs.ErrState) {
+		t.Errorf("memory checkpoint of a stopped sprite: %v, want a state error (it is not started for one)", err)
 	}
 	for range 2 { // start is idempotent
 		if sp, err = m.Start(ctx, "a"); err != nil || sp.State != Running {

@@ -97,6 +97,8 @@ type Sprite struct {
 	// URLPublic: the sprite's URL on the front door answers anyone, not
 	// only requests with a credential.
 	URLPublic bool `json:"url_public"`
+	// Services are the long-running processes its agent supervises.
+	Services []Service `json:"services,omitempty"`
 	// DiskUsedBytes and the network counters are filled in when the
 	// sprite is shown, not stored.
 	DiskUsedBytes int64  `json:"disk_used_bytes,omitempty"`

@@ -52,7 +52,7 @@ func (m *Manager) ready(ctx context.Context, e *entry, cold bool) (inst vmm.Inst
 		case rec.State == Sleeping || (cold && rec.State == Stopped):
 			changed = true
 			err = m.withOp(e, func() error { return m.bringUp(ctx, e, cold, began) })
-		case rec.State == Suspending || rec.State == Waking || rec.State == Restoring || rec.State == Starting:
+		case rec.State == Suspending || rec.State == Waking || rec.State == Restoring || rec.State == Starting || rec.State == Stopping:
 			changed = true
 			err = m.withOp(e, func() error { return nil }) // wait for the operation under way
 		case rec.State == Running:

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/wisp-sh/wisp/internal/agent"
-	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/vmm"
 	"github.com/wisp-sh/wisp/internal/vmm/vmmtest"
 )
@@ -72,10 +71,25 @@ func TestUseBringsUpOnceForMany(t *testing.T) {
 	if woke, errs := many(); len(errs) > 0 || restores.Load() != 1 || woke == 0 {
 		t.Errorf("100 uses of a sleeping sprite: %d wakes, %d said woke, errors %v", restores.Load(), woke, errs)
 	}
+	// 20 concurrent execs (Agent) on a stopped sprite: one boot.
 	m.Stop(ctx, "a")
-	if _, _, err := m.Agent(ctx, "a"); !errors.Is(err, errdefs.ErrState) {
-		t.Errorf("Agent of a stopped sprite: %v, want a state error (it does not boot it)", err)
+	starts.Store(0)
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range 20 {
+		wg.Go(func() {
+			if _, release, err := m.Agent(ctx, "a"); err != nil {
+				failed.Add(1)
+			} else {
+				release()
+			}
+		})
 	}
+	wg.Wait()
+	if starts.Load() != 1 || failed.Load() != 0 {
+		t.Errorf("20 execs on a stopped sprite: %d boots, %d failed; want 1 boot", starts.Load(), failed.Load())
+	}
+	m.Stop(ctx, "a")
 	starts.Store(0)
 	if woke, errs := many(); len(errs) > 0 || starts.Load() != 1 || woke == 0 {
 		t.Errorf("100 uses of a stopped sprite: %d boots, %d said woke, errors %v", starts.Load(), woke, errs)

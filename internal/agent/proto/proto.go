@@ -152,7 +152,55 @@ type Request struct {
 	// network a restored guest takes (OpIdentity).
 	Address string `json:"address,omitempty"`
 	Gateway string `json:"gateway,omitempty"`
+	// Services is the whole set of services the guest is to run
+	// (OpServices).
+	Services []Service `json:"services,omitempty"`
 }
+
+// Ops of services (see Service).
+const (
+	// OpServices makes Request.Services the guest's services: new or
+	// changed ones start, running ones with the same definition go on,
+	// the others stop. TResponse with Services, the state of each.
+	OpServices = "services"
+	// OpServiceLogs: TResponse, then TData (the kept output of service
+	// Request.Path)... TEnd.
+	OpServiceLogs = "service-logs"
+)
+
+// Service is a long-running process the agent supervises: started with
+// /bin/sh -c Cmd in a process group of its own, restarted when it ends.
+type Service struct {
+	Name string   `json:"name"`
+	Cmd  string   `json:"cmd"`
+	Dir  string   `json:"dir,omitempty"`  // default: the user's home
+	Env  []string `json:"env,omitempty"`  // KEY=VALUE, added to the user's defaults
+	User string   `json:"user,omitempty"` // default: "sprite" if it exists, else root
+	Port int      `json:"port,omitempty"` // what it listens on (the host's business)
+}
+
+// Service states.
+const (
+	ServiceRunning = "running" // its process runs
+	ServiceBackoff = "backoff" // it ended (or could not start) and starts again after a pause
+	ServiceExited  = "exited"  // it ended and is not started again (the sprite is shutting down)
+)
+
+// ServiceState is what the agent reports of one service.
+type ServiceState struct {
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	Pid       int       `json:"pid,omitempty"`
+	Restarts  int       `json:"restarts"`
+	StartedAt time.Time `json:"started_at,omitzero"` // of the current (or last) process
+	LastExit  string    `json:"last_exit,omitempty"` // "exit 1", "signal KILL", or why it could not start
+	// LogBytes is how much output it has written in all; the guest keeps
+	// the last ServiceLogKeep bytes.
+	LogBytes int64 `json:"log_bytes"`
+}
+
+// ServiceLogKeep is how much output the guest keeps per service.
+const ServiceLogKeep = 256 << 10
 
 // ExecRequest describes a process to start.
 type ExecRequest struct {
@@ -223,6 +271,8 @@ type Response struct {
 	File      *FileInfo  `json:"file,omitempty"`
 	Files     []FileInfo `json:"files,omitempty"`
 	Truncated bool       `json:"truncated,omitempty"`
+	// Services answers OpServices.
+	Services []ServiceState `json:"services,omitempty"`
 }
 
 // ErrFrameTooLarge is returned for a frame over the reader's bound.
