@@ -25,6 +25,11 @@ type Network struct {
 	cfg Config
 	res *resolver
 
+	// nft serializes every nftables exchange: a rule listing taken while
+	// another batch commits can be inconsistent (a rule listed twice, so
+	// deleted twice: ENOENT fails the whole batch).
+	nft sync.Mutex
+
 	mu      sync.Mutex
 	used    map[netip.Addr]bool // guest addresses given out
 	sprites map[string]*attached

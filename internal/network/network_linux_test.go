@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -353,4 +354,33 @@ func TestPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustReach(t, keep, netip.AddrPortFrom(outsideIP, 80).String())
+}
+
+// TestConcurrentAttach: many sprites attached at once (20 waking
+// together) all get their rules. Concurrent batches once met a rule
+// listing taken mid-commit and failed with ENOENT.
+func TestConcurrentAttach(t *testing.T) {
+	f := newFixture(t)
+	var ss []sprite
+	for i := 0; i < 20; i++ {
+		ss = append(ss, f.attach(t, fmt.Sprintf("k%03d", i), Policy{}))
+	}
+	for round := 0; round < 5; round++ {
+		var wg sync.WaitGroup
+		errs := make(chan error, 20)
+		for _, s := range ss {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := f.n.Attach(context.Background(), s.id, s.guest, "52:54:00:aa:bb:cc", Policy{}, false); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(round, err)
+		}
+	}
 }

@@ -222,6 +222,8 @@ func tag(id string) []byte { return []byte("wisp:" + id) }
 // until a sprite is attached again, its traffic meets the fail-closed
 // drop. Chains and sets of sprites stay (Attach and Prune deal with them).
 func (n *Network) setupTable(deny, open []netip.Prefix) error {
+	n.nft.Lock()
+	defer n.nft.Unlock()
 	c, err := nftables.New()
 	if err != nil {
 		return err
@@ -262,6 +264,8 @@ func (n *Network) setupTable(deny, open []netip.Prefix) error {
 // applySprite (re)writes one sprite's chain, sets and jumps in one batch.
 // With forget, the addresses learned from DNS are dropped in the same batch.
 func (n *Network) applySprite(s *attached, p Policy, gen uint32, forget bool) error {
+	n.nft.Lock()
+	defer n.nft.Unlock()
 	c, err := nftables.New()
 	if err != nil {
 		return err
@@ -352,6 +356,8 @@ func (n *Network) taggedRules(c *nftables.Conn, id string) ([]*nftables.Rule, er
 // removeSprite deletes a sprite's jumps, chain and sets in one batch;
 // what is already gone is skipped.
 func (n *Network) removeSprite(id string) error {
+	n.nft.Lock()
+	defer n.nft.Unlock()
 	c, err := nftables.New()
 	if err != nil {
 		return err
@@ -390,6 +396,8 @@ func (n *Network) removeSprite(id string) error {
 
 // spriteIDs lists the ids that have a chain in the table.
 func (n *Network) nftSprites() (map[string]bool, error) {
+	n.nft.Lock()
+	defer n.nft.Unlock()
 	c, err := nftables.New()
 	if err != nil {
 		return nil, err
@@ -413,6 +421,8 @@ func (n *Network) nftSprites() (map[string]bool, error) {
 // new timeout without a moment of absence. (A plain add of an element
 // that exists keeps its old timeout.)
 func (n *Network) setLearned(id string, add, refresh []netip.Addr, ttl time.Duration) error {
+	n.nft.Lock()
+	defer n.nft.Unlock()
 	c, err := nftables.New()
 	if err != nil {
 		return err
