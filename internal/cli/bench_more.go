@@ -52,6 +52,25 @@ func (f *benchFlags) report(e *env, reports []BenchReport) error {
 	return nil
 }
 
+// each is the RunE of a bench subcommand that measures every backend of
+// the flags with one and reports them together.
+func (f *benchFlags) each(e *env, what string, one func(ctx context.Context, backend string) (BenchReport, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if f.runs < 1 || f.runs > 100 {
+			return fmt.Errorf("--runs %d: want 1-100", f.runs)
+		}
+		var reports []BenchReport
+		for _, b := range f.backends() {
+			r, err := one(cmd.Context(), b)
+			if err != nil {
+				return fmt.Errorf("bench %s %s: %w", what, b, err)
+			}
+			reports = append(reports, r)
+		}
+		return f.report(e, reports)
+	}
+}
+
 func (f *benchFlags) backends() []string {
 	if f.backend == "both" {
 		return []string{"qemu", "gvisor"}

@@ -40,20 +40,7 @@ at 198.51.100.2 and removes after: no traffic leaves the machine.
 The in-guest figures need python3 in the image (dev has it); with minimal
 only throughput is measured, with busybox nc, process start included.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if f.runs < 1 || f.runs > 100 {
-				return fmt.Errorf("--runs %d: want 1-100", f.runs)
-			}
-			var reports []BenchReport
-			for _, b := range f.backends() {
-				r, err := benchNet(cmd.Context(), e, f, b, size)
-				if err != nil {
-					return fmt.Errorf("bench net %s: %w", b, err)
-				}
-				reports = append(reports, r)
-			}
-			return f.report(e, reports)
-		},
+		RunE: f.each(e, "net", func(ctx context.Context, b string) (BenchReport, error) { return benchNet(ctx, e, f, b, size) }),
 	}
 	f.bind(c)
 	c.Flags().IntVar(&size, "size", 512, "MiB per throughput sample")

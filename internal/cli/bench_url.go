@@ -42,20 +42,7 @@ on a sprite serving busybox httpd on 8080:
 busybox httpd closes every connection, so both paths pay a TCP connect to
 the sprite per request.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if f.runs < 1 || f.runs > 100 {
-				return fmt.Errorf("--runs %d: want 1-100", f.runs)
-			}
-			var reports []BenchReport
-			for _, b := range f.backends() {
-				r, err := benchURL(cmd.Context(), e, f, b, sizeMiB)
-				if err != nil {
-					return fmt.Errorf("bench url %s: %w", b, err)
-				}
-				reports = append(reports, r)
-			}
-			return f.report(e, reports)
-		},
+		RunE: f.each(e, "url", func(ctx context.Context, b string) (BenchReport, error) { return benchURL(ctx, e, f, b, sizeMiB) }),
 	}
 	f.bind(c)
 	c.Flags().IntVar(&sizeMiB, "size", 64, "MiB of the throughput response")
