@@ -65,14 +65,6 @@ func TestAllowsName(t *testing.T) {
 	}
 }
 
-func TestIntervals(t *testing.T) {
-	els := intervals([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("240.0.0.0/4")})
-	// 10/8 swallows 10.1/16; 240/4 reaches the top and has no end element.
-	if len(els) != 3 || els[1].Key[0] != 11 || !els[1].IntervalEnd || els[2].Key[0] != 240 {
-		t.Errorf("intervals: %+v", els)
-	}
-}
-
 func testDNSServer(t testing.TB, p Policy) (*dnsServer, *[]netip.Addr) {
 	hosts := filepath.Join(t.TempDir(), "hosts")
 	os.WriteFile(hosts, []byte("198.51.100.2 outside.test\n::1 six.test\n"), 0o644)
