@@ -70,18 +70,22 @@ func newLogs(e *env) *cobra.Command {
 				return err
 			}
 			defer rc.Close()
-			w := e.stdout
-			if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-				// The console is written by the guest: keep its escape
-				// sequences away from the user's terminal.
-				s := &sanitizer{w: w}
-				defer s.Flush()
-				w = s
-			}
-			_, err = io.Copy(w, rc)
-			return err
+			return copyGuestText(e.stdout, rc)
 		},
 	}
 	c.Flags().Int64Var(&tail, "tail-bytes", 0, "print only the last N bytes")
 	return c
+}
+
+// copyGuestText copies text a guest wrote (a console, a service's output)
+// to w; on a terminal through the sanitizer, so the guest's escape
+// sequences stay away from the user's terminal.
+func copyGuestText(w io.Writer, r io.Reader) error {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		s := &sanitizer{w: w}
+		defer s.Flush()
+		w = s
+	}
+	_, err := io.Copy(w, r)
+	return err
 }

@@ -2,14 +2,11 @@ package cli
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/wisp-sh/wisp/internal/sprite"
 )
@@ -109,16 +106,7 @@ and after a sleep. A service with --port is what the sprite's URL serves
 				return err
 			}
 			defer rc.Close()
-			w := e.stdout
-			if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-				// Written by the guest: keep its escape sequences away
-				// from the user's terminal.
-				s := &sanitizer{w: w}
-				defer s.Flush()
-				w = s
-			}
-			_, err = io.Copy(w, rc)
-			return err
+			return copyGuestText(e.stdout, rc)
 		},
 	}
 	c.AddCommand(add, list, rm, logs)
