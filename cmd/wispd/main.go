@@ -62,6 +62,7 @@ func main() {
 	flag.Func("dns-upstream", "DNS server sprites' queries go to (default: /etc/resolv.conf's); repeatable", appendList(&cfg.DNS))
 	flag.StringVar(&cfg.Hosts, "hosts-file", cfg.Hosts, "hosts file whose names sprites' DNS answers first")
 	flag.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "where the front door serves sprites' URLs (http://NAME.localhost:PORT/); empty: off")
+	flag.StringVar(&cfg.E2BAddr, "e2b-addr", cfg.E2BAddr, "where E2B's API is served (E2B_API_URL and E2B_SANDBOX_URL of the e2b SDKs; key in DATA/e2b/api-key); empty: off")
 	flag.DurationVar(&cfg.URLWait, "url-wait", cfg.URLWait, "how long a URL request that wakes or starts a sprite waits for its port to listen")
 	debug := flag.Bool("debug", false, "log at debug level")
 	flag.Parse()
@@ -160,6 +161,12 @@ func run(log *slog.Logger, cfg config.Config) error {
 	front, err := serveFrontDoor(ctx, log, cfg, mgr)
 	if err != nil {
 		return err
+	}
+
+	if cfg.E2BAddr != "" {
+		if err := serveE2B(ctx, log, cfg, mgr, front.addr); err != nil {
+			return err
+		}
 	}
 
 	srv := &server.Server{
