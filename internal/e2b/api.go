@@ -152,15 +152,23 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, h.detail(sb, true))
 }
 
-// userScript makes E2B's user where the image lacks it: home
-// /home/user, bash, passwordless sudo. It prints the user to use.
+// userScript makes E2B's user where the image lacks it: home /home/user
+// (from /etc/skel), bash, group sudo, passwordless sudo. It prints the
+// user to use, or nothing where it cannot be made (no bash: a minimal
+// image). The files are edited directly: useradd costs ~360 ms under
+// gVisor, this ~60 ms.
 const userScript = `u=` + DefaultUser + `
-if ! id -u "$u" >/dev/null 2>&1; then
-  if command -v useradd >/dev/null 2>&1; then
-    useradd -m -s /bin/bash "$u" >/dev/null 2>&1 || { echo; exit 0; }
-  else
-    echo; exit 0
-  fi
+if ! grep -q "^$u:" /etc/passwd; then
+  [ -x /bin/bash ] || { echo; exit 0; }
+  id=1001
+  while cut -d: -f3 /etc/passwd | grep -qx $id || cut -d: -f3 /etc/group | grep -qx $id; do id=$((id+1)); done
+  echo "$u:x:$id:$id::/home/$u:/bin/bash" >> /etc/passwd
+  echo "$u:x:$id:" >> /etc/group
+  [ -f /etc/shadow ] && echo "$u:*:20000:0:99999:7:::" >> /etc/shadow
+  [ -f /etc/gshadow ] && echo "$u:!::" >> /etc/gshadow
+  sed -i -e "s/^\(sudo:[^:]*:[^:]*:\)\(.\+\)$/\1\2,$u/" -e "s/^\(sudo:[^:]*:[^:]*:\)$/\1$u/" /etc/group
+  mkdir -p /home/$u && cp -a /etc/skel/. /home/$u/ 2>/dev/null
+  chown -R $id:$id /home/$u && chmod 0750 /home/$u
 fi
 if [ -d /etc/sudoers.d ] && [ ! -e /etc/sudoers.d/90-e2b-user ]; then
   echo "$u ALL=(ALL:ALL) NOPASSWD: ALL" > /etc/sudoers.d/90-e2b-user && chmod 0440 /etc/sudoers.d/90-e2b-user

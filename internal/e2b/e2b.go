@@ -175,6 +175,9 @@ func IsE2B(r *http.Request) bool {
 		return true
 	}
 	p := r.URL.Path
+	if p == "/files" && r.URL.Query().Get("signature") != "" {
+		return true
+	}
 	return p == "/sandboxes" || p == "/v2/sandboxes" || hasPrefix(p, "/sandboxes/") || hasPrefix(p, "/v2/sandboxes/")
 }
 
@@ -185,6 +188,16 @@ func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id := r.Header.Get(SandboxHeader); id != "" {
 		h.serveEnvd(w, r, id)
+		return
+	}
+	if r.URL.Path == "/files" && r.URL.Query().Get("signature") != "" {
+		// A signed file URL, opened by anyone: the sandbox whose token
+		// signed it.
+		if sb, ok := h.signedBy(r); ok {
+			h.serveEnvd(w, r, sb.ID)
+			return
+		}
+		apiError(w, http.StatusUnauthorized, "invalid file URL signature")
 		return
 	}
 	if h.opt.Authenticate == nil {
