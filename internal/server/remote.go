@@ -19,11 +19,6 @@ import (
 // to the same routes. Token management stays on the unix socket, where
 // file permissions say who is root.
 
-// maxRemoteBody bounds a request body over TCP: JSON bodies are read
-// under maxBody (1 MiB) and secrets under 64 KiB already; this cuts off
-// anything else a client might send.
-const maxRemoteBody = 2 << 20
-
 // callerKey carries the token a TCP request came with.
 type callerKey struct{}
 
@@ -68,7 +63,9 @@ func IsE2B(r *http.Request) bool {
 }
 
 // RemoteHTTPServer returns the http.Server of the API over TCP, bounded
-// as the unix socket's is.
+// as the unix socket's is: header size and time, idle connections; each
+// route bounds its body (JSON under maxBody, secrets under 64 KiB), and
+// file and tar uploads are as large as the sprite's disk takes.
 func (s *Server) RemoteHTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s.RemoteHandler(),
@@ -108,7 +105,6 @@ func (s *Server) RemoteHandler() http.Handler {
 			writeAPIError(w, code, c, msg, "")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxRemoteBody)
 		s.Log.Debug("remote request", "token", t.Name, "method", r.Method, "path", r.URL.Path)
 		routes.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, t)))
 	})
