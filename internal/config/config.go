@@ -62,9 +62,10 @@ type Config struct {
 	// its port to listen.
 	HTTPAddr string
 	URLWait  time.Duration
-	// E2BAddr is where E2B's API is served ("" off); its API key is in
-	// DATA/e2b/api-key.
-	E2BAddr string
+
+	// Listen is where the API is served over TCP, every request behind a
+	// bearer token ("" off).
+	Listen string
 
 	// Limits for wisp create.
 	MaxCPUs      int
@@ -101,6 +102,7 @@ func Default() Config {
 		Hosts:         "/etc/hosts",
 		HTTPAddr:      "127.0.0.1:7780",
 		URLWait:       10 * time.Second,
+		Listen:        "127.0.0.1:7781",
 		MaxCPUs:       runtime.NumCPU(),
 		MaxMemoryMiB:  hostMemMiB(),
 		MaxDiskGiB:    1024,
@@ -158,11 +160,6 @@ func (c *Config) Validate() error {
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			errs = append(errs, fmt.Errorf("http addr %q: want host:port (127.0.0.1:7780), or empty for no front door", c.HTTPAddr))
-		}
-	}
-	if c.E2BAddr != "" {
-		if _, _, err := net.SplitHostPort(c.E2BAddr); err != nil {
-			errs = append(errs, fmt.Errorf("e2b addr %q: want host:port (127.0.0.1:7781), or empty for none", c.E2BAddr))
 		}
 	}
 	if c.URLWait <= 0 || c.URLWait > 5*time.Minute {
