@@ -2,6 +2,9 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +50,24 @@ func (d *daemon) logAddr(msg string) string {
 	return addr
 }
 
+// e2bKey makes an E2B key over the unix socket (`wisp token create --e2b`).
+func (d *daemon) e2bKey() string {
+	d.t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
+	}}}
+	res, err := hc.Post("http://wisp/v1/tokens", "application/json", strings.NewReader(`{"name":"e2b-test","e2b":true}`))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var tok struct{ Token string }
+	if err := json.NewDecoder(res.Body).Decode(&tok); err != nil || !strings.HasPrefix(tok.Token, "e2b_") {
+		d.t.Fatalf("create an E2B key: %s %v %q", res.Status, err, tok.Token)
+	}
+	return tok.Token
+}
+
 // TestE2BSDK runs programs written against the published e2b SDK,
 // unchanged, against a real wispd with real sprites of the dev image
 // (E2B's base template): the whole set on gVisor, the core on QEMU.
@@ -59,13 +80,10 @@ func TestE2BSDK(t *testing.T) {
 	}
 	for _, backend := range backends() {
 		t.Run(backend, func(t *testing.T) {
-			d := startDaemon(t, &daemon{backend: backend, pool: 16, args: []string{"--e2b-addr", "127.0.0.1:0", "--default-disk", "4"}})
-			api := d.logAddr("e2b API listening")
+			d := startDaemon(t, &daemon{backend: backend, pool: 16, args: []string{"--default-disk", "4"}})
+			api := d.logAddr("API listening over TCP (bearer tokens: wisp token create)")
 			front := d.logAddr("front door listening")
-			key, err := os.ReadFile(filepath.Join(d.dir, "data", "e2b", "api-key"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			key := d.e2bKey()
 			// The programs run from a folder of their own whose
 			// node_modules is the installed SDK's.
 			run := t.TempDir()
@@ -88,7 +106,7 @@ func TestE2BSDK(t *testing.T) {
 					cmd.Dir = run
 					cmd.Env = append(os.Environ(),
 						"E2B_API_URL=http://"+api, "E2B_SANDBOX_URL=http://"+api,
-						"E2B_API_KEY="+strings.TrimSpace(string(key)), "FRONT_DOOR="+front)
+						"E2B_API_KEY="+key, "FRONT_DOOR="+front)
 					out, err := cmd.CombinedOutput()
 					t.Logf("%s:\n%s", prog, out)
 					if err != nil {

@@ -29,6 +29,10 @@ const (
 // (home /home/user, passwordless sudo).
 const DefaultUser = "user"
 
+// BackendKey is the metadata key that chooses a sandbox's backend
+// (qemu, gvisor), wisp's own; without it the daemon's default.
+const BackendKey = "wisp.backend"
+
 // templates maps E2B template names to wisp images; any other name is an
 // image of that name.
 var templates = map[string]string{"base": "dev"}
@@ -114,6 +118,9 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		// An E2B sandbox runs until its timeout: it does not sleep when
 		// idle (a background job must go on).
 		IdleSeconds: -1,
+	}
+	if b := req.Metadata[BackendKey]; b != "" {
+		o.Backend = b // wisp's own: the bench measures each backend
 	}
 	if req.AllowInternetAccess != nil && !*req.AllowInternetAccess {
 		o.Policy = network.Policy{Mode: network.DenyAll}

@@ -169,7 +169,8 @@ func (h *Handler) routes() {
 const SandboxHeader = "E2b-Sandbox-Id"
 
 // IsE2B reports whether r is for this handler: an envd request (it names a
-// sandbox) or a path of E2B's control plane.
+// sandbox), a signed file URL, or a path of E2B's control plane (those it
+// does not serve, templates and snapshots, get E2B's 404).
 func IsE2B(r *http.Request) bool {
 	if r.Header.Get(SandboxHeader) != "" {
 		return true
@@ -178,7 +179,12 @@ func IsE2B(r *http.Request) bool {
 	if p == "/files" && r.URL.Query().Get("signature") != "" {
 		return true
 	}
-	return p == "/sandboxes" || p == "/v2/sandboxes" || hasPrefix(p, "/sandboxes/") || hasPrefix(p, "/v2/sandboxes/")
+	for _, pre := range []string{"/sandboxes", "/v2/sandboxes", "/templates", "/v2/templates", "/snapshots"} {
+		if p == pre || hasPrefix(p, pre+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
