@@ -46,8 +46,16 @@ type newSandbox struct {
 	AutoPause           bool              `json:"autoPause"`
 	AllowInternetAccess *bool             `json:"allow_internet_access"`
 	Secure              *bool             `json:"secure"`
-	MCP                 json.RawMessage   `json:"mcp"`
-	VolumeMounts        json.RawMessage   `json:"volumeMounts"`
+	AutoResume          *struct {
+		Enabled bool `json:"enabled"`
+	} `json:"autoResume"`
+	Network *struct {
+		AllowOut []string        `json:"allowOut"`
+		DenyOut  []string        `json:"denyOut"`
+		Rules    json.RawMessage `json:"rules"`
+	} `json:"network"`
+	MCP          json.RawMessage `json:"mcp"`
+	VolumeMounts json.RawMessage `json:"volumeMounts"`
 }
 
 func decodeBody(r *http.Request, v any) error {
@@ -87,6 +95,10 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(req.VolumeMounts) > 0 && string(req.VolumeMounts) != "null" && string(req.VolumeMounts) != "[]" {
 		apiError(w, http.StatusBadRequest, "volume mounts are not supported by wisp")
+		return
+	}
+	if n := req.Network; n != nil && (len(n.AllowOut) > 0 || len(n.DenyOut) > 0 || (len(n.Rules) > 0 && string(n.Rules) != "null" && string(n.Rules) != "{}")) {
+		apiError(w, http.StatusBadRequest, "network rules are not supported by wisp's E2B API: use allowInternetAccess, or `wisp policy set` on the sandbox")
 		return
 	}
 	timeout, err := timeoutOf(req.Timeout)
@@ -134,6 +146,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	sb := Sandbox{
 		ID: o.Name, TemplateID: tpl, Image: img, ClientID: "wisp", Metadata: req.Metadata,
 		AccessToken: token(16), StartedAt: time.Now().UTC(), AutoPause: req.AutoPause,
+		AutoResume: req.AutoResume != nil && req.AutoResume.Enabled,
 	}
 	sb.EndAt = sb.StartedAt.Add(timeout)
 	fail := func(err error) {
@@ -258,7 +271,7 @@ func (h *Handler) detail(sb Sandbox, withToken bool) map[string]any {
 		"endAt":       sb.EndAt.UTC().Format(time.RFC3339Nano),
 		"metadata":    orEmpty(sb.Metadata),
 		"state":       sb.state(),
-		"lifecycle":   map[string]any{"onTimeout": onTimeout(sb), "autoResume": false},
+		"lifecycle":   map[string]any{"onTimeout": onTimeout(sb), "autoResume": sb.AutoResume},
 	}
 	if h.opt.Domain != "" {
 		d["domain"] = h.opt.Domain
@@ -545,16 +558,26 @@ func (h *Handler) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	code := http.StatusOK
 	if sb.Paused {
-		_, release, err := h.opt.Sprites.Agent(r.Context(), sb.ID)
+		code = http.StatusCreated
+	}
+	if sb, err = h.resume(r.Context(), sb.ID, d); err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, code, h.detail(sb, true))
+}
+
+// resume wakes a paused sandbox and gives it (paused or not) at least d.
+func (h *Handler) resume(ctx context.Context, id string, d time.Duration) (Sandbox, error) {
+	if sb, ok := h.store.get(id); ok && sb.Paused {
+		_, release, err := h.opt.Sprites.Agent(ctx, id)
 		if err != nil {
-			writeErr(w, err)
-			return
+			return Sandbox{}, err
 		}
 		release()
-		code = http.StatusCreated
-		h.log.Info("e2b sandbox resumed", "sandbox", sb.ID)
+		h.log.Info("e2b sandbox resumed", "sandbox", id)
 	}
-	sb, _, err = h.store.update(sb.ID, func(sb *Sandbox) bool {
+	sb, _, err := h.store.update(id, func(sb *Sandbox) bool {
 		end := time.Now().Add(d).UTC()
 		if sb.Paused || end.After(sb.EndAt) {
 			sb.EndAt = end
@@ -562,11 +585,7 @@ func (h *Handler) connect(w http.ResponseWriter, r *http.Request) {
 		sb.Paused = false
 		return true
 	})
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, code, h.detail(sb, true))
+	return sb, err
 }
 
 func (h *Handler) metrics(w http.ResponseWriter, r *http.Request) {

@@ -90,13 +90,20 @@ func (h *Handler) serveEnvd(w http.ResponseWriter, r *http.Request, id string) {
 		apiError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %q not found", id))
 		return
 	}
+	if r.URL.Path != "/health" && !h.envdAuthorized(r, sb) {
+		apiError(w, http.StatusUnauthorized, "invalid or missing X-Access-Token (or file URL signature)")
+		return
+	}
+	if sb.Paused && sb.AutoResume && r.URL.Path != "/health" {
+		var err error
+		if sb, err = h.resume(r.Context(), id, DefaultTimeout); err != nil {
+			writeErr(w, err)
+			return
+		}
+	}
 	if sb.Paused {
 		// As E2B: a paused sandbox answers nothing until connect.
 		apiError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %q is paused: resume it with Sandbox.connect()", id))
-		return
-	}
-	if r.URL.Path != "/health" && !h.envdAuthorized(r, sb) {
-		apiError(w, http.StatusUnauthorized, "invalid or missing X-Access-Token (or file URL signature)")
 		return
 	}
 	user := sb.User

@@ -34,6 +34,8 @@ type Sandbox struct {
 	// Paused: paused through the API (pause, or a timeout with
 	// AutoPause); connect resumes it.
 	Paused bool `json:"paused,omitempty"`
+	// AutoResume: an envd request to the paused sandbox resumes it.
+	AutoResume bool `json:"auto_resume,omitempty"`
 	// User is the template's default user: processes and files of a
 	// request that names none are this user's.
 	User string `json:"user"`

@@ -42,7 +42,7 @@ func TestRoute(t *testing.T) {
 		{host: "localhost:7780", path: "/s/3000.web/a%2Fb", sprite: "web", port: 3000, prefix: "/s/3000.web", rest: "/a%2Fb"},
 		{host: "[::1]:7780", path: "/s/web", sprite: "web", port: 8080, prefix: "/s/web", rest: "/", slash: true},
 		{host: "127.0.0.1:7780", path: "/s/web/../other/", sprite: "web", port: 8080, prefix: "/s/web", rest: "/../other/"}, // the sprite's business
-		{host: "3000-iabc123.e2b.localhost:7780", path: "/x", sprite: "iabc123", port: 3000, rest: "/x"}, // E2B's getHost(port)
+		{host: "3000-iabc123.e2b.localhost:7780", path: "/x", sprite: "iabc123", port: 3000, rest: "/x"},                    // E2B's getHost(port)
 		{host: "3000.iabc.e2b.localhost", path: "/", bad: true},
 		{host: "iabc.e2b.localhost", path: "/", bad: true},
 		{host: "0-iabc.e2b.localhost", path: "/", bad: true},
