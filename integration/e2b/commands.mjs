@@ -32,6 +32,14 @@ try {
     assert.equal((await sbx.commands.run('sudo -n whoami')).stdout, 'root\n')
     assert.match((await sbx.commands.run('python3 -c "print(6*7)"')).stdout, /^42\n$/)
   })
+  await step('login shell: the profile is read, and again when it changes', async () => {
+    assert.equal((await sbx.commands.run('echo $PATH')).stdout, '/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games\n')
+    await sbx.commands.run('echo "export FROM_PROFILE=one" >> ~/.profile')
+    assert.equal((await sbx.commands.run('echo $FROM_PROFILE')).stdout, 'one\n')
+    await sbx.commands.run('sed -i s/=one/=two/ ~/.profile')
+    assert.equal((await sbx.commands.run('echo $FROM_PROFILE')).stdout, 'two\n')
+    assert.equal((await sbx.commands.run('echo $FROM_PROFILE', { envs: { FROM_PROFILE: 'env' } })).stdout, 'two\n') // the profile wins, as in bash -l
+  })
   await step('streaming callbacks', async () => {
     const seen = []
     await sbx.commands.run('for i in 1 2 3; do echo $i; sleep 0.05; done', { onStdout: d => seen.push(d) })

@@ -76,6 +76,9 @@ type Options struct {
 	// MaxProcs bounds the processes one sandbox runs through envd at
 	// once (default 32; the guest agent allows 64 streams).
 	MaxProcs int
+	// RealLogin runs every `bash -l -c` as it is, without the login
+	// environments login.go keeps.
+	RealLogin bool
 }
 
 // Handler is the http.Handler of E2B's API.

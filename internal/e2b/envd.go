@@ -32,6 +32,7 @@ type live struct {
 	nextPid  uint32
 	homes    map[string]string
 	watchers map[string]*watcher
+	logins   map[string][]string // login shells' environments (login.go)
 }
 
 func (l *live) closeAll() {
@@ -56,7 +57,7 @@ func (h *Handler) liveOf(id string) *live {
 	defer h.mu.Unlock()
 	l, ok := h.live[id]
 	if !ok {
-		l = &live{procs: map[uint32]*proc{}, nextPid: 1000, homes: map[string]string{}, watchers: map[string]*watcher{}}
+		l = &live{procs: map[uint32]*proc{}, nextPid: 1000, homes: map[string]string{}, watchers: map[string]*watcher{}, logins: map[string][]string{}}
 		h.live[id] = l
 	}
 	return l

@@ -314,6 +314,10 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	if pty := req.Msg.Pty; pty != nil {
 		ex.TTY = true
 		ex.Rows, ex.Cols = uint16(pty.GetSize().GetRows()), uint16(pty.GetSize().GetCols())
+	} else if cmd, ok := loginCommand(cfg); ok && !h.opt.RealLogin {
+		if login, ok := h.loginEnv(ctx, ag, rq.user, ex.Env); ok {
+			ex.Argv, ex.Env = []string{"/bin/bash", "-c", cmd}, login
+		}
 	}
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	st, err := ag.Open(octx, proto.Request{Op: proto.OpExec, Exec: &ex})

@@ -1,0 +1,112 @@
+package e2b
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wisp-sh/wisp/internal/agent"
+	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/e2b/envd/process"
+)
+
+// The SDKs run every command as `/bin/bash -l -c CMD`: a login shell,
+// which reads /etc/profile and ~/.profile first. Under gVisor that costs
+// ~40 ms a command (Debian's /etc/profile forks `id -u`), three times
+// the rest of a round trip. What a login shell's profile makes of an
+// environment depends on the profile files and the environment only, so
+// the daemon runs it once (`bash -l -c 'env -0'`), keeps the result for
+// that user, environment and those files' modification times, and runs
+// later commands as `/bin/bash -c CMD` in it. A changed profile file is a
+// new key (its time or size changed): the next command reads it again.
+// What differs from a real login shell: `shopt login_shell` is off, and
+// functions a profile defines without exporting them are not there.
+
+// loginFiles are what a login shell reads, and what its result is keyed
+// by besides the environment (~ is the user's home).
+var loginFiles = []string{"/etc/profile", "/etc/profile.d", "/etc/environment", "~/.bash_profile", "~/.bash_login", "~/.profile", "~/.bashrc"}
+
+// maxLogins bounds the environments kept per sandbox.
+const maxLogins = 16
+
+// loginCommand returns CMD of the SDKs' `/bin/bash -l -c CMD`.
+func loginCommand(cfg *process.ProcessConfig) (string, bool) {
+	a := cfg.GetArgs()
+	if cfg.GetCmd() != "/bin/bash" || len(a) != 3 || a[0] != "-l" || a[1] != "-c" {
+		return "", false
+	}
+	return a[2], true
+}
+
+// loginEnv returns the environment a login shell of user makes of env,
+// from the cache or by running one; ok is false when it cannot tell (the
+// caller then runs the login shell itself).
+func (h *Handler) loginEnv(ctx context.Context, ag *agent.Client, user string, env []string) ([]string, bool) {
+	name := user
+	if name == "" {
+		name = "root"
+	}
+	home, err := h.home(ctx, ag, name)
+	if err != nil {
+		return nil, false
+	}
+	stamps := make([]string, len(loginFiles))
+	var wg sync.WaitGroup
+	for i, f := range loginFiles {
+		if rest, ok := strings.CutPrefix(f, "~/"); ok {
+			f = path.Join(home, rest)
+		}
+		wg.Go(func() {
+			fi, err := ag.Stat(ctx, f)
+			switch {
+			case err == nil:
+				stamps[i] = fmt.Sprintf("%s/%d/%v", fi.ModTime.Format(time.RFC3339Nano), fi.Size, fi.IsDir)
+			case isNotFound(err):
+				stamps[i] = "-"
+			default:
+				stamps[i] = "?"
+			}
+		})
+	}
+	wg.Wait()
+	for _, s := range stamps {
+		if s == "?" {
+			return nil, false
+		}
+	}
+	key := user + "\x00" + strings.Join(env, "\x00") + "\x00\x00" + strings.Join(stamps, "\x00")
+	l := h.liveOf(reqOf(ctx).sb.ID)
+	l.mu.Lock()
+	got, ok := l.logins[key]
+	l.mu.Unlock()
+	if ok {
+		return got, true
+	}
+	var out bytes.Buffer
+	exit, err := ag.Exec(ctx, proto.ExecRequest{Argv: []string{"/bin/bash", "-l", "-c", "env -0"}, Env: env, User: user, Dir: home},
+		agent.ExecIO{Stdout: &limitedWriter{w: &out, n: 1 << 20}})
+	if err != nil || exit.Code != 0 {
+		return nil, false
+	}
+	var login []string
+	for _, kv := range strings.Split(out.String(), "\x00") {
+		k, _, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok, k == "_", k == "SHLVL", k == "PWD", k == "OLDPWD":
+			// bash's own, set afresh by the command's shell
+		default:
+			login = append(login, kv)
+		}
+	}
+	l.mu.Lock()
+	if len(l.logins) >= maxLogins {
+		clear(l.logins)
+	}
+	l.logins[key] = login
+	l.mu.Unlock()
+	return login, true
+}
