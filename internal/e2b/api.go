@@ -306,10 +306,38 @@ func orEmpty(m map[string]string) map[string]string {
 func (h *Handler) sandbox(w http.ResponseWriter, r *http.Request) (Sandbox, bool) {
 	id := r.PathValue("id")
 	sb, ok := h.store.get(id)
+	if ok && h.gone(id) {
+		ok = false
+	}
 	if !ok {
 		apiError(w, http.StatusNotFound, fmt.Sprintf("sandbox %q not found", id))
 	}
 	return sb, ok
+}
+
+// sandboxes returns the sandboxes oldest first, those whose sprite is gone
+// (destroyed through wisp's own API) forgotten.
+func (h *Handler) sandboxes() []Sandbox {
+	all := h.store.list()
+	out := all[:0]
+	for _, sb := range all {
+		if !h.gone(sb.ID) {
+			out = append(out, sb)
+		}
+	}
+	return out
+}
+
+// gone reports whether the sandbox's sprite no longer exists, and then
+// forgets the sandbox.
+func (h *Handler) gone(id string) bool {
+	if _, err := h.opt.Sprites.Record(id); errdefs.Kind(err) != errdefs.ErrNotFound {
+		return false
+	}
+	h.dropLive(id)
+	h.store.remove(id)
+	h.log.Info("e2b sandbox forgotten: its sprite is gone", "sandbox", id)
+	return true
 }
 
 func (h *Handler) info(w http.ResponseWriter, r *http.Request) {
@@ -346,7 +374,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	out := []map[string]any{}
 	started := next == ""
 	token := ""
-	for _, sb := range h.store.list() {
+	for _, sb := range h.sandboxes() {
 		if !started {
 			if sb.ID != next {
 				continue
@@ -379,7 +407,7 @@ func (h *Handler) listV1(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := []map[string]any{}
-	for _, sb := range h.store.list() {
+	for _, sb := range h.sandboxes() {
 		if !sb.Paused && matches(sb.Metadata, want) {
 			out = append(out, h.detail(sb, false))
 		}

@@ -42,6 +42,8 @@ type Sprites interface {
 	Create(ctx context.Context, o sprite.CreateOptions) (sprite.Sprite, error)
 	// Get returns a sprite with its usage figures (ErrNotFound).
 	Get(name string) (sprite.Sprite, error)
+	// Record returns a sprite's record, cheaply (ErrNotFound).
+	Record(name string) (sprite.Sprite, error)
 	// Destroy removes a sprite in any state but a transition.
 	Destroy(ctx context.Context, name string) error
 	// Sleep saves a running sprite's memory to disk and ends its VM.
