@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/network"
@@ -170,6 +172,13 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info("e2b sandbox created", "sandbox", sb.ID, "template", tpl, "image", img,
 		"sprite", tCreated.Sub(t0).Round(time.Millisecond), "user", time.Since(tCreated).Round(time.Millisecond))
+	if !h.opt.RealLogin {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.warmLogin(sb)
+		}()
+	}
 	writeJSON(w, http.StatusCreated, h.detail(sb, true))
 }
 
@@ -236,17 +245,21 @@ func (h *Handler) ensureUser(ctx context.Context, id string) (string, error) {
 	if err != nil && !isNotFound(err) {
 		return "", err
 	}
+	var g errgroup.Group
 	for _, f := range skel {
 		if f.IsDir || f.Link != "" {
 			continue
 		}
-		var b bytes.Buffer
-		if _, err := readGuestFile(ctx, ag, "/etc/skel/"+f.Name, &limitedWriter{w: &b, n: 1 << 20}); err != nil {
-			return "", err
-		}
-		if err := writeGuestFile(ctx, ag, home+"/"+f.Name, DefaultUser, &b); err != nil {
-			return "", err
-		}
+		g.Go(func() error {
+			var b bytes.Buffer
+			if _, err := readGuestFile(ctx, ag, "/etc/skel/"+f.Name, &limitedWriter{w: &b, n: 1 << 20}); err != nil {
+				return err
+			}
+			return writeGuestFile(ctx, ag, home+"/"+f.Name, DefaultUser, &b)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return "", err
 	}
 	return DefaultUser, nil
 }

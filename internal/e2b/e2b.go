@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/e2b/envd/filesystem/filesystemconnect"
@@ -93,6 +95,8 @@ type Handler struct {
 
 	mu   sync.Mutex
 	live map[string]*live // per sandbox: processes, watchers, homes
+
+	logins singleflight.Group // login shells being run (login.go)
 
 	closing context.Context
 	close   context.CancelFunc

@@ -12,6 +12,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/e2b/envd/process"
+	"github.com/wisp-sh/wisp/internal/sprite"
 )
 
 // The SDKs run every command as `/bin/bash -l -c CMD`: a login shell,
@@ -86,14 +87,23 @@ func (h *Handler) loginEnv(ctx context.Context, ag *agent.Client, user string, e
 	if ok {
 		return got, true
 	}
-	var out bytes.Buffer
-	exit, err := ag.Exec(ctx, proto.ExecRequest{Argv: []string{"/bin/bash", "-l", "-c", "env -0"}, Env: env, User: user, Dir: home},
-		agent.ExecIO{Stdout: &limitedWriter{w: &out, n: 1 << 20}})
-	if err != nil || exit.Code != 0 {
+	// Concurrent misses (the first commands of a sandbox, a warm-up
+	// racing its first command) run one login shell.
+	v, err, _ := h.logins.Do(reqOf(ctx).sb.ID+"\x00"+key, func() (any, error) {
+		var out bytes.Buffer
+		exit, err := ag.Exec(ctx, proto.ExecRequest{Argv: []string{"/bin/bash", "-l", "-c", "env -0"}, Env: env, User: user, Dir: home},
+			agent.ExecIO{Stdout: &limitedWriter{w: &out, n: 1 << 20}})
+		if err == nil && exit.Code != 0 {
+			err = fmt.Errorf("bash -l: exit %d %s", exit.Code, exit.Error)
+		}
+		return out.String(), err
+	})
+	if err != nil {
 		return nil, false
 	}
+	out := v.(string)
 	var login []string
-	for _, kv := range strings.Split(out.String(), "\x00") {
+	for _, kv := range strings.Split(out, "\x00") {
 		k, _, ok := strings.Cut(kv, "=")
 		switch {
 		case !ok, k == "_", k == "SHLVL", k == "PWD", k == "OLDPWD":
@@ -109,4 +119,21 @@ func (h *Handler) loginEnv(ctx context.Context, ag *agent.Client, user string, e
 	l.logins[key] = login
 	l.mu.Unlock()
 	return login, true
+}
+
+// warmLogin computes the login environment of a new sandbox's default
+// user in the background, so that its first command finds it.
+func (h *Handler) warmLogin(sb Sandbox) {
+	ctx, cancel := context.WithTimeout(context.WithValue(h.closing, reqKey{}, envdReq{sb: sb, user: sb.User}), time.Minute)
+	defer cancel()
+	ag, release, err := h.opt.Sprites.Agent(ctx, sb.ID)
+	if err != nil {
+		return
+	}
+	defer release()
+	env, err := h.opt.Sprites.ExecEnv(sb.ID)
+	if err != nil {
+		return
+	}
+	h.loginEnv(ctx, ag, sb.User, sprite.MergeEnv(env, []string{}))
 }
