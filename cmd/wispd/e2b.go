@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/wisp-sh/wisp/internal/config"
 	"github.com/wisp-sh/wisp/internal/e2b"
+	"github.com/wisp-sh/wisp/internal/image"
 	"github.com/wisp-sh/wisp/internal/sprite"
 	"github.com/wisp-sh/wisp/internal/token"
 )
@@ -16,13 +19,14 @@ import (
 // (E2B_API_URL and E2B_SANDBOX_URL of the e2b SDKs), opened by the E2B
 // keys of the token store (`wisp token create --e2b`, E2B's X-API-Key).
 // getHost(port) names the front door (front): PORT-ID.e2b.localhost.
-func newE2B(log *slog.Logger, cfg config.Config, mgr *sprite.Manager, tokens *token.Store, front string) (*e2b.Handler, error) {
+func newE2B(log *slog.Logger, cfg config.Config, mgr *sprite.Manager, images *image.Store, tokens *token.Store, front string) (*e2b.Handler, error) {
 	domain := ""
 	if _, port, err := net.SplitHostPort(front); err == nil {
 		domain = "e2b.localhost:" + port
 	}
 	return e2b.New(e2b.Options{
 		Log: log, Sprites: mgr, DataDir: cfg.DataDir, Domain: domain,
+		Images: e2bImages{images: images, mgr: mgr},
 		Authenticate: func(r *http.Request) error {
 			t, ok := tokens.Lookup(r.Header.Get("X-API-Key"))
 			if !ok || t.Kind != token.E2B {
@@ -31,4 +35,28 @@ func newE2B(log *slog.Logger, cfg config.Config, mgr *sprite.Manager, tokens *to
 			return nil
 		},
 	})
+}
+
+// e2bImages keeps E2B templates' images with their user made.
+type e2bImages struct {
+	images *image.Store
+	mgr    *sprite.Manager
+}
+
+func (e e2bImages) Built(name string) (time.Time, bool) {
+	info, err := e.images.Info(name)
+	if err != nil || !info.Built {
+		return time.Time{}, false
+	}
+	return info.BuiltAt, true
+}
+
+func (e e2bImages) SaveSprite(ctx context.Context, name, img, from string) error {
+	recipe := image.Recipe{From: from, Sprite: name, Run: []string{"(wisp: E2B's user `user` made, as for a sandbox of template " + from + ")"}}
+	_, err := e.images.Save(img, recipe, func(dst string) error {
+		_, err := e.mgr.SaveDisk(ctx, name, dst)
+		return err
+	})
+	e.mgr.ForgetImage(img)
+	return err
 }

@@ -116,6 +116,10 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		img = tpl
 	}
+	src := img
+	if d, ok := h.derived(img); ok {
+		img = d // the template's image with E2B's user made
+	}
 	for k := range req.EnvVars {
 		if err := sprite.ValidateEnvKey(k); err != nil {
 			writeErr(w, err)
@@ -156,12 +160,15 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		h.store.remove(o.Name)
 		writeErr(w, err)
 	}
-	user, err := h.ensureUser(r.Context(), o.Name)
+	user, made, err := h.ensureUser(r.Context(), o.Name)
 	if err != nil {
 		fail(err)
 		return
 	}
 	sb.User = user
+	if made && img == src {
+		h.derive(o) // the template's image with its user, for the next creates
+	}
 	if _, err := h.opt.Sprites.SetURLPublic(o.Name, true); err != nil {
 		fail(err)
 		return
@@ -213,37 +220,37 @@ echo $id`
 // it (the script above, then its home from /etc/skel through the agent's
 // file calls) and returns the user processes run as by default: "" where
 // the image cannot have it (the agent's default then).
-func (h *Handler) ensureUser(ctx context.Context, id string) (string, error) {
+func (h *Handler) ensureUser(ctx context.Context, id string) (user string, made bool, err error) {
 	ag, release, err := h.opt.Sprites.Agent(ctx, id)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer release()
 	var passwd strings.Builder
 	if _, err := readGuestFile(ctx, ag, "/etc/passwd", &limitedWriter{w: &passwd, n: 1 << 20}); err != nil {
-		return "", err
+		return "", false, err
 	}
 	if strings.HasPrefix(passwd.String(), DefaultUser+":") || strings.Contains(passwd.String(), "\n"+DefaultUser+":") {
-		return DefaultUser, nil // the image has it
+		return DefaultUser, false, nil // the image has it
 	}
 	var out strings.Builder
 	exit, err := ag.Exec(ctx, proto.ExecRequest{Argv: []string{"/bin/sh", "-c", userScript}, User: "root"}, execIO(&limitedWriter{w: &out, n: 4096}))
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if exit.Code != 0 {
-		return "", fmt.Errorf("making user %q in the sandbox: exit %d %s %s", DefaultUser, exit.Code, exit.Error, out.String())
+		return "", false, fmt.Errorf("making user %q in the sandbox: exit %d %s %s", DefaultUser, exit.Code, exit.Error, out.String())
 	}
 	if strings.TrimSpace(out.String()) == "" {
-		return "", nil
+		return "", false, nil
 	}
 	home := "/home/" + DefaultUser
 	if _, err := call(ctx, ag, proto.Request{Op: proto.OpMkdir, Path: home, Mode: 0o750, Recursive: true, User: DefaultUser}); err != nil {
-		return "", fmt.Errorf("making %s: %w", home, err)
+		return "", false, fmt.Errorf("making %s: %w", home, err)
 	}
 	skel, _, err := ag.List(ctx, "/etc/skel")
 	if err != nil && !isNotFound(err) {
-		return "", err
+		return "", false, err
 	}
 	var g errgroup.Group
 	for _, f := range skel {
@@ -259,9 +266,9 @@ func (h *Handler) ensureUser(ctx context.Context, id string) (string, error) {
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return "", err
+		return "", false, err
 	}
-	return DefaultUser, nil
+	return DefaultUser, true, nil
 }
 
 // state is E2B's state of a sandbox.

@@ -61,6 +61,18 @@ type Sprites interface {
 
 var _ Sprites = (*sprite.Manager)(nil)
 
+// Images is what the handler needs of the image store: a template's image
+// made ready for E2B (its user made) is saved as an image of its own, so
+// later sandboxes of the template start with the user (template.go).
+type Images interface {
+	// Built returns when image name was built or saved; ok is false
+	// when there is no such image.
+	Built(name string) (at time.Time, ok bool)
+	// SaveSprite saves the disk of sprite as image name (replacing an
+	// image of that name), recorded as derived from image from.
+	SaveSprite(ctx context.Context, sprite, name, from string) error
+}
+
 // Options configure a Handler.
 type Options struct {
 	Log     *slog.Logger
@@ -80,6 +92,9 @@ type Options struct {
 	// MaxProcs bounds the processes one sandbox runs through envd at
 	// once (default 32; the guest agent allows 64 streams).
 	MaxProcs int
+	// Images, when set, keeps each template's image with E2B's user made
+	// (nil: the user is made at every create).
+	Images Images
 	// RealLogin runs every `bash -l -c` as it is, without the login
 	// environments login.go keeps.
 	RealLogin bool
@@ -97,6 +112,9 @@ type Handler struct {
 	live map[string]*live // per sandbox: processes, watchers, homes
 
 	logins singleflight.Group // login shells being run (login.go)
+
+	tplMu   sync.Mutex
+	tplDone map[string]bool // templates whose image was derived by this daemon
 
 	closing context.Context
 	close   context.CancelFunc
@@ -116,7 +134,7 @@ func New(opt Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{opt: opt, log: opt.Log, store: st, live: map[string]*live{}}
+	h := &Handler{opt: opt, log: opt.Log, store: st, live: map[string]*live{}, tplDone: map[string]bool{}}
 	h.closing, h.close = context.WithCancel(context.Background())
 	h.routes()
 	h.wg.Add(1)
