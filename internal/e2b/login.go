@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"path"
 	"strings"
 	"sync"
 	"time"
@@ -27,9 +26,11 @@ import (
 // What differs from a real login shell: `shopt login_shell` is off, and
 // functions a profile defines without exporting them are not there.
 
-// loginFiles are what a login shell reads, and what its result is keyed
-// by besides the environment (~ is the user's home).
-var loginFiles = []string{"/etc/profile", "/etc/profile.d", "/etc/environment", "~/.bash_profile", "~/.bash_login", "~/.profile", "~/.bashrc"}
+// loginFiles are what a login shell reads (~ is the user's home), and
+// what its result is keyed by besides the environment. They are read in
+// three calls: /etc/profile, the folder /etc/profile.d and the home
+// folder (a listing has every entry's time and size).
+var loginFiles = []string{"/etc/profile", "/etc/profile.d/*", "~/.bash_profile", "~/.bash_login", "~/.profile", "~/.bashrc"}
 
 // maxLogins bounds the environments kept per sandbox.
 const maxLogins = 16
@@ -55,31 +56,11 @@ func (h *Handler) loginEnv(ctx context.Context, ag *agent.Client, user string, e
 	if err != nil {
 		return nil, false
 	}
-	stamps := make([]string, len(loginFiles))
-	var wg sync.WaitGroup
-	for i, f := range loginFiles {
-		if rest, ok := strings.CutPrefix(f, "~/"); ok {
-			f = path.Join(home, rest)
-		}
-		wg.Go(func() {
-			fi, err := ag.Stat(ctx, f)
-			switch {
-			case err == nil:
-				stamps[i] = fmt.Sprintf("%s/%d/%v", fi.ModTime.Format(time.RFC3339Nano), fi.Size, fi.IsDir)
-			case isNotFound(err):
-				stamps[i] = "-"
-			default:
-				stamps[i] = "?"
-			}
-		})
+	stamps, ok := loginStamps(ctx, ag, home)
+	if !ok {
+		return nil, false
 	}
-	wg.Wait()
-	for _, s := range stamps {
-		if s == "?" {
-			return nil, false
-		}
-	}
-	key := user + "\x00" + strings.Join(env, "\x00") + "\x00\x00" + strings.Join(stamps, "\x00")
+	key := user + "\x00" + strings.Join(env, "\x00") + "\x00\x00" + stamps
 	l := h.liveOf(reqOf(ctx).sb.ID)
 	l.mu.Lock()
 	got, ok := l.logins[key]
@@ -136,4 +117,47 @@ func (h *Handler) warmLogin(sb Sandbox) {
 		return
 	}
 	h.loginEnv(ctx, ag, sb.User, sprite.MergeEnv(env, []string{}))
+}
+
+// loginStamps describes the login files of a user whose home is home: the
+// time and size of each (or that it is missing).
+func loginStamps(ctx context.Context, ag *agent.Client, home string) (string, bool) {
+	var (
+		wg               sync.WaitGroup
+		profile          proto.FileInfo
+		dotd, homeFiles  []proto.FileInfo
+		errP, errD, errH error
+	)
+	wg.Go(func() { profile, errP = ag.Stat(ctx, "/etc/profile") })
+	wg.Go(func() { dotd, _, errD = ag.List(ctx, "/etc/profile.d") })
+	wg.Go(func() { homeFiles, _, errH = ag.List(ctx, home) })
+	wg.Wait()
+	var b strings.Builder
+	stamp := func(name string, fi proto.FileInfo, err error) bool {
+		switch {
+		case err == nil:
+			fmt.Fprintf(&b, "%s=%s/%d;", name, fi.ModTime.Format(time.RFC3339Nano), fi.Size)
+		case isNotFound(err):
+			fmt.Fprintf(&b, "%s=-;", name)
+		default:
+			return false
+		}
+		return true
+	}
+	if !stamp("/etc/profile", profile, errP) {
+		return "", false
+	}
+	if errD != nil && !isNotFound(errD) || errH != nil && !isNotFound(errH) {
+		return "", false
+	}
+	for _, f := range dotd {
+		stamp("/etc/profile.d/"+f.Name, f, nil)
+	}
+	for _, f := range homeFiles {
+		switch f.Name {
+		case ".bash_profile", ".bash_login", ".profile", ".bashrc":
+			stamp("~/"+f.Name, f, nil)
+		}
+	}
+	return b.String(), true
 }

@@ -34,6 +34,7 @@ type proc struct {
 	cfg     *process.ProcessConfig
 	pty     bool
 	st      *agent.Stream
+	exitAt  time.Time // when the guest reported the exit (for the log)
 	release func()
 
 	wmu sync.Mutex // writes to st
@@ -130,6 +131,7 @@ func (p *proc) pump(l *live) {
 			d := &process.ProcessEvent_DataEvent{Output: &process.ProcessEvent_DataEvent_Stderr{Stderr: b}}
 			ev = &process.ProcessEvent{Event: &process.ProcessEvent_Data{Data: d}}
 		case proto.TExit:
+			p.exitAt = time.Now()
 			var e proto.Exit
 			if err := proto.DecodeJSON(b, &e); err != nil {
 				msg := err.Error()
@@ -267,6 +269,7 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	h := s.h
 	rq := reqOf(ctx)
 	cfg := req.Msg.GetProcess()
+	t0 := time.Now()
 	if cfg == nil || cfg.GetCmd() == "" {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("process.cmd is required"))
 	}
@@ -319,6 +322,7 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 			ex.Argv, ex.Env = []string{"/bin/bash", "-c", cmd}, login
 		}
 	}
+	tPrep := time.Now()
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	st, err := ag.Open(octx, proto.Request{Op: proto.OpExec, Exec: &ex})
 	cancel()
@@ -339,10 +343,13 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	l.procs[p.pid] = p
 	l.mu.Unlock()
 	ok = true
+	tOpen := time.Now()
 	go p.pump(l)
-	return follow(ctx, req.Header(), p, sb, func(ev *process.ProcessEvent) error {
+	err = follow(ctx, req.Header(), p, sb, func(ev *process.ProcessEvent) error {
 		return stream.Send(&process.StartResponse{Event: ev})
 	})
+	h.log.Debug("e2b process", "sandbox", rq.sb.ID, "pid", p.pid, "prepare", tPrep.Sub(t0), "open", tOpen.Sub(tPrep), "exit", p.exitAt.Sub(tOpen), "sent", time.Since(p.exitAt))
+	return err
 }
 
 // follow sends the start event and then p's events from sb until the
