@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/auth"
 	"github.com/wisp-sh/wisp/internal/errdefs"
@@ -40,6 +41,8 @@ type Server struct {
 	// PortWait bounds how long a connect that woke or started a sprite
 	// waits for the port to listen (0: 10 s).
 	PortWait time.Duration
+	// Exec runs the commands of exec WebSockets; nil: AgentExec.
+	Exec ExecBackend
 }
 
 // Bounds of the API's and the front door's connections: a request's
@@ -68,7 +71,7 @@ func (s *Server) HTTPServer() *http.Server {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/version", s.version)
-	mux.HandleFunc("GET /v1/doctor", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.Doctor(r.Context())) })
+	mux.HandleFunc("GET /v1/doctor", s.doctor)
 	mux.HandleFunc("GET /v1/sprites", s.list)
 	mux.HandleFunc("POST /v1/sprites", s.create)
 	mux.HandleFunc("GET /v1/sprites/{name}", s.get)
@@ -81,6 +84,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sprites/{name}/fs/list", s.fsList)
 	mux.HandleFunc("POST /v1/sprites/{name}/fs/mkdir", s.fsMkdir)
 	mux.HandleFunc("DELETE /v1/sprites/{name}/fs", s.fsRemove)
+	s.fileRoutes(mux)
+	s.execRoutes(mux)
 	mux.HandleFunc("PATCH /v1/sprites/{name}", s.update)
 	mux.HandleFunc("POST /v1/sprites/{name}/sleep", s.sleep)
 	mux.HandleFunc("GET /v1/sprites/{name}/policy", s.getPolicy)
@@ -119,25 +124,34 @@ func decode(r *http.Request, v any) error {
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]string{"version": s.Version})
+	writeJSON(w, 200, api.Version{Version: s.Version})
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, s.Sprites.List())
-}
-
-func (s *Server) create(w http.ResponseWriter, r *http.Request) {
-	var o sprite.CreateOptions
-	if err := decode(r, &o); err != nil {
-		writeError(w, err)
-		return
-	}
-	sp, err := s.Sprites.Create(r.Context(), o)
+func (s *Server) doctor(w http.ResponseWriter, r *http.Request) {
+	rep, err := s.doctorReport(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, sp)
+	writeJSON(w, 200, rep)
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, apiSprites(s.Sprites.List()))
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	sp, err := s.Sprites.Create(r.Context(), createOptions(req))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, apiSprite(sp))
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
@@ -146,7 +160,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, sp)
+	writeJSON(w, 200, apiSprite(sp))
 }
 
 func (s *Server) destroy(w http.ResponseWriter, r *http.Request) {
@@ -163,7 +177,7 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, sp)
+	writeJSON(w, 200, apiSprite(sp))
 }
 
 func (s *Server) stop(w http.ResponseWriter, r *http.Request) {
@@ -172,7 +186,7 @@ func (s *Server) stop(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, sp)
+	writeJSON(w, 200, apiSprite(sp))
 }
 
 func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
@@ -319,7 +333,7 @@ func (s *Server) fsStat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, fi)
+	writeJSON(w, 200, apiFileInfo(fi))
 }
 
 func (s *Server) fsList(w http.ResponseWriter, r *http.Request) {
@@ -334,21 +348,15 @@ func (s *Server) fsList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if files == nil {
-		files = []proto.FileInfo{}
+	out := api.FileList{Files: []api.FileInfo{}, Truncated: truncated}
+	for _, f := range files {
+		out.Files = append(out.Files, apiFileInfo(f))
 	}
-	writeJSON(w, 200, map[string]any{"files": files, "truncated": truncated})
-}
-
-// MkdirRequest is the body of fs/mkdir.
-type MkdirRequest struct {
-	Path      string `json:"path"`
-	Mode      uint32 `json:"mode,omitempty"`
-	Recursive bool   `json:"recursive,omitempty"`
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) fsMkdir(w http.ResponseWriter, r *http.Request) {
-	var req MkdirRequest
+	var req api.MkdirRequest
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
 		return
