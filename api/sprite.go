@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Sprite states, as Sprite.State reports them.
 const (
@@ -165,4 +168,15 @@ type URLInfo struct {
 // Version is the answer of GET /v1/version.
 type Version struct {
 	Version string `json:"version"`
+}
+
+// String is the policy as a person reads it.
+func (p Policy) String() string {
+	switch p.Mode {
+	case PolicyAllowList:
+		return "allow " + strings.Join(p.Allow, ",")
+	case "":
+		return PolicyAllowAll
+	}
+	return p.Mode
 }

@@ -13,11 +13,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/agent/proto"
-	"github.com/wisp-sh/wisp/internal/client"
+	"github.com/wisp-sh/wisp/api"
+	"github.com/wisp-sh/wisp/client"
 	"github.com/wisp-sh/wisp/internal/network"
 	"github.com/wisp-sh/wisp/internal/network/nettest"
-	"github.com/wisp-sh/wisp/internal/sprite"
 )
 
 func newBenchNet(e *env) *cobra.Command {
@@ -106,11 +105,11 @@ func benchNet(ctx context.Context, e *env, f benchFlags, backend string, sizeMiB
 	_ = out // the sprite reaches it by address; its hosts and DNS are for tests
 
 	name := "bench-net-" + randSuffix()
-	sp, err := c.Create(ctx, sprite.CreateOptions{Name: name, Image: f.img, Backend: backend, IdleSeconds: -1, MemoryMiB: 1024, DiskGiB: 10})
+	sp, err := c.Create(ctx, api.CreateRequest{Name: name, Image: f.img, Backend: backend, IdleSeconds: -1, MemoryMiB: 1024, DiskGiB: 10})
 	if err != nil {
 		return rep, err
 	}
-	defer c.Destroy(context.WithoutCancel(ctx), name)
+	defer c.Sprite(name).Destroy(context.WithoutCancel(ctx))
 	rep.Backend, rep.Accel, rep.Image = sp.Backend, sp.Accel, sp.Image
 	if sp.Address == "" {
 		return rep, fmt.Errorf("sprite %s has no network (see `wisp doctor`)", name)
@@ -206,24 +205,11 @@ func benchNetSetup(n int) ([]float64, error) {
 // benchRun runs argv in the sprite, its stdout into w (may be nil), and
 // fails unless it exits 0.
 func benchRun(ctx context.Context, c *client.Client, name string, w io.Writer, argv ...string) error {
-	st, err := c.Stream(ctx, name, proto.Request{Op: proto.OpExec, Exec: &proto.ExecRequest{Argv: argv}})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if err := st.WriteFrame(proto.TCloseStdin, nil); err != nil {
-		return err
-	}
-	if w == nil {
-		w = io.Discard
-	}
 	var stderr bytes.Buffer
-	exit, err := readExit(st, w, &stderr)
-	if err != nil {
-		return err
-	}
-	if exit.Code != 0 {
-		return fmt.Errorf("%s exited %d: %s", argv[0], exit.Code, strings.TrimSpace(stderr.String()))
+	cmd := c.Sprite(name).CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w: %s", argv[0], err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }
