@@ -4,7 +4,6 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,11 +12,9 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/wisp-sh/wisp/api"
-	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/auth"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/image"
@@ -79,7 +76,6 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sprites/{name}/start", s.start)
 	mux.HandleFunc("POST /v1/sprites/{name}/stop", s.stop)
 	mux.HandleFunc("GET /v1/sprites/{name}/logs", s.logs)
-	mux.HandleFunc("POST /v1/sprites/{name}/stream", s.stream)
 	mux.HandleFunc("GET /v1/sprites/{name}/fs/stat", s.fsStat)
 	mux.HandleFunc("GET /v1/sprites/{name}/fs/list", s.fsList)
 	mux.HandleFunc("POST /v1/sprites/{name}/fs/mkdir", s.fsMkdir)
@@ -212,113 +208,6 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain")
 	io.Copy(w, f)
-}
-
-// streamOps are the requests that carry a stream after the 101.
-var streamOps = map[string]bool{
-	proto.OpExec: true, proto.OpRead: true, proto.OpWrite: true, proto.OpTarIn: true, proto.OpTarOut: true,
-}
-
-// Frames each side may send through the relay.
-var (
-	fromClient = map[byte]bool{proto.TStdin: true, proto.TCloseStdin: true, proto.TResize: true, proto.TSignal: true, proto.TData: true, proto.TEnd: true}
-	fromGuest  = map[byte]bool{proto.TResponse: true, proto.TStdout: true, proto.TStderr: true, proto.TExit: true, proto.TData: true, proto.TEnd: true}
-)
-
-// UpgradeProto is the protocol name of the stream upgrade.
-const UpgradeProto = "wisp-stream"
-
-// stream opens an agent stream for the request in the body, answers 101
-// and relays frames both ways, checking each frame's type and size.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
-	if !strings.EqualFold(r.Header.Get("Upgrade"), UpgradeProto) {
-		writeError(w, fmt.Errorf("stream needs `Upgrade: %s`: %w", UpgradeProto, errdefs.ErrInvalid))
-		return
-	}
-	var req proto.Request
-	if err := decode(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	if !streamOps[req.Op] {
-		writeError(w, fmt.Errorf("op %q cannot be streamed: %w", req.Op, errdefs.ErrInvalid))
-		return
-	}
-	if req.Op == proto.OpExec && (req.Exec == nil || len(req.Exec.Argv) == 0) {
-		writeError(w, fmt.Errorf("exec needs a command: %w", errdefs.ErrInvalid))
-		return
-	}
-	name := r.PathValue("name")
-	if req.Op == proto.OpExec {
-		// The sprite's env and secrets, under what the request sets.
-		env, err := s.Sprites.ExecEnv(name)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		ex := *req.Exec
-		ex.Env = sprite.MergeEnv(env, ex.Env)
-		req.Exec = &ex
-	}
-	ag, release, err := s.Sprites.Agent(r.Context(), name)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer release() // the sprite is active while the stream is open
-	st, err := ag.Open(r.Context(), req)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer st.Close()
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer conn.Close()
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", UpgradeProto)
-	if err := brw.Flush(); err != nil {
-		return
-	}
-	go func() {
-		// Client to guest; ends when the client closes its side.
-		for {
-			t, p, err := proto.ReadFrame(brw.Reader, proto.MaxFrame)
-			if err != nil || !fromClient[t] {
-				st.Close()
-				return
-			}
-			if err := st.WriteFrame(t, p); err != nil {
-				return
-			}
-		}
-	}()
-	// Guest to client, until the guest ends the stream.
-	out := bufio.NewWriterSize(conn, 256<<10)
-	for {
-		t, p, err := st.ReadFrame()
-		if err != nil {
-			if err != io.EOF {
-				s.Log.Debug("stream from guest", sprite.LogSprite, name, sprite.LogErr, err)
-			}
-			break
-		}
-		if !fromGuest[t] {
-			s.Log.Warn("guest sent a frame of a type not allowed here", sprite.LogSprite, name, "type", t)
-			break
-		}
-		if proto.WriteFrame(out, t, p) != nil {
-			break
-		}
-		if t == proto.TExit || st.Buffered() == 0 {
-			if out.Flush() != nil {
-				break
-			}
-		}
-	}
-	out.Flush()
 }
 
 func (s *Server) fsStat(w http.ResponseWriter, r *http.Request) {
