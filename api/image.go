@@ -15,6 +15,8 @@ type Image struct {
 	Contents     map[string]string `json:"contents,omitempty"`
 	BuildSeconds float64           `json:"build_seconds,omitempty"`
 	Recipe       *Recipe           `json:"recipe,omitempty"`
+	// Key identifies the built-in recipe it was built from.
+	Key string `json:"key,omitempty"`
 }
 
 // Recipe is how an image of one's own was made.

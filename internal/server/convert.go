@@ -75,7 +75,7 @@ func apiServiceStatus(s sprite.ServiceStatus) api.ServiceStatus {
 func apiImage(i image.Info) api.Image {
 	return api.Image{
 		Name: i.Name, Built: i.Built, Path: i.Path, SizeBytes: i.SizeBytes, BuiltAt: i.BuiltAt, SHA256: i.SHA256,
-		Description: i.Description, Contents: i.Contents, BuildSeconds: i.BuildSeconds, Recipe: apiRecipe(i.Recipe),
+		Description: i.Description, Contents: i.Contents, BuildSeconds: i.BuildSeconds, Recipe: apiRecipe(i.Recipe), Key: i.Key,
 	}
 }
 

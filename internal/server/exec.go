@@ -50,7 +50,7 @@ type ExecSession interface {
 // errAttach is what a backend without sessions answers an attach.
 var errAttach = errors.New("attaching to an exec session is not implemented by this wispd")
 
-func (s *Server) execRoutes(mux *http.ServeMux) {
+func (s *Server) execRoutes(mux *router) {
 	mux.HandleFunc("GET /v1/sprites/{name}/exec", s.exec)
 }
 

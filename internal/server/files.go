@@ -11,7 +11,7 @@ import (
 
 // Files over plain HTTP (see api/files.go): a file's bytes and tar
 // streams in and out, so a client needs no guest protocol to copy.
-func (s *Server) fileRoutes(mux *http.ServeMux) {
+func (s *Server) fileRoutes(mux *router) {
 	mux.HandleFunc("GET /v1/sprites/{name}/fs/file", s.readFile)
 	mux.HandleFunc("PUT /v1/sprites/{name}/fs/file", s.writeFile)
 	mux.HandleFunc("GET /v1/sprites/{name}/fs/tar", s.tarOut)

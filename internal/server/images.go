@@ -13,7 +13,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/image"
 )
 
-func (s *Server) imageRoutes(mux *http.ServeMux) {
+func (s *Server) imageRoutes(mux *router) {
 	mux.HandleFunc("GET /v1/images", s.images)
 	mux.HandleFunc("POST /v1/images/{name}/build", s.buildImage)
 	mux.HandleFunc("GET /v1/images/{name}", s.image)

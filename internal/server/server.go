@@ -66,7 +66,25 @@ func (s *Server) HTTPServer() *http.Server {
 
 // Handler returns the API's routes.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
+	h, _ := s.routes()
+	return h
+}
+
+// router is a ServeMux that keeps the patterns registered on it, so a
+// test can hold them against api/openapi.yaml.
+type router struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (r *router) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	r.patterns = append(r.patterns, pattern)
+	r.ServeMux.HandleFunc(pattern, h)
+}
+
+// routes returns the API's handler and its patterns ("GET /v1/...").
+func (s *Server) routes() (http.Handler, []string) {
+	mux := &router{ServeMux: http.NewServeMux()}
 	mux.HandleFunc("GET /v1/version", s.version)
 	mux.HandleFunc("GET /v1/doctor", s.doctor)
 	mux.HandleFunc("GET /v1/sprites", s.list)
@@ -100,7 +118,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sprites/{name}/services/{svc}/logs", s.serviceLogs)
 	s.secretRoutes(mux)
 	s.imageRoutes(mux)
-	return s.logRequests(mux)
+	return s.logRequests(mux), mux.patterns
 }
 
 func (s *Server) logRequests(h http.Handler) http.Handler {
