@@ -65,3 +65,11 @@ type DoctorNetwork struct {
 	Open         []string `json:"open,omitempty"`
 	Deny         []string `json:"deny,omitempty"`
 }
+
+// BenchSamples is the answer of POST /v1/bench/net-setup?samples=N: how
+// long each network setup of a sprite took, in milliseconds, measured by
+// the daemon on a network of its own (what `wisp bench net` reports as
+// net_setup).
+type BenchSamples struct {
+	Ms []float64 `json:"ms"`
+}

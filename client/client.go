@@ -238,3 +238,10 @@ func (c *Client) Create(ctx context.Context, req api.CreateRequest) (api.Sprite,
 	var out api.Sprite
 	return out, c.do(ctx, "POST", "/v1/sprites", req, &out)
 }
+
+// BenchNetSetup asks the daemon to time n network setups of a sprite (on
+// a network of its own) and returns them in milliseconds.
+func (c *Client) BenchNetSetup(ctx context.Context, n int) ([]float64, error) {
+	var out api.BenchSamples
+	return out.Ms, c.do(ctx, "POST", fmt.Sprintf("/v1/bench/net-setup?samples=%d", n), nil, &out)
+}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-
 	"github.com/wisp-sh/wisp/api"
 )
 

@@ -25,7 +25,9 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	param := regexp.MustCompile(`\{[^}]*\}`)
-	norm := func(method, path string) string { return strings.ToUpper(method) + " " + param.ReplaceAllString(path, "{}") }
+	norm := func(method, path string) string {
+		return strings.ToUpper(method) + " " + param.ReplaceAllString(path, "{}")
+	}
 	var inSpec []string
 	for path, ops := range spec.Paths {
 		for method := range ops {

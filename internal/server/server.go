@@ -87,6 +87,7 @@ func (s *Server) routes() (http.Handler, []string) {
 	mux := &router{ServeMux: http.NewServeMux()}
 	mux.HandleFunc("GET /v1/version", s.version)
 	mux.HandleFunc("GET /v1/doctor", s.doctor)
+	mux.HandleFunc("POST /v1/bench/net-setup", s.benchNetSetup)
 	mux.HandleFunc("GET /v1/sprites", s.list)
 	mux.HandleFunc("POST /v1/sprites", s.create)
 	mux.HandleFunc("GET /v1/sprites/{name}", s.get)
