@@ -279,7 +279,7 @@ func (c *Client) dialExec(ctx context.Context, path string) (*websocket.Conn, er
 		if resp != nil && resp.StatusCode >= 300 && resp.Body != nil {
 			return nil, decodeError(resp)
 		}
-		return nil, unwrapURL(err)
+		return nil, c.netErr(err)
 	}
 	return conn, nil
 }

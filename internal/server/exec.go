@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 
@@ -188,10 +189,11 @@ func (a AgentExec) Start(ctx context.Context, name string, req api.ExecRequest) 
 		release()
 		return nil, err
 	}
+	as := &agentSession{id: newSessionID(), st: st, release: release}
 	if !req.Stdin {
-		st.WriteFrame(proto.TCloseStdin, nil)
+		as.CloseStdin()
 	}
-	return &agentSession{id: newSessionID(), st: st, release: release}, nil
+	return as, nil
 }
 
 func (AgentExec) Attach(context.Context, string, api.ExecRequest) (ExecSession, error) {
@@ -211,6 +213,8 @@ type agentSession struct {
 	release func()
 	exit    []byte // an exit held back behind a start error's message
 	once    sync.Once
+	// stdinDone: stdin was closed; what a client sends after is dropped.
+	stdinDone atomic.Bool
 }
 
 func (a *agentSession) ID() string { return a.id }
@@ -251,7 +255,7 @@ func (a *agentSession) Next() (byte, []byte, error) {
 }
 
 func (a *agentSession) Stdin(p []byte) error {
-	for len(p) > 0 {
+	for len(p) > 0 && !a.stdinDone.Load() {
 		n := min(len(p), proto.ChunkSize)
 		if err := a.st.WriteFrame(proto.TStdin, p[:n]); err != nil {
 			return err
@@ -261,7 +265,12 @@ func (a *agentSession) Stdin(p []byte) error {
 	return nil
 }
 
-func (a *agentSession) CloseStdin() error { return a.st.WriteFrame(proto.TCloseStdin, nil) }
+func (a *agentSession) CloseStdin() error {
+	if a.stdinDone.Swap(true) {
+		return nil
+	}
+	return a.st.WriteFrame(proto.TCloseStdin, nil)
+}
 
 func (a *agentSession) Resize(cols, rows int) error {
 	b, _ := json.Marshal(proto.Resize{Cols: uint16(cols), Rows: uint16(rows)})
