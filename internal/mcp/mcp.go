@@ -95,7 +95,7 @@ func NewServer(sp Sprites, version string) *sdk.Server {
 	yes, no := true, false
 	sdk.AddTool(s, &sdk.Tool{
 		Name:        "sprite_create",
-		Description: "Create a new sprite: a persistent, isolated Linux computer (Debian with sudo, git, curl, Python, Node.js in the default image) that you can run commands in. It boots in about a second and keeps its disk until destroyed. Pick a short name that says what it is for; names are lowercase letters, digits and '-'.",
+		Description: "Create a new sprite: a persistent, isolated Linux computer (the default dev image is Debian with sudo, git, gh, build tools, Go, Python, Node.js and Claude Code) that you can run commands in. It boots in about a second and keeps its disk until destroyed. Pick a short name that says what it is for; names are lowercase letters, digits and '-'.",
 		Annotations: &sdk.ToolAnnotations{Title: "Create sprite", DestructiveHint: &no, OpenWorldHint: &no},
 	}, t.create)
 	sdk.AddTool(s, &sdk.Tool{
@@ -162,7 +162,7 @@ func fail(err error) error {
 
 type CreateIn struct {
 	Name  string `json:"name" jsonschema:"the new sprite's name: lowercase letters, digits and '-', at most 32"`
-	Image string `json:"image,omitempty" jsonschema:"root image: dev (the default: Debian with build tools, Python, Node.js, Claude Code), minimal (busybox), or one the user made"`
+	Image string `json:"image,omitempty" jsonschema:"root image: dev (the default: Debian with build tools, Go, Python, Node.js, Claude Code), minimal (busybox), or one the user made"`
 }
 
 func (t *tools) create(ctx context.Context, _ *sdk.CallToolRequest, in CreateIn) (*sdk.CallToolResult, Sprite, error) {
