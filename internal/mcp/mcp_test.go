@@ -176,13 +176,13 @@ func TestExecAnswers(t *testing.T) {
 	}
 }
 
-type hinted struct{ error }
+type hintErr struct{ error }
 
-func (hinted) Hint() string { return "wisp image build dev" }
+func (hintErr) Hint() string { return "wisp image build dev" }
 
 func TestErrorsCarryHints(t *testing.T) {
 	cs := connect(t, &fake{create: func(name, image string) (Sprite, error) {
-		return Sprite{}, hinted{errors.New(`image "dev" is not built`)}
+		return Sprite{}, hintErr{errors.New(`image "dev" is not built`)}
 	}})
 	res, text := call(t, cs, "sprite_create", map[string]any{"name": "x"})
 	if !res.IsError || !strings.Contains(text, "not built") || !strings.Contains(text, "wisp image build dev") {
