@@ -128,19 +128,27 @@ func (s *Session) Signal(name string) error {
 	return proto.WriteJSON(s.s.s, proto.TSignal, proto.Signal{Name: name})
 }
 
-// Output copies the session's output (what the guest kept, then what
-// follows) to stdout and stderr until the session ends, and returns its
-// exit; or until the stream is detached (ErrDetached).
-func (s *Session) Output(stdout, stderr io.Writer) (proto.Exit, error) {
-	e, err := copySession(s.s.ReadFrame, stdout, stderr)
+// Next returns the session's next output: proto.TStdout or
+// proto.TStderr with its bytes, or, last, proto.TExit with the exit. It
+// returns ErrDetached when the stream is detached (Close, or another
+// stream took the session over). Call it from one goroutine at a time.
+func (s *Session) Next() (t byte, data []byte, exit proto.Exit, err error) {
+	t, data, exit, err = nextOutput(s.s.ReadFrame)
 	if err != nil && s.closed.Load() {
 		err = ErrDetached
 	}
-	return e, err
+	return t, data, exit, err
+}
+
+// Output copies the session's output (what the guest kept, then what
+// follows) to stdout and stderr (nil: discarded) until the session ends,
+// and returns its exit; or until the stream is detached (ErrDetached).
+func (s *Session) Output(stdout, stderr io.Writer) (proto.Exit, error) {
+	return copySession(s.Next, stdout, stderr)
 }
 
 // Close detaches from the session (which runs on, for its
-// MaxRunAfterDisconnect). It unblocks Output.
+// MaxRunAfterDisconnect). It unblocks Next.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
@@ -150,10 +158,29 @@ func (s *Session) Close() error {
 	return nil
 }
 
-// copySession copies output frames from next to the writers until the
-// exit frame (its exit), the end frame or the end of the stream
-// (ErrDetached).
-func copySession(next func() (byte, []byte, error), stdout, stderr io.Writer) (proto.Exit, error) {
+// nextOutput reads the next output frame of a session stream with read.
+func nextOutput(read func() (byte, []byte, error)) (byte, []byte, proto.Exit, error) {
+	t, p, err := read()
+	if errors.Is(err, io.EOF) {
+		return 0, nil, proto.Exit{}, ErrDetached
+	}
+	if err != nil {
+		return 0, nil, proto.Exit{}, fmt.Errorf("%w: session stream: %w", ErrAgent, err)
+	}
+	switch t {
+	case proto.TStdout, proto.TStderr:
+		return t, p, proto.Exit{}, nil
+	case proto.TExit:
+		e, err := decodeExit(p)
+		return t, nil, e, err
+	case proto.TEnd:
+		return 0, nil, proto.Exit{}, ErrDetached
+	}
+	return 0, nil, proto.Exit{}, fmt.Errorf("%w: unexpected frame type %d in a session stream", ErrAgent, t)
+}
+
+// copySession copies output from next to the writers until the exit.
+func copySession(next func() (byte, []byte, proto.Exit, error), stdout, stderr io.Writer) (proto.Exit, error) {
 	if stdout == nil {
 		stdout = io.Discard
 	}
@@ -161,28 +188,19 @@ func copySession(next func() (byte, []byte, error), stdout, stderr io.Writer) (p
 		stderr = io.Discard
 	}
 	for {
-		t, p, err := next()
-		if errors.Is(err, io.EOF) {
-			return proto.Exit{}, ErrDetached
-		}
+		t, p, e, err := next()
 		if err != nil {
-			return proto.Exit{}, fmt.Errorf("%w: session stream: %w", ErrAgent, err)
+			return proto.Exit{}, err
 		}
+		w := stdout
 		switch t {
-		case proto.TStdout:
-			if _, err := stdout.Write(p); err != nil {
-				return proto.Exit{}, err
-			}
-		case proto.TStderr:
-			if _, err := stderr.Write(p); err != nil {
-				return proto.Exit{}, err
-			}
 		case proto.TExit:
-			return decodeExit(p)
-		case proto.TEnd:
-			return proto.Exit{}, ErrDetached
-		default:
-			return proto.Exit{}, fmt.Errorf("%w: unexpected frame type %d in a session stream", ErrAgent, t)
+			return e, nil
+		case proto.TStderr:
+			w = stderr
+		}
+		if _, err := w.Write(p); err != nil {
+			return proto.Exit{}, err
 		}
 	}
 }

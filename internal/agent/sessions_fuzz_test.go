@@ -36,7 +36,8 @@ func FuzzSessionStream(f *testing.F) {
 			}
 		}
 		var out, errb bytes.Buffer
-		e, err := copySession(func() (byte, []byte, error) { return proto.ReadFrame(br, proto.MaxFrame) }, &out, &errb)
+		read := func() (byte, []byte, error) { return proto.ReadFrame(br, proto.MaxFrame) }
+		e, err := copySession(func() (byte, []byte, proto.Exit, error) { return nextOutput(read) }, &out, &errb)
 		if err == nil && (e.Code < 0 || e.Code > 255) {
 			t.Fatalf("accepted exit %+v", e)
 		}
