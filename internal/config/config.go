@@ -63,6 +63,10 @@ type Config struct {
 	HTTPAddr string
 	URLWait  time.Duration
 
+	// Listen is where the API is served over TCP, every request behind a
+	// bearer token ("" off).
+	Listen string
+
 	// Limits for wisp create.
 	MaxCPUs      int
 	MaxMemoryMiB int
@@ -98,6 +102,7 @@ func Default() Config {
 		Hosts:         "/etc/hosts",
 		HTTPAddr:      "127.0.0.1:7780",
 		URLWait:       10 * time.Second,
+		Listen:        "127.0.0.1:7781",
 		MaxCPUs:       runtime.NumCPU(),
 		MaxMemoryMiB:  hostMemMiB(),
 		MaxDiskGiB:    1024,
