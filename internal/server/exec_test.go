@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wisp-sh/wisp/api"
+	"github.com/wisp-sh/wisp/internal/errdefs"
 )
 
 // fakeExec is an ExecBackend whose one session echoes stdin to stdout
@@ -32,7 +34,7 @@ func (f *fakeExec) Start(_ context.Context, _ string, req api.ExecRequest) (Exec
 	return f, nil
 }
 func (f *fakeExec) Attach(context.Context, string, api.ExecRequest) (ExecSession, error) {
-	return nil, errAttach
+	return nil, fmt.Errorf("no such session: %w", errdefs.ErrNotFound)
 }
 func (f *fakeExec) ID() string { return "fake-1" }
 func (f *fakeExec) Next() (byte, []byte, error) {
@@ -162,9 +164,6 @@ func TestExecWebSocketBounds(t *testing.T) {
 
 func TestExecBadRequests(t *testing.T) {
 	_, base := execServer(t)
-	s := &Server{Log: slog.New(slog.DiscardHandler)} // AgentExec: no sessions to attach to
-	hs := httptest.NewServer(s.Handler())
-	defer hs.Close()
 	for _, tc := range []struct {
 		base, query string
 		status      int
@@ -174,7 +173,7 @@ func TestExecBadRequests(t *testing.T) {
 		{base, "cmd=x&cols=0", 400, api.CodeInvalid},
 		{base, "cmd=x&env=NOEQUALS", 400, api.CodeInvalid},
 		{base, "cmd=x&max_run_after_disconnect=-1s", 400, api.CodeInvalid},
-		{hs.URL, "id=abc", 501, api.CodeNotImplemented},
+		{base, "id=abc", 404, api.CodeNotFound}, // the fake backend has no sessions to attach to
 	} {
 		resp, err := http.Get(tc.base + "/v1/sprites/s/exec?" + tc.query)
 		if err != nil {

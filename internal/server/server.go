@@ -52,7 +52,7 @@ type Server struct {
 	// check; it authenticates them itself.
 	E2B      http.Handler
 	E2BMatch func(*http.Request) bool
-	// Exec runs the commands of exec WebSockets; nil: AgentExec.
+	// Exec runs the commands of exec WebSockets; nil: SessionExec.
 	Exec ExecBackend
 }
 
