@@ -1,7 +1,5 @@
 // Timeouts: expiry kills; with autoPause the sandbox sleeps, and connect
-// wakes it with its files intact. (Processes started through envd end at
-// a pause: they are tied to the exec streams of the guest agent, which a
-// sleep cuts; see the README.)
+// wakes it with its files and processes intact.
 import { Sandbox, NotFoundError } from 'e2b'
 import { assert, step, until } from './lib.mjs'
 
@@ -19,6 +17,7 @@ await step('setTimeout expiry kills', async () => {
 await step('autoPause sleeps, connect wakes with files intact', async () => {
   const sbx = await Sandbox.create({ timeoutMs: 60_000, lifecycle: { onTimeout: 'pause' } })
   await sbx.files.write('keep.txt', 'kept across pause')
+  const bg = await sbx.commands.run('while sleep 0.2; do :; done', { background: true, stdin: true })
   await sbx.setTimeout(2_000)
   await until('the sandbox to pause', 60_000, async () => (await sbx.getInfo()).state === 'paused')
   const listed = await Sandbox.list({ query: { state: ['paused'] } }).nextItems()
@@ -28,6 +27,14 @@ await step('autoPause sleeps, connect wakes with files intact', async () => {
   assert.equal((await again.getInfo()).state, 'running')
   assert.equal(await again.files.read('keep.txt'), 'kept across pause')
   assert.equal((await again.commands.run('cat keep.txt')).stdout, 'kept across pause')
+  const procs = await again.commands.list()
+  assert.ok(procs.some(p => p.pid === bg.pid), `the background command is not listed after the resume: ${JSON.stringify(procs)}`)
+  assert.match((await again.commands.run('pgrep -f "while sleep" || true')).stdout, /^\d+\n/, 'the background command slept and woke with the sandbox')
+  const h = await again.commands.connect(bg.pid)
+  await again.commands.sendStdin(bg.pid, 'ignored\n') // attaches again
+  assert.equal(await again.commands.kill(bg.pid), true)
+  const err = await h.wait().catch(e => e)
+  assert.equal(err.exitCode, -1)
   await again.kill()
 })
 

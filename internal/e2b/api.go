@@ -571,7 +571,7 @@ func (h *Handler) sleep(ctx context.Context, id string) error {
 	if _, _, err := h.store.update(id, func(sb *Sandbox) bool { sb.Paused = true; return true }); err != nil {
 		return err
 	}
-	h.dropLive(id) // streams to processes end; the processes sleep with the sprite
+	h.detachLive(id) // the processes sleep with the sprite, in its table still
 	_, err := h.opt.Sprites.Sleep(context.WithoutCancel(ctx), id)
 	if err != nil && errdefs.Kind(err) == errdefs.ErrState {
 		// Stopped (or asleep already): it is as paused as it gets.

@@ -2,6 +2,8 @@ package e2b
 
 import (
 	"bufio"
+	"maps"
+	"slices"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -63,7 +65,30 @@ func (h *Handler) liveOf(id string) *live {
 	return l
 }
 
-// dropLive ends the streams of a sandbox that is killed or paused.
+// detachLive lets go of the streams of a sandbox being paused: its
+// processes sleep with it and stay in its table (an input or a Connect
+// after the resume attaches again); its watchers end.
+func (h *Handler) detachLive(id string) {
+	h.mu.Lock()
+	l := h.live[id]
+	h.mu.Unlock()
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	procs := slices.Collect(maps.Values(l.procs))
+	ws := l.watchers
+	l.watchers = map[string]*watcher{}
+	l.mu.Unlock()
+	for _, p := range procs {
+		p.detach()
+	}
+	for _, w := range ws {
+		w.stop()
+	}
+}
+
+// dropLive ends the streams of a sandbox that is killed.
 func (h *Handler) dropLive(id string) {
 	h.mu.Lock()
 	l := h.live[id]

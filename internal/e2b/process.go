@@ -2,7 +2,6 @@ package e2b
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -26,18 +25,26 @@ import (
 // others for ever.
 const slowSubscriber = 30 * time.Second
 
-// proc is a process started through envd: an exec stream of the guest
-// agent, and the streams (Start's, Connect's) its events go to.
+// proc is a process started through envd: an exec session of the guest
+// agent (which outlives the stream: a paused sandbox's processes sleep and
+// wake with it), and the streams (Start's, Connect's) its events go to.
 type proc struct {
-	pid     uint32
-	tag     string
-	cfg     *process.ProcessConfig
-	pty     bool
-	st      *agent.Stream
-	exitAt  time.Time // when the guest reported the exit (for the log)
-	release func()
+	pid    uint32
+	tag    string
+	cfg    *process.ProcessConfig
+	pty    bool
+	id     string    // the guest's session
+	exitAt time.Time // when the guest reported the exit (for the log)
 
-	wmu sync.Mutex // writes to st
+	// The attached session stream, nil while detached (the sandbox was
+	// paused): an input, a resize or a Connect attaches again. release
+	// lets go of the sprite the attached stream holds awake.
+	wmu     sync.Mutex
+	sess    *agent.Session
+	release func()
+	// detaching: the stream is being let go of on purpose (a pause);
+	// the pump then leaves the process in the table.
+	detaching bool
 
 	mu    sync.Mutex
 	subs  map[*sub]bool
@@ -89,32 +96,67 @@ func (p *proc) deliver(ev *process.ProcessEvent) {
 	}
 }
 
-// write sends one frame to the process's exec stream.
-func (p *proc) write(t byte, b []byte) error {
+// errDetached is an input to a process whose sandbox was paused and whose
+// stream could not be attached again.
+var errDetached = errors.New("the process is not attached")
+
+// with runs fn on the attached session, attaching it again first when the
+// sandbox was paused since (attach).
+func (p *proc) with(ctx context.Context, attach func(ctx context.Context, p *proc) error, fn func(*agent.Session) error) error {
+	p.wmu.Lock()
+	if p.sess == nil {
+		p.wmu.Unlock()
+		if err := attach(ctx, p); err != nil {
+			return err
+		}
+		p.wmu.Lock()
+	}
+	defer p.wmu.Unlock()
+	if p.sess == nil {
+		return errDetached
+	}
+	return fn(p.sess)
+}
+
+// detach lets go of the process's stream on purpose (its sandbox is
+// being paused): the process goes on in the guest, and stays in the table.
+func (p *proc) detach() {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	return p.st.WriteFrame(t, b)
-}
-
-func (p *proc) writeJSON(t byte, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
+	if p.sess != nil {
+		p.detaching = true
+		p.sess.Close()
 	}
-	return p.write(t, b)
 }
 
-// abandon lets go of the process's stream (its sandbox is killed or
-// paused); the pump then ends its streams.
-func (p *proc) abandon() { p.st.Close() }
+// abandon lets go of the process's stream for good (its sandbox is
+// killed, or the daemon stops); the pump then ends its streams.
+func (p *proc) abandon() {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if p.sess != nil {
+		p.sess.Close()
+	}
+}
 
-// pump reads the exec stream and fans its events out until the process
-// ends, then removes it from the table.
-func (p *proc) pump(l *live) {
+// pump reads the session and fans its events out until the process ends,
+// then removes it from the table; or until the stream is detached on
+// purpose, leaving the process for a later attach.
+func (p *proc) pump(l *live, sess *agent.Session, release func()) {
 	end := &process.ProcessEvent_EndEvent{ExitCode: -1, Status: "lost"}
 	for {
-		t, b, err := p.st.ReadFrame()
+		t, b, exit, err := sess.Next()
 		if err != nil {
+			p.wmu.Lock()
+			detached := p.detaching && p.sess == sess
+			if detached {
+				p.sess, p.detaching = nil, false
+			}
+			p.wmu.Unlock()
+			if detached {
+				release()
+				return
+			}
 			msg := "the connection to the process was lost: " + err.Error()
 			end.Error = &msg
 			break
@@ -132,23 +174,14 @@ func (p *proc) pump(l *live) {
 			ev = &process.ProcessEvent{Event: &process.ProcessEvent_Data{Data: d}}
 		case proto.TExit:
 			p.exitAt = time.Now()
-			var e proto.Exit
-			if err := proto.DecodeJSON(b, &e); err != nil {
-				msg := err.Error()
-				end.Error = &msg
-			} else {
-				end = endEvent(e)
-			}
-		default:
-			msg := fmt.Sprintf("unexpected frame type %d from the guest", t)
-			end.Error = &msg
+			end = endEvent(exit)
 		}
 		if ev == nil {
 			break
 		}
 		p.deliver(ev)
 	}
-	p.st.Close()
+	sess.Close()
 	l.mu.Lock()
 	if l.procs[p.pid] == p {
 		delete(l.procs, p.pid)
@@ -161,9 +194,8 @@ func (p *proc) pump(l *live) {
 		delete(p.subs, s)
 		close(s.gone)
 	}
-
 	p.mu.Unlock()
-	p.release()
+	release()
 }
 
 // endEvent is envd's end of a process: exit status N, or signal: killed
@@ -324,17 +356,16 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	}
 	tPrep := time.Now()
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	st, err := ag.Open(octx, proto.Request{Op: proto.OpExec, Exec: &ex})
+	// The process runs until it ends, attached or not (as envd's do);
+	// killing the sandbox ends it.
+	sess, err := ag.StartSession(octx, ex, proto.SessionRequest{Stdin: ex.TTY || req.Msg.GetStdin()})
 	cancel()
 	if err != nil {
 		return rpcErr(err)
 	}
-	p := &proc{cfg: cfg, pty: ex.TTY, st: st, release: release, subs: map[*sub]bool{}}
+	p := &proc{cfg: cfg, pty: ex.TTY, id: sess.Info.ID, sess: sess, release: release, subs: map[*sub]bool{}}
 	if req.Msg.Tag != nil {
 		p.tag = *req.Msg.Tag
-	}
-	if !ex.TTY && !req.Msg.GetStdin() {
-		p.write(proto.TCloseStdin, nil)
 	}
 	sb, _ := p.subscribe()
 	l.mu.Lock()
@@ -344,7 +375,7 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	l.mu.Unlock()
 	ok = true
 	tOpen := time.Now()
-	go p.pump(l)
+	go p.pump(l, sess, release)
 	err = follow(ctx, req.Header(), p, sb, func(ev *process.ProcessEvent) error {
 		return stream.Send(&process.StartResponse{Event: ev})
 	})
@@ -408,6 +439,17 @@ func (s *processService) Connect(ctx context.Context, req *connect.Request[proce
 		return err
 	}
 	sb, ok := p.subscribe()
+	if ok {
+		p.wmu.Lock()
+		detached := p.sess == nil
+		p.wmu.Unlock()
+		if detached {
+			if err := s.attach(ctx, p); err != nil {
+				p.unsubscribe(sb)
+				return err
+			}
+		}
+	}
 	if !ok {
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("process with pid %d has ended", p.pid))
 	}
@@ -425,7 +467,7 @@ func (s *processService) Update(ctx context.Context, req *connect.Request[proces
 		if !p.pty {
 			return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("the process has no pty"))
 		}
-		if err := p.writeJSON(proto.TResize, proto.Resize{Rows: uint16(size.GetRows()), Cols: uint16(size.GetCols())}); err != nil {
+		if err := p.with(ctx, s.attach, func(ss *agent.Session) error { return ss.Resize(uint16(size.GetRows()), uint16(size.GetCols())) }); err != nil {
 			return nil, rpcErr(err)
 		}
 	}
@@ -434,7 +476,7 @@ func (s *processService) Update(ctx context.Context, req *connect.Request[proces
 
 // input sends one input to p's stdin (or its pty, which is the same
 // stream in the guest).
-func input(p *proc, in *process.ProcessInput) error {
+func (s *processService) input(ctx context.Context, p *proc, in *process.ProcessInput) error {
 	var b []byte
 	switch v := in.GetInput().(type) {
 	case *process.ProcessInput_Stdin:
@@ -444,13 +486,36 @@ func input(p *proc, in *process.ProcessInput) error {
 	default:
 		return nil
 	}
-	for len(b) > 0 {
-		n := min(len(b), proto.ChunkSize)
-		if err := p.write(proto.TStdin, b[:n]); err != nil {
-			return rpcErr(err)
-		}
-		b = b[n:]
+	return rpcErr(p.with(ctx, s.attach, func(ss *agent.Session) error {
+		_, err := ss.Write(b)
+		return err
+	}))
+}
+
+// attach attaches p's session again after a pause: the guest replays the
+// output it kept (up to 1 MiB) to the process's streams, then follows.
+func (s *processService) attach(ctx context.Context, p *proc) error {
+	ag, release, err := s.h.agentOf(ctx)
+	if err != nil {
+		return rpcErr(err)
 	}
+	sess, err := ag.AttachSession(ctx, p.id)
+	if err != nil {
+		release()
+		if isNotFound(err) {
+			return connect.NewError(connect.CodeNotFound, fmt.Errorf("process with pid %d has ended", p.pid))
+		}
+		return rpcErr(err)
+	}
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if p.sess != nil { // attached meanwhile
+		sess.Close()
+		release()
+		return nil
+	}
+	p.sess, p.release = sess, release
+	go p.pump(s.h.liveOf(reqOf(ctx).sb.ID), sess, release)
 	return nil
 }
 
@@ -459,7 +524,7 @@ func (s *processService) SendInput(ctx context.Context, req *connect.Request[pro
 	if err != nil {
 		return nil, err
 	}
-	if err := input(p, req.Msg.GetInput()); err != nil {
+	if err := s.input(ctx, p, req.Msg.GetInput()); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&process.SendInputResponse{}), nil
@@ -478,7 +543,7 @@ func (s *processService) StreamInput(ctx context.Context, stream *connect.Client
 			if p == nil {
 				return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("input before the start event"))
 			}
-			if err := input(p, ev.Data.GetInput()); err != nil {
+			if err := s.input(ctx, p, ev.Data.GetInput()); err != nil {
 				return nil, err
 			}
 		}
@@ -503,7 +568,22 @@ func (s *processService) SendSignal(ctx context.Context, req *connect.Request[pr
 	default:
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal %v is not supported", req.Msg.GetSignal()))
 	}
-	if err := p.writeJSON(proto.TSignal, proto.Signal{Name: name}); err != nil {
+	p.wmu.Lock()
+	ss := p.sess
+	if ss != nil {
+		err = ss.Signal(name)
+	}
+	p.wmu.Unlock()
+	if ss == nil {
+		// Detached (paused since): no need to attach to signal it.
+		ag, release, aerr := s.h.agentOf(ctx)
+		if aerr != nil {
+			return nil, rpcErr(aerr)
+		}
+		err = ag.KillSession(ctx, p.id, name)
+		release()
+	}
+	if err != nil {
 		return nil, rpcErr(err)
 	}
 	return connect.NewResponse(&process.SendSignalResponse{}), nil
@@ -514,7 +594,7 @@ func (s *processService) CloseStdin(ctx context.Context, req *connect.Request[pr
 	if err != nil {
 		return nil, err
 	}
-	if err := p.write(proto.TCloseStdin, nil); err != nil {
+	if err := p.with(ctx, s.attach, func(ss *agent.Session) error { return ss.CloseStdin() }); err != nil {
 		return nil, rpcErr(err)
 	}
 	return connect.NewResponse(&process.CloseStdinResponse{}), nil
