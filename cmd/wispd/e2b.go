@@ -43,12 +43,12 @@ type e2bImages struct {
 	mgr    *sprite.Manager
 }
 
-func (e e2bImages) Built(name string) (time.Time, bool) {
+func (e e2bImages) Built(name string) (time.Time, int64, bool) {
 	info, err := e.images.Info(name)
 	if err != nil || !info.Built {
-		return time.Time{}, false
+		return time.Time{}, 0, false
 	}
-	return info.BuiltAt, true
+	return info.BuiltAt, info.SizeBytes, true
 }
 
 func (e e2bImages) SaveSprite(ctx context.Context, name, img, from string) error {

@@ -144,7 +144,15 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		o.Policy = network.Policy{Mode: network.DenyAll}
 	}
 	t0 := time.Now()
-	if _, err := h.opt.Sprites.Create(r.Context(), o); err != nil {
+	_, err = h.opt.Sprites.Create(r.Context(), o)
+	if err != nil && img != src && errdefs.Kind(err) == errdefs.ErrInvalid {
+		// The derived image does not fit (a disk smaller than it):
+		// the template's own image does what it did before.
+		h.log.Warn("e2b: the template's derived image did not fit; using the image", "image", img, "err", err)
+		o.Image, img = src, src
+		_, err = h.opt.Sprites.Create(r.Context(), o)
+	}
+	if err != nil {
 		writeErr(w, err)
 		return
 	}

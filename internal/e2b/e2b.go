@@ -65,9 +65,9 @@ var _ Sprites = (*sprite.Manager)(nil)
 // made ready for E2B (its user made) is saved as an image of its own, so
 // later sandboxes of the template start with the user (template.go).
 type Images interface {
-	// Built returns when image name was built or saved; ok is false
-	// when there is no such image.
-	Built(name string) (at time.Time, ok bool)
+	// Built returns when image name was built or saved and the size of
+	// its root image; ok is false when there is no such image.
+	Built(name string) (at time.Time, size int64, ok bool)
 	// SaveSprite saves the disk of sprite as image name (replacing an
 	// image of that name), recorded as derived from image from.
 	SaveSprite(ctx context.Context, sprite, name, from string) error

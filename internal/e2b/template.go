@@ -20,23 +20,28 @@ import (
 // derivedName is the image derived from img.
 func derivedName(img string) string { return "e2b-" + img }
 
-// derived returns the image derived from img, if it is there and newer
-// than img.
+// derived returns the image derived from img, if it is there, newer than
+// img and no larger than img's size in whole GiB (an image keeps the disk
+// size of the sprite it was saved from, and sprites of it need at least
+// that: it must fit wherever img does).
 func (h *Handler) derived(img string) (string, bool) {
 	if h.opt.Images == nil {
 		return "", false
 	}
-	src, ok := h.opt.Images.Built(img)
+	src, srcSize, ok := h.opt.Images.Built(img)
 	if !ok {
 		return "", false
 	}
 	d := derivedName(img)
-	at, ok := h.opt.Images.Built(d)
-	if !ok || at.Before(src) {
+	at, size, ok := h.opt.Images.Built(d)
+	if !ok || at.Before(src) || size > gibs(srcSize)<<30 {
 		return "", false
 	}
 	return d, true
 }
+
+// gibs is size in whole GiB, rounded up, at least 1.
+func gibs(size int64) int64 { return max(1, (size+(1<<30)-1)>>30) }
 
 // derive makes the image derived from img in the background, once per
 // daemon and build of img. A failure only costs later creates the
@@ -46,7 +51,7 @@ func (h *Handler) derive(o sprite.CreateOptions) {
 	if h.opt.Images == nil {
 		return
 	}
-	src, ok := h.opt.Images.Built(img)
+	src, _, ok := h.opt.Images.Built(img)
 	key := img + "@" + src.String()
 	h.tplMu.Lock()
 	defer h.tplMu.Unlock()
@@ -69,7 +74,9 @@ func (h *Handler) derive(o sprite.CreateOptions) {
 func (h *Handler) deriveNow(o sprite.CreateOptions) error {
 	ctx, cancel := context.WithTimeout(h.closing, 5*time.Minute)
 	defer cancel()
+	_, size, _ := h.opt.Images.Built(o.Image)
 	o.Name, o.Env, o.Policy = "e2b-template-"+token(4), nil, network.Policy{Mode: network.DenyAll}
+	o.DiskGiB = int(gibs(size)) // the smallest disk: the image fits wherever its source does
 	if _, err := h.opt.Sprites.Create(ctx, o); err != nil {
 		return err
 	}
