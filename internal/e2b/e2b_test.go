@@ -1,6 +1,7 @@
 package e2b
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"net/http/httptest"
@@ -188,5 +189,46 @@ func TestIDs(t *testing.T) {
 			t.Fatalf("id %q twice", id)
 		}
 		seen[id] = true
+	}
+}
+
+// fakeImages is Images for the tests of derived.
+type fakeImages map[string]struct {
+	at   time.Time
+	size int64
+}
+
+func (f fakeImages) Built(name string) (time.Time, int64, bool) {
+	i, ok := f[name]
+	return i.at, i.size, ok
+}
+
+func (f fakeImages) SaveSprite(context.Context, string, string, string) error { return nil }
+
+func TestDerived(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	type img = struct {
+		at   time.Time
+		size int64
+	}
+	for _, tc := range []struct {
+		name   string
+		images fakeImages
+		want   bool
+	}{
+		{"none", fakeImages{"dev": img{t0, 2600 << 20}}, false},
+		{"fresh and small", fakeImages{"dev": img{t0, 2600 << 20}, "e2b-dev": img{t0.Add(time.Hour), 3 << 30}}, true},
+		{"older than its source", fakeImages{"dev": img{t0, 2600 << 20}, "e2b-dev": img{t0.Add(-time.Hour), 3 << 30}}, false},
+		{"larger than its source's GiB", fakeImages{"dev": img{t0, 2600 << 20}, "e2b-dev": img{t0.Add(time.Hour), 10 << 30}}, false},
+		{"no source", fakeImages{"e2b-dev": img{t0, 3 << 30}}, false},
+	} {
+		h := &Handler{opt: Options{Images: tc.images}}
+		d, ok := h.derived("dev")
+		if ok != tc.want || ok && d != "e2b-dev" {
+			t.Errorf("%s: derived = %q %v, want %v", tc.name, d, ok, tc.want)
+		}
+	}
+	if gibs(1) != 1 || gibs(1<<30) != 1 || gibs(1<<30+1) != 2 || gibs(0) != 1 {
+		t.Error("gibs rounds wrong")
 	}
 }
