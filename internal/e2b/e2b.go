@@ -48,6 +48,8 @@ type Sprites interface {
 	Record(name string) (sprite.Sprite, error)
 	// Destroy removes a sprite in any state but a transition.
 	Destroy(ctx context.Context, name string) error
+	// Stop shuts a sprite down, its filesystem flushed.
+	Stop(ctx context.Context, name string) (sprite.Sprite, error)
 	// Sleep saves a running sprite's memory to disk and ends its VM.
 	Sleep(ctx context.Context, name string) (sprite.Sprite, error)
 	// Agent wakes (or starts) the sprite and returns its agent, the

@@ -84,5 +84,10 @@ func (h *Handler) deriveNow(o sprite.CreateOptions) error {
 	if _, made, err := h.ensureUser(ctx, o.Name); err != nil || !made {
 		return errors.Join(err, errors.New("the user was not made"))
 	}
+	// Stopped, its disk is whole without a freeze (a copy into an image
+	// folder outside the storage pool takes longer than a freeze may).
+	if _, err := h.opt.Sprites.Stop(ctx, o.Name); err != nil {
+		return err
+	}
 	return h.opt.Images.SaveSprite(ctx, o.Name, derivedName(o.Image), o.Image)
 }
