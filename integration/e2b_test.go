@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	"github.com/wisp-sh/wisp/internal/e2b/envd/process"
+	"github.com/wisp-sh/wisp/internal/e2b/envd/process/processconnect"
 	"github.com/wisp-sh/wisp/internal/image/imagetest"
 )
 
@@ -114,10 +118,71 @@ func TestE2BSDK(t *testing.T) {
 					}
 				})
 			}
+			if backend == "gvisor" {
+				t.Run("binary-codec", func(t *testing.T) { e2bBinaryCodec(t, api, key) })
+			}
 			// Every sandbox the programs made is gone, and so is the
 			// throwaway sprite a template's image is derived in (in the
 			// background: it may still be booting).
 			waitFor(t, 5*time.Minute, "no sprites left", func() bool { return len(d.list()) == 0 })
 		})
+	}
+}
+
+// e2bBinaryCodec calls envd's process service with Connect's binary
+// (protobuf) codec, which the JS SDK does not use: a create over REST,
+// then Start from connect-go's generated client.
+func e2bBinaryCodec(t *testing.T, api, key string) {
+	req, _ := http.NewRequest("POST", "http://"+api+"/v2/sandboxes", strings.NewReader(`{"templateID":"base","timeout":120}`))
+	req.Header.Set("X-API-Key", key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb struct{ SandboxID, EnvdAccessToken string }
+	json.NewDecoder(res.Body).Decode(&sb)
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated || sb.EnvdAccessToken == "" {
+		t.Fatalf("create: %s %+v", res.Status, sb)
+	}
+	defer func() {
+		req, _ := http.NewRequest("DELETE", "http://"+api+"/sandboxes/"+sb.SandboxID, nil)
+		req.Header.Set("X-API-Key", key)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	c := processconnect.NewProcessClient(http.DefaultClient, "http://"+api) // binary codec: connect-go's default
+	sreq := connect.NewRequest(&process.StartRequest{Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "echo binary; id -un"}}})
+	sreq.Header().Set("E2b-Sandbox-Id", sb.SandboxID)
+	sreq.Header().Set("X-Access-Token", sb.EnvdAccessToken)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stream, err := c.Start(ctx, sreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	var end *process.ProcessEvent_EndEvent
+	for stream.Receive() {
+		ev := stream.Msg().GetEvent()
+		out.Write(ev.GetData().GetStdout())
+		if e := ev.GetEnd(); e != nil {
+			end = e
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if end == nil || end.ExitCode != 0 || out.String() != "binary\nuser\n" {
+		t.Fatalf("Start over the binary codec: end %v, output %q", end, out.String())
+	}
+	// Without the sandbox's token envd refuses.
+	bad := connect.NewRequest(&process.ListRequest{})
+	bad.Header().Set("E2b-Sandbox-Id", sb.SandboxID)
+	bad.Header().Set("X-Access-Token", "wrong")
+	if _, err := c.List(ctx, bad); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("List with a wrong token: %v, want unauthenticated", err)
 	}
 }
