@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // tcpAddr asks the daemon, over its socket, where it serves the API over
@@ -107,6 +109,35 @@ func TestRemote(t *testing.T) {
 	}
 	if _, errOut, code := d.remote(full, false, "token", "list"); code == 0 || !strings.Contains(errOut, "unix socket") {
 		t.Fatalf("token list over TCP: exit %d %q, want refused", code, errOut)
+	}
+
+	// wisp mcp over TCP with the scoped token: its tools see what it sees.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.Command(filepath.Join(binDir, "wisp"), "mcp")
+	cmd.Env = append(os.Environ(), "WISP_SOCKET=/nonexistent", "WISP_HOST=http://"+d.tcpAddr(), "WISP_TOKEN="+scoped)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "remote-agent", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "sprite_list"})
+	if err != nil || res.IsError || !strings.Contains(mustJSON(res.StructuredContent), `"far"`) || strings.Contains(mustJSON(res.StructuredContent), `"near"`) {
+		t.Fatalf("mcp sprite_list with the scoped token: %v %+v", err, res)
+	}
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "sprite_exec", Arguments: map[string]any{"sprite": "near", "command": "true"}})
+	if err != nil || !res.IsError {
+		t.Fatalf("mcp exec in another sprite with the scoped token: %v %+v", err, res)
+	}
+	cs.Close()
+
+	// An E2B key has its own form, and opens nothing of wisp's API.
+	var key struct{ Token, Kind string }
+	json.Unmarshal([]byte(d.ok("token", "create", "--name", "sdk", "--e2b", "--json")), &key)
+	if !strings.HasPrefix(key.Token, "e2b_") || len(key.Token) != 44 || key.Kind != "e2b" {
+		t.Fatalf("e2b key %+v", key)
+	}
+	if _, _, code := d.remote(key.Token, false, "list"); code == 0 {
+		t.Fatal("an e2b key opened wisp's API")
 	}
 
 	list := d.ok("token", "list", "--json")
