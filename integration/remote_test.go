@@ -144,7 +144,32 @@ func TestRemote(t *testing.T) {
 	if !strings.Contains(list, `"laptop"`) || !strings.Contains(list, `"only-far"`) || strings.Contains(list, full) || strings.Contains(list, scoped) {
 		t.Fatalf("token list: %s", list)
 	}
+	// A revoke ends what the token has open: an exec in flight.
+	bg := exec.Command(filepath.Join(binDir, "wisp"), "--host", "http://"+d.tcpAddr(), "--token", full, "exec", "far", "--", "sleep", "600")
+	bg.Env = append(os.Environ(), "WISP_SOCKET=/nonexistent")
+	if err := bg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- bg.Wait() }()
+	defer bg.Process.Kill()
+	waitFor(t, time.Minute, "the exec over TCP to run", func() bool {
+		out, _, _ := d.wisp(nil, "exec", "far", "--", "ps", "-o", "args")
+		return strings.Contains(out, "sleep 600")
+	})
 	d.ok("token", "revoke", "laptop")
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatal("the exec of a revoked token exited 0")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the exec of a revoked token still runs a minute after the revoke")
+	}
+	waitFor(t, time.Minute, "the revoked token's command to end in the sprite", func() bool {
+		out, _, _ := d.wisp(nil, "exec", "far", "--", "ps", "-o", "args")
+		return !strings.Contains(out, "sleep 600")
+	})
 	if _, errOut, code := d.remote(full, false, "list"); code == 0 || !strings.Contains(errOut, "revoked") {
 		t.Fatalf("revoked token: exit %d %q, want 401", code, errOut)
 	}
