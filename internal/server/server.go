@@ -54,7 +54,7 @@ type Server struct {
 	E2BMatch func(*http.Request) bool
 
 	live liveTokens // requests in flight over TCP, ended by a revoke
-	// Exec runs the commands of exec WebSockets; nil: AgentExec.
+	// Exec runs the commands of exec WebSockets; nil: SessionExec.
 	Exec ExecBackend
 }
 
