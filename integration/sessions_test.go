@@ -102,6 +102,19 @@ func testSessions(t *testing.T, backend string) {
 	})
 	d.fails("no session", "sessions", "kill", "s1", "0123456789ab")
 
+	// A running session keeps its sprite awake; once it ends, the sprite
+	// sleeps.
+	id4 := strings.TrimSpace(d.ok("exec", "s1", "--detach", "--", "sleep", "1000"))
+	d.ok("set", "s1", "idle=2s")
+	until := time.Now().Add(6 * time.Second) // three idle times
+	waitFor(t, time.Minute, "three idle times", func() bool { return time.Now().After(until) })
+	if st := d.info("s1").State; st != "running" {
+		t.Fatalf("a sprite with a running session is %s after three idle times", st)
+	}
+	d.ok("sessions", "kill", "s1", id4)
+	waitState(t, d, "s1", "sleeping", time.Minute)
+	d.ok("set", "s1", "idle=never")
+
 	// A plain exec ends when its client dies.
 	cli := exec.Command(filepath.Join(binDir, "wisp"), "exec", "s1", "--", "sh", "-c", "echo $$ > /tmp/plain; exec sleep 1000")
 	cli.Env = append(os.Environ(), "WISP_SOCKET="+d.sock)
