@@ -64,7 +64,7 @@ type session struct {
 	maxRun  *time.Duration
 	table   *sessionTable
 
-	proc *process      // nil when it could not start
+	proc *process      // under mu; nil until it started, or when it could not start
 	dead chan struct{} // closed when the process has been reaped
 
 	mu    sync.Mutex
@@ -205,7 +205,9 @@ func (s *Server) startSession(st sessionStream, req proto.Request) {
 		close(ss.dead)
 		ss.setExit(*failed)
 	} else {
-		ss.proc = p
+		ss.mu.Lock()
+		ss.proc = p // under mu: the session is listed (and may be attached to) already
+		ss.mu.Unlock()
 		drain := p.output(sessionRead, ss.write)
 		go func() {
 			ws := <-p.waitc
@@ -242,14 +244,15 @@ func (s *Server) killSession(req *proto.SessionRequest) error {
 	if err != nil {
 		return err
 	}
+	p := ss.process()
 	if req.Signal != "" {
-		if ss.running() && !ss.proc.signal(req.Signal) {
+		if ss.running() && !p.signal(req.Signal) {
 			return invalid("unknown signal %q", req.Signal)
 		}
 		return nil
 	}
 	if ss.running() {
-		endGroup(ss.proc.pid, ss.dead)
+		endGroup(p.pid, ss.dead)
 	}
 	ss.table.remove(ss)
 	return nil
@@ -268,9 +271,18 @@ func (ss *session) setExit(e proto.Exit) {
 	time.AfterFunc(proto.SessionLinger, func() { ss.table.remove(ss) })
 }
 
-// running reports whether the process has not been reaped yet.
+// process returns the session's process; nil before it started, or
+// when it could not start.
+func (ss *session) process() *process {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.proc
+}
+
+// running reports whether the process has started and has not been
+// reaped yet.
 func (ss *session) running() bool {
-	if ss.proc == nil {
+	if ss.process() == nil {
 		return false
 	}
 	select {
@@ -347,13 +359,13 @@ func (ss *session) detach(a *attachment) {
 	if ss.exit != nil || ss.maxRun == nil || ss.proc == nil {
 		return
 	}
-	gen := ss.gen
+	gen, p := ss.gen, ss.proc
 	ss.timer = time.AfterFunc(*ss.maxRun, func() {
 		ss.mu.Lock()
 		expired := ss.gen == gen && ss.att == nil && ss.exit == nil
 		ss.mu.Unlock()
 		if expired && ss.running() {
-			ss.proc.hangup()
+			p.hangup()
 		}
 	})
 }
@@ -376,8 +388,8 @@ func (ss *session) serve(a *attachment) {
 			ss.mu.Lock()
 			mine := ss.att == a
 			ss.mu.Unlock()
-			if mine && ss.running() {
-				ss.proc.input(t, b)
+			if p := ss.process(); mine && ss.running() {
+				p.input(t, b)
 			}
 		}
 	}()
