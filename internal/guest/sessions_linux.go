@@ -38,6 +38,11 @@ const sessionRead = 64 << 10
 // and stderr in turn) are bounded in memory too.
 const recOverhead = 64
 
+// maxInfoArgv bounds the bytes of a command a session's description
+// carries, so a list of MaxSessions fits in a response frame (even
+// with every byte escaped in JSON, 6 bytes each).
+const maxInfoArgv = 2 << 10
+
 // takeoverGrace is how long the stream a session is taken from has to
 // take its TEnd.
 const takeoverGrace = 5 * time.Second
@@ -296,8 +301,21 @@ func (ss *session) running() bool {
 func (ss *session) info() proto.SessionInfo {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return proto.SessionInfo{ID: ss.id, Argv: ss.argv, TTY: ss.tty, Stdin: ss.stdin, Started: ss.started,
+	return proto.SessionInfo{ID: ss.id, Argv: shortArgv(ss.argv), TTY: ss.tty, Stdin: ss.stdin, Started: ss.started,
 		Attached: ss.att != nil, MaxRunAfterDisconnect: ss.maxRun, Exit: ss.exit, OutputBytes: ss.out.total}
+}
+
+// shortArgv returns argv cut to about maxInfoArgv bytes: the arguments
+// that fit, the one that does not cut short and "...".
+func shortArgv(argv []string) []string {
+	n := 0
+	for i, a := range argv {
+		if n+len(a) > maxInfoArgv {
+			return append(slices.Clip(argv[:i]), a[:maxInfoArgv-n]+"...")
+		}
+		n += len(a)
+	}
+	return argv
 }
 
 // write keeps one read of output: the process's copier calls it, and
