@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // tcpAddr asks the daemon, over its socket, where it serves the API over
@@ -109,11 +111,65 @@ func TestRemote(t *testing.T) {
 		t.Fatalf("token list over TCP: exit %d %q, want refused", code, errOut)
 	}
 
+	// wisp mcp over TCP with the scoped token: its tools see what it sees.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.Command(filepath.Join(binDir, "wisp"), "mcp")
+	cmd.Env = append(os.Environ(), "WISP_SOCKET=/nonexistent", "WISP_HOST=http://"+d.tcpAddr(), "WISP_TOKEN="+scoped)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "remote-agent", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "sprite_list"})
+	if err != nil || res.IsError || !strings.Contains(mustJSON(res.StructuredContent), `"far"`) || strings.Contains(mustJSON(res.StructuredContent), `"near"`) {
+		t.Fatalf("mcp sprite_list with the scoped token: %v %+v", err, res)
+	}
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "sprite_exec", Arguments: map[string]any{"sprite": "near", "command": "true"}})
+	if err != nil || !res.IsError {
+		t.Fatalf("mcp exec in another sprite with the scoped token: %v %+v", err, res)
+	}
+	cs.Close()
+
+	// An E2B key has its own form, and opens nothing of wisp's API.
+	var key struct{ Token, Kind string }
+	json.Unmarshal([]byte(d.ok("token", "create", "--name", "sdk", "--e2b", "--json")), &key)
+	if !strings.HasPrefix(key.Token, "e2b_") || len(key.Token) != 44 || key.Kind != "e2b" {
+		t.Fatalf("e2b key %+v", key)
+	}
+	if _, _, code := d.remote(key.Token, false, "list"); code == 0 {
+		t.Fatal("an e2b key opened wisp's API")
+	}
+
 	list := d.ok("token", "list", "--json")
 	if !strings.Contains(list, `"laptop"`) || !strings.Contains(list, `"only-far"`) || strings.Contains(list, full) || strings.Contains(list, scoped) {
 		t.Fatalf("token list: %s", list)
 	}
+	// A revoke ends what the token has open: an exec in flight.
+	bg := exec.Command(filepath.Join(binDir, "wisp"), "--host", "http://"+d.tcpAddr(), "--token", full, "exec", "far", "--", "sleep", "600")
+	bg.Env = append(os.Environ(), "WISP_SOCKET=/nonexistent")
+	if err := bg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- bg.Wait() }()
+	defer bg.Process.Kill()
+	waitFor(t, time.Minute, "the exec over TCP to run", func() bool {
+		out, _, _ := d.wisp(nil, "exec", "far", "--", "ps", "-o", "args")
+		return strings.Contains(out, "sleep 600")
+	})
 	d.ok("token", "revoke", "laptop")
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatal("the exec of a revoked token exited 0")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the exec of a revoked token still runs a minute after the revoke")
+	}
+	waitFor(t, time.Minute, "the revoked token's command to end in the sprite", func() bool {
+		out, _, _ := d.wisp(nil, "exec", "far", "--", "ps", "-o", "args")
+		return !strings.Contains(out, "sleep 600")
+	})
 	if _, errOut, code := d.remote(full, false, "list"); code == 0 || !strings.Contains(errOut, "revoked") {
 		t.Fatalf("revoked token: exit %d %q, want 401", code, errOut)
 	}

@@ -1,7 +1,11 @@
 package integration
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wisp-sh/wisp/client"
 )
 
 // TestSessions: wisp exec --detach prints a session id; the session runs
@@ -96,6 +102,19 @@ func testSessions(t *testing.T, backend string) {
 	})
 	d.fails("no session", "sessions", "kill", "s1", "0123456789ab")
 
+	// A running session keeps its sprite awake; once it ends, the sprite
+	// sleeps.
+	id4 := strings.TrimSpace(d.ok("exec", "s1", "--detach", "--", "sleep", "1000"))
+	d.ok("set", "s1", "idle=2s")
+	until := time.Now().Add(6 * time.Second) // three idle times
+	waitFor(t, time.Minute, "three idle times", func() bool { return time.Now().After(until) })
+	if st := d.info("s1").State; st != "running" {
+		t.Fatalf("a sprite with a running session is %s after three idle times", st)
+	}
+	d.ok("sessions", "kill", "s1", id4)
+	waitState(t, d, "s1", "sleeping", time.Minute)
+	d.ok("set", "s1", "idle=never")
+
 	// A plain exec ends when its client dies.
 	cli := exec.Command(filepath.Join(binDir, "wisp"), "exec", "s1", "--", "sh", "-c", "echo $$ > /tmp/plain; exec sleep 1000")
 	cli.Env = append(os.Environ(), "WISP_SOCKET="+d.sock)
@@ -112,4 +131,72 @@ func testSessions(t *testing.T, backend string) {
 		_, _, code := d.wisp(nil, "exec", "s1", "--", "sh", "-c", "kill -0 $(cat /tmp/plain)")
 		return code != 0
 	})
+}
+
+// TestSessionsSDK: through the Go SDK, a detachable command's stdin
+// reaches it across a detach and an attach, and an attach takes the
+// session from the client that had it (ErrDetached there).
+func TestSessionsSDK(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b, func(t *testing.T) { testSessionsSDK(t, b) })
+	}
+}
+
+func testSessionsSDK(t *testing.T, backend string) {
+	d := newDaemon(t, backend)
+	d.ok("create", "s2", "--idle", "never")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sp := client.New(client.WithSocket(d.sock)).Sprite("s2")
+
+	// Started with stdin; the first client sends a line and detaches.
+	first := sp.CommandContext(ctx, "sh", "-c", "read a; echo got-$a; read b; echo got-$b; exit 5")
+	first.Detachable = true
+	in, err := first.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out1 bytes.Buffer
+	pr, pw := io.Pipe()
+	first.Stdout = pw
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(in, "one\n")
+	line := make([]byte, len("got-one\n"))
+	if _, err := io.ReadFull(pr, line); err != nil || string(line) != "got-one\n" {
+		t.Fatalf("first client: %q %v", line, err)
+	}
+	go io.Copy(&out1, pr)
+	id := first.SessionID()
+
+	// A second client takes it over; the first is told.
+	second := sp.Attach(ctx, id)
+	in2, err := second.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out2 bytes.Buffer
+	second.Stdout = &out2
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Wait(); !errors.Is(err, client.ErrDetached) {
+		t.Errorf("the client taken over: %v, want ErrDetached", err)
+	}
+	io.WriteString(in2, "two\n")
+	err = second.Wait()
+	var ee *client.ExitError
+	if !errors.As(err, &ee) || ee.Code != 5 || out2.String() != "got-one\ngot-two\n" {
+		t.Errorf("second client: %v, output %q", err, out2.String())
+	}
+	list, err := sp.Sessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list {
+		if s.ID == id {
+			t.Errorf("session %s listed after its end was seen: %+v", id, s)
+		}
+	}
 }

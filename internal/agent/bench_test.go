@@ -53,3 +53,31 @@ func BenchmarkSessionStdout(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExecTrue and BenchmarkSessionTrue measure the round trip of a
+// command that does nothing, as an exec and as a session.
+func BenchmarkExecTrue(b *testing.B) {
+	c := connect(b, serve(b))
+	defer c.Close()
+	for b.Loop() {
+		if exit, err := c.Exec(context.Background(), proto.ExecRequest{Argv: []string{"true"}}, agent.ExecIO{}); err != nil || exit.Code != 0 {
+			b.Fatalf("exec: %+v %v", exit, err)
+		}
+	}
+}
+
+func BenchmarkSessionTrue(b *testing.B) {
+	c := connect(b, serve(b))
+	defer c.Close()
+	for b.Loop() {
+		s, err := c.StartSession(context.Background(), proto.ExecRequest{Argv: []string{"true"}}, proto.SessionRequest{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		exit, err := s.Output(nil, nil)
+		s.Close()
+		if err != nil || exit.Code != 0 {
+			b.Fatalf("session: %+v %v", exit, err)
+		}
+	}
+}

@@ -363,3 +363,70 @@ func TestSessionTTY(t *testing.T) {
 		t.Fatalf("tty session did not end: %q", out.String())
 	}
 }
+
+// TestSessionsConcurrent: starts, lists, takeovers and kills at once
+// (run with -race): every session still ends with its own output and
+// exit, or is told it was taken over.
+func TestSessionsConcurrent(t *testing.T) {
+	c := connect(t, serve(t))
+	defer c.Close()
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() { // a meddler: lists, attaches to what it sees, detaches
+		defer bg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			all, err := c.Sessions(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, s := range all {
+				if a, err := c.AttachSession(ctx, s.ID); err == nil {
+					a.Close()
+				}
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := c.StartSession(ctx, proto.ExecRequest{Argv: []string{"sh", "-c", fmt.Sprintf("for j in 1 2 3; do echo %d-$j; done; exit %d", i, i)}}, proto.SessionRequest{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer s.Close()
+			for {
+				var out bytes.Buffer
+				e, err := s.Output(&out, nil)
+				if errors.Is(err, agent.ErrDetached) {
+					// Taken over: attach again (the meddler lets go).
+					if s, err = c.AttachSession(ctx, s.Info.ID); err != nil {
+						if isKind(err, proto.KindNotFound) {
+							return // the meddler took its exit
+						}
+						t.Error(err)
+						return
+					}
+					continue
+				}
+				if err != nil || e.Code != i || !strings.HasSuffix(out.String(), fmt.Sprintf("%d-3\n", i)) {
+					t.Errorf("session %d: %q %+v %v", i, out.String(), e, err)
+				}
+				return
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	bg.Wait()
+}

@@ -36,8 +36,8 @@ out separately, and the command's exit code becomes wisp's (128+N when
 it dies of signal N; 127 when it does not exist). The command ends when
 wisp does.
 
-With --detach the command is a session that runs on by itself: wisp
-prints its id and returns. wisp attach NAME ID shows what it printed (the
+With --detach the command is a session that runs on by itself (its stdin
+empty): wisp prints its id and returns. wisp attach NAME ID shows what it printed (the
 last 1 MiB) and follows it; wisp sessions NAME lists the sessions. Sessions
 survive a restart of wispd and a sleep of the sprite, and keep it awake.`,
 		Example: `  wisp exec dev -- uname -a

@@ -38,6 +38,11 @@ const sessionRead = 64 << 10
 // and stderr in turn) are bounded in memory too.
 const recOverhead = 64
 
+// maxInfoArgv bounds the bytes of a command a session's description
+// carries, so a list of MaxSessions fits in a response frame (even
+// with every byte escaped in JSON, 6 bytes each).
+const maxInfoArgv = 2 << 10
+
 // takeoverGrace is how long the stream a session is taken from has to
 // take its TEnd.
 const takeoverGrace = 5 * time.Second
@@ -64,7 +69,7 @@ type session struct {
 	maxRun  *time.Duration
 	table   *sessionTable
 
-	proc *process      // nil when it could not start
+	proc *process      // under mu; nil until it started, or when it could not start
 	dead chan struct{} // closed when the process has been reaped
 
 	mu    sync.Mutex
@@ -205,7 +210,9 @@ func (s *Server) startSession(st sessionStream, req proto.Request) {
 		close(ss.dead)
 		ss.setExit(*failed)
 	} else {
-		ss.proc = p
+		ss.mu.Lock()
+		ss.proc = p // under mu: the session is listed (and may be attached to) already
+		ss.mu.Unlock()
 		drain := p.output(sessionRead, ss.write)
 		go func() {
 			ws := <-p.waitc
@@ -242,14 +249,15 @@ func (s *Server) killSession(req *proto.SessionRequest) error {
 	if err != nil {
 		return err
 	}
+	p := ss.process()
 	if req.Signal != "" {
-		if ss.running() && !ss.proc.signal(req.Signal) {
+		if ss.running() && !p.signal(req.Signal) {
 			return invalid("unknown signal %q", req.Signal)
 		}
 		return nil
 	}
 	if ss.running() {
-		endGroup(ss.proc.pid, ss.dead)
+		endGroup(p.pid, ss.dead)
 	}
 	ss.table.remove(ss)
 	return nil
@@ -268,9 +276,18 @@ func (ss *session) setExit(e proto.Exit) {
 	time.AfterFunc(proto.SessionLinger, func() { ss.table.remove(ss) })
 }
 
-// running reports whether the process has not been reaped yet.
+// process returns the session's process; nil before it started, or
+// when it could not start.
+func (ss *session) process() *process {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.proc
+}
+
+// running reports whether the process has started and has not been
+// reaped yet.
 func (ss *session) running() bool {
-	if ss.proc == nil {
+	if ss.process() == nil {
 		return false
 	}
 	select {
@@ -284,8 +301,21 @@ func (ss *session) running() bool {
 func (ss *session) info() proto.SessionInfo {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return proto.SessionInfo{ID: ss.id, Argv: ss.argv, TTY: ss.tty, Stdin: ss.stdin, Started: ss.started,
+	return proto.SessionInfo{ID: ss.id, Argv: shortArgv(ss.argv), TTY: ss.tty, Stdin: ss.stdin, Started: ss.started,
 		Attached: ss.att != nil, MaxRunAfterDisconnect: ss.maxRun, Exit: ss.exit, OutputBytes: ss.out.total}
+}
+
+// shortArgv returns argv cut to about maxInfoArgv bytes: the arguments
+// that fit, the one that does not cut short and "...".
+func shortArgv(argv []string) []string {
+	n := 0
+	for i, a := range argv {
+		if n+len(a) > maxInfoArgv {
+			return append(slices.Clip(argv[:i]), a[:maxInfoArgv-n]+"...")
+		}
+		n += len(a)
+	}
+	return argv
 }
 
 // write keeps one read of output: the process's copier calls it, and
@@ -347,13 +377,13 @@ func (ss *session) detach(a *attachment) {
 	if ss.exit != nil || ss.maxRun == nil || ss.proc == nil {
 		return
 	}
-	gen := ss.gen
+	gen, p := ss.gen, ss.proc
 	ss.timer = time.AfterFunc(*ss.maxRun, func() {
 		ss.mu.Lock()
 		expired := ss.gen == gen && ss.att == nil && ss.exit == nil
 		ss.mu.Unlock()
 		if expired && ss.running() {
-			ss.proc.hangup()
+			p.hangup()
 		}
 	})
 }
@@ -376,8 +406,8 @@ func (ss *session) serve(a *attachment) {
 			ss.mu.Lock()
 			mine := ss.att == a
 			ss.mu.Unlock()
-			if mine && ss.running() {
-				ss.proc.input(t, b)
+			if p := ss.process(); mine && ss.running() {
+				p.input(t, b)
 			}
 		}
 	}()

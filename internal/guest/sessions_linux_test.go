@@ -1,6 +1,8 @@
 package guest
 
 import (
+	"io"
+	"strings"
 	"testing"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
@@ -47,5 +49,32 @@ func TestOutbuf(t *testing.T) {
 	}
 	if len(c.recs) != 1000/(1+recOverhead) {
 		t.Errorf("%d one-byte records kept in 1000", len(c.recs))
+	}
+}
+
+// TestShortArgv: a session's description carries at most about
+// maxInfoArgv bytes of its command, so a list of MaxSessions fits in a
+// frame.
+func TestShortArgv(t *testing.T) {
+	long := strings.Repeat("\x01", 60<<10) // 6 bytes each in JSON
+	for _, argv := range [][]string{{"sh"}, {"sh", "-c", long}, {long}, {"a", long, "b"}} {
+		got := shortArgv(argv)
+		n := 0
+		for _, a := range got {
+			n += len(a)
+		}
+		if n > maxInfoArgv+3 || len(got) == 0 || got[0][0] != argv[0][0] {
+			t.Errorf("shortArgv of %d args: %d bytes in %d args", len(argv), n, len(got))
+		}
+	}
+	if got := shortArgv([]string{"sh", "-c", "true"}); strings.Join(got, " ") != "sh -c true" {
+		t.Errorf("a short command changed: %q", got)
+	}
+	infos := make([]proto.SessionInfo, proto.MaxSessions)
+	for i := range infos {
+		infos[i] = proto.SessionInfo{ID: "0123456789ab", Argv: shortArgv([]string{"sh", "-c", long})}
+	}
+	if err := proto.WriteJSON(io.Discard, proto.TResponse, proto.Response{Sessions: infos}); err != nil {
+		t.Errorf("a full list of long commands: %v", err)
 	}
 }

@@ -107,7 +107,7 @@ func NewServer(sp Sprites, version string) *sdk.Server {
 		Name: "sprite_exec",
 		Description: "Run a shell command line in a sprite (with /bin/sh -c, so pipes, &&, redirections and quotes work) and return its stdout, stderr and exit code. " +
 			"A non-zero exit code is a normal result (a failing test, a missing file), not an error of the tool. The command runs as the sprite's user (sudo for root), in its home directory unless dir says otherwise, with no terminal and no stdin: use non-interactive flags (apt-get -y, npm --yes). " +
-			fmt.Sprintf("It is ended after timeout_s seconds (default %d, at most %d); start long-running servers in the background (nohup CMD >log 2>&1 &). Output beyond %d KiB per stream is cut in the middle with a note; redirect large output to a file and read the part you need.", int(DefaultTimeout.Seconds()), int(MaxTimeout.Seconds()), MaxStream>>10),
+			fmt.Sprintf("It is ended after timeout_s seconds (default %d, at most %d); start a server that must outlive the call detached, with its output in a file (setsid CMD >/tmp/CMD.log 2>&1 </dev/null &). Output beyond %d KiB per stream is cut in the middle with a note; redirect large output to a file and read the part you need.", int(DefaultTimeout.Seconds()), int(MaxTimeout.Seconds()), MaxStream>>10),
 		Annotations: &sdk.ToolAnnotations{Title: "Run a command in a sprite", DestructiveHint: &yes, OpenWorldHint: &yes},
 	}, t.exec)
 	sdk.AddTool(s, &sdk.Tool{

@@ -52,6 +52,8 @@ type Server struct {
 	// check; it authenticates them itself.
 	E2B      http.Handler
 	E2BMatch func(*http.Request) bool
+
+	live liveTokens // requests in flight over TCP, ended by a revoke
 	// Exec runs the commands of exec WebSockets; nil: SessionExec.
 	Exec ExecBackend
 }

@@ -226,8 +226,10 @@ const (
 	// OpSessionList: TResponse with Sessions, oldest first.
 	OpSessionList = "session-list"
 	// OpSessionKill sends Request.Session.Signal to the process group of
-	// session Request.Session.ID (empty: TERM, then KILL after a grace
-	// period, and answers once it has ended); TResponse.
+	// session Request.Session.ID; empty, it ends the group (TERM, then
+	// KILL after a grace period), forgets the session and answers once
+	// the process has ended (a stream attached still gets its exit).
+	// TResponse.
 	OpSessionKill = "session-kill"
 )
 

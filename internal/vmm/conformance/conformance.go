@@ -440,4 +440,47 @@ func testSessions(t *testing.T, f Fixture) {
 	if err != nil || exit.Code != 7 || out.String() != "one\ntwo\n" || errb.String() != "three\n" {
 		t.Errorf("attach: stdout %q, stderr %q, exit %+v, %v", out.String(), errb.String(), exit, err)
 	}
+
+	// Limits: proto.MaxSessions running (the ended one gives its place),
+	// then a refusal; a kill makes room.
+	ag := cur.Agent()
+	var ids []string
+	for {
+		s, err := ag.StartSession(ctx, proto.ExecRequest{Argv: []string{"sleep", "1000"}}, proto.SessionRequest{})
+		if err != nil {
+			if ge := (*agent.GuestError)(nil); !errors.As(err, &ge) || ge.Kind != proto.KindLimit {
+				t.Fatalf("session %d: %v, want kind limit", len(ids)+1, err)
+			}
+			break
+		}
+		ids = append(ids, s.Info.ID)
+		s.Close()
+	}
+	if len(ids) != proto.MaxSessions {
+		t.Errorf("%d sessions ran before the limit, want %d", len(ids), proto.MaxSessions)
+	}
+	if err := ag.KillSession(ctx, ids[0], ""); err != nil {
+		t.Fatalf("KillSession: %v", err)
+	}
+	s, err = ag.StartSession(ctx, proto.ExecRequest{Argv: []string{"true"}}, proto.SessionRequest{})
+	if err != nil {
+		t.Fatalf("after a kill: %v", err)
+	}
+	if e, err := s.Output(nil, nil); err != nil || e.Code != 0 {
+		t.Errorf("after a kill: %+v %v", e, err)
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ag.KillSession(ctx, id, ""); err != nil {
+				t.Errorf("KillSession: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if all, err := ag.Sessions(ctx); err != nil || len(all) != 0 {
+		t.Errorf("after killing them all: %d sessions, %v", len(all), err)
+	}
 }
