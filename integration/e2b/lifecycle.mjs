@@ -40,6 +40,19 @@ await step('envs given at create reach commands', async () => {
   const r = await a.commands.run('echo $GREETING')
   assert.equal(r.stdout, 'hi from create\n')
 })
+await step('fork: the children have the parent\'s files', async () => {
+  await a.files.write('forked.txt', 'from the parent')
+  const forks = await a.fork({ count: 2, timeoutMs: 120_000 })
+  assert.equal(forks.length, 2)
+  for (const f of forks) {
+    assert.ok(f instanceof Sandbox, `fork failed: ${f}`)
+    assert.notEqual(f.sandboxId, a.sandboxId)
+    assert.equal(await f.files.read('forked.txt'), 'from the parent')
+    assert.equal((await f.commands.run('whoami; echo $GREETING')).stdout, 'user\nhi from create\n')
+    assert.equal((await f.getInfo()).metadata.role, 'a')
+    await f.kill()
+  }
+})
 await step('metrics', async () => {
   const m = await a.getMetrics()
   assert.ok(m.length >= 1 && m[0].memTotal > 0)

@@ -706,3 +706,69 @@ func (h *Handler) timeoutLoop(ctx context.Context, every time.Duration) {
 		}
 	}
 }
+
+// maxForks bounds the sandboxes one fork makes.
+const maxForks = 10
+
+// fork makes count sandboxes from the sandbox's disk as it is now (wisp's
+// fork: files, not processes or memory), each with the parent's template,
+// metadata, env and user, a token of its own and the timeout asked for.
+// Each fork succeeds or fails apart, as E2B's do.
+func (h *Handler) fork(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Timeout *int `json:"timeout"`
+		Count   *int `json:"count"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	timeout, err := timeoutOf(req.Timeout)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	count := 1
+	if req.Count != nil {
+		count = *req.Count
+	}
+	if count < 1 || count > maxForks {
+		apiError(w, http.StatusBadRequest, fmt.Sprintf("count %d: want 1-%d", count, maxForks))
+		return
+	}
+	parent, ok := h.sandbox(w, r)
+	if !ok {
+		return
+	}
+	out := make([]map[string]any, 0, count)
+	for range count {
+		sb := parent
+		sb.ID, sb.AccessToken, sb.StartedAt, sb.Paused = newID(), token(16), time.Now().UTC(), false
+		sb.EndAt = sb.StartedAt.Add(timeout)
+		err := h.forkOne(r.Context(), parent.ID, sb)
+		if err != nil {
+			out = append(out, map[string]any{"error": map[string]any{"code": httpStatus(err), "message": err.Error()}})
+			continue
+		}
+		h.log.Info("e2b sandbox forked", "sandbox", sb.ID, "from", parent.ID)
+		out = append(out, map[string]any{"sandbox": h.detail(sb, true)})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) forkOne(ctx context.Context, parent string, sb Sandbox) error {
+	if _, err := h.opt.Sprites.Fork(ctx, parent, "", sb.ID); err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		h.opt.Sprites.Destroy(context.WithoutCancel(ctx), sb.ID)
+		return err
+	}
+	if _, err := h.opt.Sprites.SetURLPublic(sb.ID, true); err != nil {
+		return fail(err)
+	}
+	if err := h.store.put(sb); err != nil {
+		return fail(err)
+	}
+	return nil
+}

@@ -48,6 +48,9 @@ type Sprites interface {
 	Record(name string) (sprite.Sprite, error)
 	// Destroy removes a sprite in any state but a transition.
 	Destroy(ctx context.Context, name string) error
+	// Fork makes sprite newName from name's disk as it is now (from "")
+	// and boots it.
+	Fork(ctx context.Context, name, from, newName string) (sprite.Sprite, error)
 	// Stop shuts a sprite down, its filesystem flushed.
 	Stop(ctx context.Context, name string) (sprite.Sprite, error)
 	// Sleep saves a running sprite's memory to disk and ends its VM.
@@ -174,6 +177,7 @@ func (h *Handler) routes() {
 	a.HandleFunc("POST /sandboxes/{id}/connect", h.connect)
 	a.HandleFunc("POST /v2/sandboxes/{id}/connect", h.connect)
 	a.HandleFunc("GET /sandboxes/{id}/metrics", h.metrics)
+	a.HandleFunc("POST /sandboxes/{id}/fork", h.fork)
 	a.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, fmt.Sprintf("%s %s is not part of the E2B API wisp serves", r.Method, r.URL.Path))
 	})
