@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/config"
@@ -51,12 +52,32 @@ func (e e2bImages) Built(name string) (time.Time, int64, bool) {
 	return info.BuiltAt, info.SizeBytes, true
 }
 
-func (e e2bImages) SaveSprite(ctx context.Context, name, img, from string) error {
-	recipe := image.Recipe{From: from, Sprite: name, Run: []string{"(wisp: E2B's user `user` made, as for a sandbox of template " + from + ")"}}
+func (e e2bImages) SaveSprite(ctx context.Context, name, img, from, note string) error {
+	recipe := image.Recipe{From: from, Sprite: name, Run: []string{note}}
 	_, err := e.images.Save(img, recipe, func(dst string) error {
 		_, err := e.mgr.SaveDisk(ctx, name, dst)
 		return err
 	})
 	e.mgr.ForgetImage(img)
+	return err
+}
+
+func (e e2bImages) Notes(prefix string) (map[string]string, error) {
+	list, err := e.images.List()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, info := range list {
+		if r := info.Recipe; info.Built && r != nil && len(r.Run) == 1 && strings.HasPrefix(r.Run[0], prefix) {
+			out[info.Name] = r.Run[0]
+		}
+	}
+	return out, nil
+}
+
+func (e e2bImages) Remove(name string) error {
+	err := e.images.Remove(name)
+	e.mgr.ForgetImage(name)
 	return err
 }

@@ -53,6 +53,23 @@ await step('fork: the children have the parent\'s files', async () => {
     await f.kill()
   }
 })
+await step('snapshot: sandboxes of it have the files; list, delete', async () => {
+  await a.files.write('snap.txt', 'in the snapshot')
+  const snap = await a.createSnapshot()
+  try {
+    assert.match(snap.snapshotId, /^snap-[0-9a-f]{12}$/)
+    assert.equal(await a.files.read('snap.txt'), 'in the snapshot') // the sandbox resumed
+    const listed = await a.listSnapshots().nextItems()
+    assert.deepEqual(listed.map(s => s.snapshotId), [snap.snapshotId])
+    const c = await Sandbox.create(snap.snapshotId)
+    assert.equal(await c.files.read('snap.txt'), 'in the snapshot')
+    assert.equal((await c.commands.run('whoami')).stdout, 'user\n')
+    await c.kill()
+  } finally {
+    assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true)
+  }
+  assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false)
+})
 await step('metrics', async () => {
   const m = await a.getMetrics()
   assert.ok(m.length >= 1 && m[0].memTotal > 0)

@@ -74,8 +74,14 @@ type Images interface {
 	// its root image; ok is false when there is no such image.
 	Built(name string) (at time.Time, size int64, ok bool)
 	// SaveSprite saves the disk of sprite as image name (replacing an
-	// image of that name), recorded as derived from image from.
-	SaveSprite(ctx context.Context, sprite, name, from string) error
+	// image of that name), recorded as derived from image from, with
+	// note as its recipe.
+	SaveSprite(ctx context.Context, sprite, name, from, note string) error
+	// Notes returns the images whose recipe's note starts with prefix:
+	// name -> note.
+	Notes(prefix string) (map[string]string, error)
+	// Remove removes image name.
+	Remove(name string) error
 }
 
 // Options configure a Handler.
@@ -178,6 +184,9 @@ func (h *Handler) routes() {
 	a.HandleFunc("POST /v2/sandboxes/{id}/connect", h.connect)
 	a.HandleFunc("GET /sandboxes/{id}/metrics", h.metrics)
 	a.HandleFunc("POST /sandboxes/{id}/fork", h.fork)
+	a.HandleFunc("POST /sandboxes/{id}/snapshots", h.snapshot)
+	a.HandleFunc("GET /snapshots", h.snapshots)
+	a.HandleFunc("DELETE /templates/{id}", h.deleteSnapshot)
 	a.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, fmt.Sprintf("%s %s is not part of the E2B API wisp serves", r.Method, r.URL.Path))
 	})

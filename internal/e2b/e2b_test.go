@@ -203,7 +203,9 @@ func (f fakeImages) Built(name string) (time.Time, int64, bool) {
 	return i.at, i.size, ok
 }
 
-func (f fakeImages) SaveSprite(context.Context, string, string, string) error { return nil }
+func (f fakeImages) SaveSprite(context.Context, string, string, string, string) error { return nil }
+func (f fakeImages) Notes(string) (map[string]string, error)                          { return nil, nil }
+func (f fakeImages) Remove(string) error                                              { return nil }
 
 func TestDerived(t *testing.T) {
 	t0 := time.Unix(1000, 0)

@@ -2,8 +2,6 @@ package e2b
 
 import (
 	"bufio"
-	"maps"
-	"slices"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -12,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"

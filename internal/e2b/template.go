@@ -89,5 +89,5 @@ func (h *Handler) deriveNow(o sprite.CreateOptions) error {
 	if _, err := h.opt.Sprites.Stop(ctx, o.Name); err != nil {
 		return err
 	}
-	return h.opt.Images.SaveSprite(ctx, o.Name, derivedName(o.Image), o.Image)
+	return h.opt.Images.SaveSprite(ctx, o.Name, derivedName(o.Image), o.Image, "(wisp: E2B's user `user` made, for sandboxes of template "+o.Image+")")
 }
