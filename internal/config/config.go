@@ -62,6 +62,10 @@ type Config struct {
 	// its port to listen.
 	HTTPAddr string
 	URLWait  time.Duration
+	// Metering: how often each sprite's use is sampled, and a JSON file of
+	// prices (meter.Prices; "" the defaults).
+	MeterInterval time.Duration
+	Prices        string
 
 	// Limits for wisp create.
 	MaxCPUs      int
@@ -98,6 +102,7 @@ func Default() Config {
 		Hosts:         "/etc/hosts",
 		HTTPAddr:      "127.0.0.1:7780",
 		URLWait:       10 * time.Second,
+		MeterInterval: 10 * time.Second,
 		MaxCPUs:       runtime.NumCPU(),
 		MaxMemoryMiB:  hostMemMiB(),
 		MaxDiskGiB:    1024,
@@ -156,6 +161,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			errs = append(errs, fmt.Errorf("http addr %q: want host:port (127.0.0.1:7780), or empty for no front door", c.HTTPAddr))
 		}
+	}
+	if c.MeterInterval < time.Second || c.MeterInterval > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("meter interval %s: want 1s to 10m", c.MeterInterval))
 	}
 	if c.URLWait <= 0 || c.URLWait > 5*time.Minute {
 		errs = append(errs, fmt.Errorf("url wait %s: want more than 0 and at most 5m", c.URLWait))

@@ -20,6 +20,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/auth"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/image"
+	"github.com/wisp-sh/wisp/internal/meter"
 	"github.com/wisp-sh/wisp/internal/sprite"
 )
 
@@ -37,6 +38,8 @@ type Server struct {
 	// URLKey signs the credentials of signed URLs.
 	FrontDoor string
 	URLKey    *auth.Key
+	// Meter measures sprites' use (nil: none).
+	Meter *meter.Meter
 	// PortWait bounds how long a connect that woke or started a sprite
 	// waits for the port to listen (0: 10 s).
 	PortWait time.Duration
@@ -99,6 +102,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sprites/{name}/services/{svc}/logs", s.serviceLogs)
 	s.secretRoutes(mux)
 	s.imageRoutes(mux)
+	s.usageRoutes(mux)
 	return s.logRequests(mux)
 }
 

@@ -70,6 +70,9 @@ type Options struct {
 	Sync func(dirs ...string) error
 	// Net gives sprites their networks; nil: sprites have none.
 	Net Network
+	// Allow, when set, is asked before a sprite starts or wakes; its
+	// error refuses (the meter holds a sprite at its cap this way).
+	Allow func(rec Sprite) error
 }
 
 // CreateOptions is what a user asks for.
@@ -502,6 +505,11 @@ func (m *Manager) start(ctx context.Context, e *entry) error {
 	}
 	if !CanMove(rec.State, Starting) {
 		return stateError("start", rec)
+	}
+	if m.opt.Allow != nil {
+		if err := m.opt.Allow(rec); err != nil {
+			return err
+		}
 	}
 	rec.State = Starting
 	if err := m.persist(e, rec); err != nil {
