@@ -152,7 +152,16 @@ func run(log *slog.Logger, cfg config.Config) error {
 	}
 	defer mtr.Close()
 	opt.Allow = func(rec sprite.Sprite) error { return mtr.Allow(rec.ID) }
-	mgr, err := sprite.NewManager(log, opt)
+	var mgr *sprite.Manager
+	metrics := meter.NewMetrics(mtr, func() map[string]int {
+		n := map[string]int{}
+		for _, s := range mgr.List() {
+			n[string(s.State)]++
+		}
+		return n
+	})
+	opt.Observe = metrics.Observe
+	mgr, err = sprite.NewManager(log, opt)
 	if err != nil {
 		return err
 	}
@@ -181,7 +190,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 	}
 
 	srv := &server.Server{
-		Log: log, Sprites: mgr, Images: images, Meter: mtr, Version: version, FrontDoor: front.addr, URLKey: front.key, PortWait: cfg.URLWait,
+		Log: log, Sprites: mgr, Images: images, Meter: mtr, Metrics: metrics, Version: version, FrontDoor: front.addr, URLKey: front.key, PortWait: cfg.URLWait,
 		Doctor: func(context.Context) any {
 			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo})
 		},

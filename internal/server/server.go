@@ -40,6 +40,8 @@ type Server struct {
 	URLKey    *auth.Key
 	// Meter measures sprites' use (nil: none).
 	Meter *meter.Meter
+	// Metrics is the Prometheus registry /metrics serves (nil: none).
+	Metrics *meter.Metrics
 	// PortWait bounds how long a connect that woke or started a sprite
 	// waits for the port to listen (0: 10 s).
 	PortWait time.Duration
@@ -103,7 +105,8 @@ func (s *Server) Handler() http.Handler {
 	s.secretRoutes(mux)
 	s.imageRoutes(mux)
 	s.usageRoutes(mux)
-	return s.logRequests(mux)
+	s.metricsRoutes(mux)
+	return s.countRequests(s.logRequests(mux))
 }
 
 func (s *Server) logRequests(h http.Handler) http.Handler {
