@@ -136,6 +136,11 @@ func (d *daemon) start() {
 		// (`wisp url` says which).
 		d.cmd.Args = append(d.cmd.Args, "--http-addr", "127.0.0.1:0")
 	}
+	if !slices.Contains(d.args, "--listen") {
+		// The API over TCP on a port of its own, not a real wispd's
+		// 7781 (GET /v1/version says which).
+		d.cmd.Args = append(d.cmd.Args, "--listen", "127.0.0.1:0")
+	}
 	d.cmd.Args = append(d.cmd.Args, d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logf, d.logf
 	if err := d.cmd.Start(); err != nil {

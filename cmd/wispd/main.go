@@ -1,5 +1,5 @@
 // Command wispd is the wisp daemon: it owns the sprites on this host and
-// serves the wisp API on a unix socket.
+// serves the wisp API on a unix socket and, behind tokens, over TCP.
 package main
 
 import (
@@ -26,6 +26,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/server"
 	"github.com/wisp-sh/wisp/internal/sprite"
 	"github.com/wisp-sh/wisp/internal/storage"
+	"github.com/wisp-sh/wisp/internal/token"
 	"github.com/wisp-sh/wisp/internal/vmm"
 	"github.com/wisp-sh/wisp/internal/vmm/gvisor"
 	"github.com/wisp-sh/wisp/internal/vmm/qemu"
@@ -63,6 +64,7 @@ func main() {
 	flag.Func("dns-upstream", "DNS server sprites' queries go to (default: /etc/resolv.conf's); repeatable", appendList(&cfg.DNS))
 	flag.StringVar(&cfg.Hosts, "hosts-file", cfg.Hosts, "hosts file whose names sprites' DNS answers first")
 	flag.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "where the front door serves sprites' URLs (http://NAME.localhost:PORT/); empty: off")
+	flag.StringVar(&cfg.Listen, "listen", cfg.Listen, "also serve the API over TCP here, every request behind a bearer token (`wisp token create`); empty: off")
 	flag.DurationVar(&cfg.URLWait, "url-wait", cfg.URLWait, "how long a URL request that wakes or starts a sprite waits for its port to listen")
 	flag.DurationVar(&cfg.MeterInterval, "meter-interval", cfg.MeterInterval, "how often each sprite's CPU, memory, storage and network use is sampled")
 	flag.StringVar(&cfg.Prices, "prices", cfg.Prices, "JSON file of the prices `wisp usage` shows costs in (see the README); empty: the defaults")
@@ -189,11 +191,21 @@ func run(log *slog.Logger, cfg config.Config) error {
 		return err
 	}
 
+	tokens, err := token.Open(filepath.Join(cfg.DataDir, "tokens.db"))
+	if err != nil {
+		return fmt.Errorf("token store: %w", err)
+	}
+	defer tokens.Close()
+
 	srv := &server.Server{
 		Log: log, Sprites: mgr, Images: images, Meter: mtr, Metrics: metrics, Version: version, FrontDoor: front.addr, URLKey: front.key, PortWait: cfg.URLWait,
+		Tokens: tokens,
 		Doctor: func(context.Context) any {
 			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo})
 		},
+	}
+	if _, err := serveRemote(ctx, log, cfg, srv); err != nil {
+		return err
 	}
 	hs := srv.HTTPServer()
 	go func() {

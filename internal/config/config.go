@@ -67,6 +67,10 @@ type Config struct {
 	MeterInterval time.Duration
 	Prices        string
 
+	// Listen is where the API is served over TCP, every request behind a
+	// bearer token ("" off).
+	Listen string
+
 	// Limits for wisp create.
 	MaxCPUs      int
 	MaxMemoryMiB int
@@ -103,6 +107,7 @@ func Default() Config {
 		HTTPAddr:      "127.0.0.1:7780",
 		URLWait:       10 * time.Second,
 		MeterInterval: 10 * time.Second,
+		Listen:        "127.0.0.1:7781",
 		MaxCPUs:       runtime.NumCPU(),
 		MaxMemoryMiB:  hostMemMiB(),
 		MaxDiskGiB:    1024,

@@ -1,6 +1,7 @@
 // Package server serves wispd's HTTP API (api/openapi.yaml) on a unix
-// socket. Handlers decode, call the Manager, and encode; error kinds become
-// status codes in errors.go only.
+// socket and, behind bearer tokens, over TCP (remote.go). Handlers decode,
+// call the Manager, and encode; error kinds become status codes in
+// errors.go only.
 package server
 
 import (
@@ -22,6 +23,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/image"
 	"github.com/wisp-sh/wisp/internal/meter"
 	"github.com/wisp-sh/wisp/internal/sprite"
+	"github.com/wisp-sh/wisp/internal/token"
 )
 
 // maxBody bounds JSON request bodies.
@@ -45,6 +47,18 @@ type Server struct {
 	// PortWait bounds how long a connect that woke or started a sprite
 	// waits for the port to listen (0: 10 s).
 	PortWait time.Duration
+
+	// Tokens open the API over TCP (RemoteHandler); their management
+	// routes are served on the unix socket. Nil: no TCP, no tokens.
+	Tokens *token.Store
+	// Listen is the address the API listens on over TCP ("" off), for
+	// GET /v1/version.
+	Listen string
+	// E2B, when set, serves the E2B-compatible API on the TCP listener:
+	// requests E2BMatch picks (nil: IsE2B) go to it before any wisp token
+	// check; it authenticates them itself.
+	E2B      http.Handler
+	E2BMatch func(*http.Request) bool
 }
 
 // Bounds of the API's and the front door's connections: a request's
@@ -104,6 +118,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sprites/{name}/services/{svc}/logs", s.serviceLogs)
 	s.secretRoutes(mux)
 	s.imageRoutes(mux)
+	if s.Tokens != nil {
+		s.tokenRoutes(mux)
+	}
 	s.usageRoutes(mux)
 	s.metricsRoutes(mux)
 	return s.countRequests(s.logRequests(mux))
@@ -126,11 +143,15 @@ func decode(r *http.Request, v any) error {
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]string{"version": s.Version})
+	v := map[string]string{"version": s.Version}
+	if s.Listen != "" {
+		v["listen"] = s.Listen
+	}
+	writeJSON(w, 200, v)
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, s.Sprites.List())
+	writeJSON(w, 200, visible(r, s.Sprites.List(), func(sp sprite.Sprite) string { return sp.Name }))
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request) {
