@@ -524,6 +524,12 @@ func (m *Manager) start(ctx context.Context, e *entry) error {
 			return err
 		}
 	}
+	if rec.Pending != nil {
+		if err := m.applySize(ctx, e, rec); err != nil {
+			return err
+		}
+		rec = e.rec
+	}
 	rec.State = Starting
 	if err := m.persist(e, rec); err != nil {
 		return err
