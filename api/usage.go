@@ -48,3 +48,10 @@ type Cap struct {
 	Cost       float64 `json:"cost,omitempty"`
 	Per        string  `json:"per,omitempty"` // "day" (default) or "month"
 }
+
+// CapStatus is a sprite's cap and, when it reached it in the current
+// period, why it is held asleep.
+type CapStatus struct {
+	Cap
+	Capped string `json:"capped,omitempty"`
+}

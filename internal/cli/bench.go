@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,9 +17,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/agent/proto"
-	"github.com/wisp-sh/wisp/internal/client"
-	"github.com/wisp-sh/wisp/internal/sprite"
+	"github.com/wisp-sh/wisp/api"
+	"github.com/wisp-sh/wisp/client"
 )
 
 // Metric is one measured quantity.
@@ -162,7 +162,7 @@ func runBench(ctx context.Context, e *env, backend, img string, runs, disk int) 
 	// this kind (where the backend uses them): wait for it, so that the
 	// creates measured are the steady state.
 	t0 := time.Now()
-	first, err := c.Create(ctx, sprite.CreateOptions{Name: prefix + "-w", Image: img, MemoryMiB: 256, DiskGiB: disk, Backend: backend})
+	first, err := c.Create(ctx, api.CreateRequest{Name: prefix + "-w", Image: img, MemoryMiB: 256, DiskGiB: disk, Backend: backend})
 	if err != nil {
 		return rep, err
 	}
@@ -170,7 +170,7 @@ func runBench(ctx context.Context, e *env, backend, img string, runs, disk int) 
 		return rep, err
 	}
 	cold := []float64{ms(time.Since(t0))}
-	c.Destroy(ctx, prefix+"-w")
+	c.Sprite(prefix + "-w").Destroy(ctx)
 	progress("first (cold) create: %.0f ms; waiting for the warm snapshot", cold[0])
 	waitWarm(ctx, c, first.Backend, fmt.Sprintf("%s-%s-%dc-%dm-%dg-", first.Backend, img, first.CPUs, first.MemoryMiB, first.DiskGiB))
 
@@ -179,30 +179,30 @@ func runBench(ctx context.Context, e *env, backend, img string, runs, disk int) 
 	for i := range runs {
 		name := fmt.Sprintf("%s-%d", prefix, i)
 		t0 := time.Now()
-		sp, err := c.Create(ctx, sprite.CreateOptions{Name: name, Image: img, MemoryMiB: 256, DiskGiB: disk, Backend: backend})
+		sp, err := c.Create(ctx, api.CreateRequest{Name: name, Image: img, MemoryMiB: 256, DiskGiB: disk, Backend: backend})
 		if err != nil {
 			return rep, err
 		}
 		if _, err := benchExec(ctx, c, name, "true"); err != nil {
-			c.Destroy(context.WithoutCancel(ctx), name)
+			c.Sprite(name).Destroy(context.WithoutCancel(ctx))
 			return rep, err
 		}
 		create = append(create, ms(time.Since(t0)))
 		rep.Backend, rep.Accel = sp.Backend, sp.Accel
 		progress("create %d/%d: %.0f ms", i+1, runs, create[len(create)-1])
 		if i < runs-1 {
-			if err := c.Destroy(ctx, name); err != nil {
+			if err := c.Sprite(name).Destroy(ctx); err != nil {
 				return rep, err
 			}
 		}
 	}
 	name := fmt.Sprintf("%s-%d", prefix, runs-1)
-	defer c.Destroy(context.WithoutCancel(ctx), name)
+	defer c.Sprite(name).Destroy(context.WithoutCancel(ctx))
 	tg := targets[rep.Backend]
 
 	// Host memory of the sprite, idle after its first exec (before the
 	// throughput runs touch more of its RAM).
-	sp, err := c.Get(ctx, name)
+	sp, err := c.Sprite(name).Info(ctx)
 	if err != nil {
 		return rep, err
 	}
@@ -257,21 +257,12 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // benchExec runs argv with empty stdin and returns the stdout byte count.
 func benchExec(ctx context.Context, c *client.Client, name string, argv ...string) (int64, error) {
-	st, err := c.Stream(ctx, name, proto.Request{Op: proto.OpExec, Exec: &proto.ExecRequest{Argv: argv}})
-	if err != nil {
-		return 0, err
-	}
-	defer st.Close()
-	// A command that ends at once may end the stream before this write
-	// arrives (a broken pipe): the exit frame read below tells the outcome.
-	st.WriteFrame(proto.TCloseStdin, nil)
 	cw := &countWriter{}
-	exit, err := readExit(st, cw, io.Discard)
-	if err != nil {
-		return 0, err
-	}
-	if exit.Code != 0 {
-		return 0, fmt.Errorf("%s exited %d %s", strings.Join(argv, " "), exit.Code, exit.Error)
+	var errb bytes.Buffer
+	cmd := c.Sprite(name).CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = cw, &errb
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("%s: %w %s", strings.Join(argv, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return cw.n, nil
 }
@@ -345,15 +336,11 @@ func waitWarm(ctx context.Context, c *client.Client, backend, prefix string) {
 	}
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		raw, err := c.Doctor(ctx)
+		d, err := c.Doctor(ctx)
 		if err != nil {
 			return
 		}
-		var d struct {
-			Warm []string `json:"warm_snapshots"`
-		}
-		json.Unmarshal(raw, &d)
-		for _, w := range d.Warm {
+		for _, w := range d.WarmSnapshots {
 			if strings.HasPrefix(w, prefix) {
 				return
 			}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/client"
-	"github.com/wisp-sh/wisp/internal/sprite"
+	"github.com/wisp-sh/wisp/api"
+	"github.com/wisp-sh/wisp/client"
 )
 
 // benchFlags are shared by the bench subcommands.
@@ -102,16 +102,11 @@ func newBenchCheckpoint(e *env) *cobra.Command {
 
 // poolUsed reads the pool's used bytes from the daemon's doctor report.
 func poolUsed(ctx context.Context, c *client.Client) (float64, error) {
-	raw, err := c.Doctor(ctx)
+	d, err := c.Doctor(ctx)
 	if err != nil {
 		return 0, err
 	}
-	var d struct {
-		Pool *struct {
-			Used int64 `json:"used_bytes"`
-		} `json:"pool"`
-	}
-	if err := json.Unmarshal(raw, &d); err != nil || d.Pool == nil {
+	if d.Pool == nil {
 		return 0, fmt.Errorf("the daemon reports no storage pool")
 	}
 	return float64(d.Pool.Used), nil
@@ -122,11 +117,11 @@ func benchCheckpoint(ctx context.Context, e *env, f benchFlags, backend string) 
 	name := "bench-ck-" + randSuffix()
 	rep := BenchReport{Image: f.img, Runs: f.runs, At: time.Now().UTC()}
 	progress := func(format string, a ...any) { fmt.Fprintf(e.stderr, "bench: "+format+"\n", a...) }
-	sp, err := c.Create(ctx, sprite.CreateOptions{Name: name, Image: f.img, MemoryMiB: 256, DiskGiB: 4, Backend: backend, IdleSeconds: -1})
+	sp, err := c.Create(ctx, api.CreateRequest{Name: name, Image: f.img, MemoryMiB: 256, DiskGiB: 4, Backend: backend, IdleSeconds: -1})
 	if err != nil {
 		return rep, err
 	}
-	defer c.Destroy(context.WithoutCancel(ctx), name)
+	defer c.Sprite(name).Destroy(context.WithoutCancel(ctx))
 	rep.Backend, rep.Accel = sp.Backend, sp.Accel
 	progress("%s: writing 1 GiB of data", name)
 	if _, err := benchExec(ctx, c, name, "sh", "-c", "dd if=/dev/urandom of=/home/sprite/data bs=1M count=1024 status=none && sync"); err != nil {
@@ -137,7 +132,7 @@ func benchCheckpoint(ctx context.Context, e *env, f benchFlags, backend string) 
 		// Pool space of one checkpoint plus 10 MB of further writes.
 		before, perr := poolUsed(ctx, c)
 		t0 := time.Now()
-		ck, err := c.CreateCheckpoint(ctx, name, "bench", false)
+		ck, err := c.Sprite(name).Checkpoint(ctx, api.CheckpointRequest{Comment: "bench", Memory: false})
 		if err != nil {
 			return rep, err
 		}
@@ -149,7 +144,7 @@ func benchCheckpoint(ctx context.Context, e *env, f benchFlags, backend string) 
 			cost = append(cost, (after-before)/(1<<20))
 		}
 		t0 = time.Now()
-		if _, err := c.Restore(ctx, name, ck.ID); err != nil {
+		if _, err := c.Sprite(name).Restore(ctx, ck.ID); err != nil {
 			return rep, err
 		}
 		if _, err := benchExec(ctx, c, name, "true"); err != nil {
@@ -158,32 +153,32 @@ func benchCheckpoint(ctx context.Context, e *env, f benchFlags, backend string) 
 		restore = append(restore, ms(time.Since(t0)))
 		fname := fmt.Sprintf("%s-f%d", name, i)
 		t0 = time.Now()
-		if _, err := c.Fork(ctx, name, ck.ID, fname); err != nil {
+		if _, err := c.Sprite(name).Fork(ctx, fname, ck.ID); err != nil {
 			return rep, err
 		}
 		if _, err := benchExec(ctx, c, fname, "true"); err != nil {
 			return rep, err
 		}
 		fork = append(fork, ms(time.Since(t0)))
-		c.Destroy(ctx, fname)
-		c.DeleteCheckpoint(ctx, name, ck.ID)
+		c.Sprite(fname).Destroy(ctx)
+		c.Sprite(name).DeleteCheckpoint(ctx, ck.ID)
 		progress("run %d/%d: checkpoint %.1f ms, restore %.0f ms, fork %.0f ms", i+1, f.runs, create[i], restore[i], fork[i])
 	}
 	for i := range f.runs {
-		ck, err := c.CreateCheckpoint(ctx, name, "bench", true)
+		ck, err := c.Sprite(name).Checkpoint(ctx, api.CheckpointRequest{Comment: "bench", Memory: true})
 		if err != nil {
 			progress("memory checkpoints: %v", err)
 			break
 		}
 		t0 := time.Now()
-		if _, err := c.Restore(ctx, name, ck.ID); err != nil {
+		if _, err := c.Sprite(name).Restore(ctx, ck.ID); err != nil {
 			return rep, err
 		}
 		if _, err := benchExec(ctx, c, name, "true"); err != nil {
 			return rep, err
 		}
 		restoreMem = append(restoreMem, ms(time.Since(t0)))
-		c.DeleteCheckpoint(ctx, name, ck.ID)
+		c.Sprite(name).DeleteCheckpoint(ctx, ck.ID)
 		progress("run %d/%d: restore with memory %.0f ms", i+1, f.runs, restoreMem[i])
 	}
 	rep.Metrics = []Metric{
@@ -224,11 +219,11 @@ func benchSleep(ctx context.Context, e *env, f benchFlags, backend string, memMi
 	c := e.client()
 	name := "bench-sl-" + randSuffix()
 	rep := BenchReport{Image: fmt.Sprintf("%s, %d MiB", f.img, memMiB), Runs: f.runs, At: time.Now().UTC()}
-	sp, err := c.Create(ctx, sprite.CreateOptions{Name: name, Image: f.img, MemoryMiB: memMiB, DiskGiB: 2, Backend: backend, IdleSeconds: -1})
+	sp, err := c.Create(ctx, api.CreateRequest{Name: name, Image: f.img, MemoryMiB: memMiB, DiskGiB: 2, Backend: backend, IdleSeconds: -1})
 	if err != nil {
 		return rep, err
 	}
-	defer c.Destroy(context.WithoutCancel(ctx), name)
+	defer c.Sprite(name).Destroy(context.WithoutCancel(ctx))
 	rep.Backend, rep.Accel = sp.Backend, sp.Accel
 	// Some state worth keeping: a process and 64 MiB of touched memory.
 	if _, err := benchExec(ctx, c, name, "sh", "-c", "setsid sh -c 'head -c 67108864 /dev/zero | tr \"\\0\" x > /dev/shm/ballast; sleep 100000' </dev/null >/dev/null 2>&1 & sleep 1"); err != nil {
@@ -236,9 +231,9 @@ func benchSleep(ctx context.Context, e *env, f benchFlags, backend string, memMi
 	}
 	var sleep, wake, held []float64
 	for i := range f.runs {
-		sp, _ := c.Get(ctx, name)
+		sp, _ := c.Sprite(name).Info(ctx)
 		t0 := time.Now()
-		if _, err := c.Sleep(ctx, name); err != nil {
+		if _, err := c.Sprite(name).Sleep(ctx); err != nil {
 			return rep, err
 		}
 		sleep = append(sleep, ms(time.Since(t0)))

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/sprite"
+	"github.com/wisp-sh/wisp/api"
 )
 
 // Targets of the front door (issue 10).
@@ -54,11 +54,11 @@ func benchURL(ctx context.Context, e *env, f benchFlags, backend string, sizeMiB
 	rep := BenchReport{Image: f.img, Runs: f.runs, At: time.Now().UTC()}
 	progress := func(format string, a ...any) { fmt.Fprintf(e.stderr, "bench: "+format+"\n", a...) }
 	name := "bench-url-" + randSuffix()
-	sp, err := c.Create(ctx, sprite.CreateOptions{Name: name, Image: f.img, Backend: backend, IdleSeconds: -1, MemoryMiB: 256, DiskGiB: 2})
+	sp, err := c.Create(ctx, api.CreateRequest{Name: name, Image: f.img, Backend: backend, IdleSeconds: -1, MemoryMiB: 256, DiskGiB: 2})
 	if err != nil {
 		return rep, err
 	}
-	defer c.Destroy(context.WithoutCancel(ctx), name)
+	defer c.Sprite(name).Destroy(context.WithoutCancel(ctx))
 	rep.Backend, rep.Accel = sp.Backend, sp.Accel
 	if sp.Address == "" {
 		return rep, fmt.Errorf("sprite %s has no network (see `wisp doctor`)", name)
@@ -67,7 +67,7 @@ func benchURL(ctx context.Context, e *env, f benchFlags, backend string, sizeMiB
 	if err := benchRun(ctx, c, name, nil, "sh", "-c", script); err != nil {
 		return rep, err
 	}
-	u, err := c.URL(ctx, name, 8080, true, 3600)
+	u, err := c.Sprite(name).URL(ctx, api.URLRequest{Port: 8080, Signed: true, TTLSeconds: 3600})
 	if err != nil {
 		return rep, err
 	}
@@ -138,7 +138,7 @@ func benchURL(ctx context.Context, e *env, f benchFlags, backend string, sizeMiB
 	// The same through wispd's connect, what wisp proxy relays over.
 	var tProxy []float64
 	for range f.runs {
-		conn, err := c.Connect(ctx, name, 8080)
+		conn, err := c.Sprite(name).Connect(ctx, 8080)
 		if err != nil {
 			return rep, err
 		}
@@ -158,17 +158,17 @@ func benchURL(ctx context.Context, e *env, f benchFlags, backend string, sizeMiB
 	// sprite; and, for comparison, a wake through the API alone.
 	var wake, wakeAPI []float64
 	for range f.runs {
-		if _, err := c.Sleep(ctx, name); err != nil {
+		if _, err := c.Sprite(name).Sleep(ctx); err != nil {
 			return rep, err
 		}
 		t0 := time.Now()
-		if _, err := c.Start(ctx, name); err != nil {
+		if _, err := c.Sprite(name).Start(ctx); err != nil {
 			return rep, err
 		}
 		wakeAPI = append(wakeAPI, ms(time.Since(t0)))
 	}
 	for i := range f.runs {
-		if _, err := c.Sleep(ctx, name); err != nil {
+		if _, err := c.Sprite(name).Sleep(ctx); err != nil {
 			return rep, err
 		}
 		req, _ := http.NewRequestWithContext(ctx, "GET", front, nil)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/wisp-sh/wisp/api"
 )
 
 func newCheckpoint(e *env) *cobra.Command {
@@ -18,7 +20,7 @@ func newCheckpoint(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t0 := time.Now()
-			ck, err := e.client().CreateCheckpoint(cmd.Context(), args[0], comment, memory)
+			ck, err := e.client().Sprite(args[0]).Checkpoint(cmd.Context(), api.CheckpointRequest{Comment: comment, Memory: memory})
 			if err != nil {
 				return err
 			}
@@ -43,7 +45,7 @@ func newCheckpoint(e *env) *cobra.Command {
 		Short: "List a sprite's checkpoints",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cks, err := e.client().Checkpoints(cmd.Context(), args[0])
+			cks, err := e.client().Sprite(args[0]).Checkpoints(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -65,7 +67,7 @@ func newCheckpoint(e *env) *cobra.Command {
 		Short: "Show one checkpoint",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ck, err := e.client().Checkpoint(cmd.Context(), args[0], args[1])
+			ck, err := e.client().Sprite(args[0]).GetCheckpoint(cmd.Context(), args[1])
 			if err != nil {
 				return err
 			}
@@ -77,7 +79,7 @@ func newCheckpoint(e *env) *cobra.Command {
 		Short: "Delete a checkpoint (its space comes back)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := e.client().DeleteCheckpoint(cmd.Context(), args[0], args[1]); err != nil {
+			if err := e.client().Sprite(args[0]).DeleteCheckpoint(cmd.Context(), args[1]); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s %s deleted\n", args[0], args[1])
@@ -95,7 +97,7 @@ func newRestore(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t0 := time.Now()
-			s, err := e.client().Restore(cmd.Context(), args[0], args[1])
+			s, err := e.client().Sprite(args[0]).Restore(cmd.Context(), args[1])
 			if err != nil {
 				return err
 			}
@@ -113,7 +115,7 @@ func newFork(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t0 := time.Now()
-			s, err := e.client().Fork(cmd.Context(), args[0], from, args[1])
+			s, err := e.client().Sprite(args[0]).Fork(cmd.Context(), args[1], from)
 			if err != nil {
 				return err
 			}

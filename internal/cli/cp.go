@@ -12,9 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/client"
 	"github.com/wisp-sh/wisp/internal/archive"
-	"github.com/wisp-sh/wisp/internal/client"
 )
 
 func newCp(e *env) *cobra.Command {
@@ -61,42 +60,19 @@ func upload(ctx context.Context, c *client.Client, src, name, dst string) error 
 	if _, err := os.Lstat(src); err != nil {
 		return fmt.Errorf("cp: %w", err)
 	}
+	sp := c.Sprite(name)
 	dir, base := path.Dir(dst), path.Base(dst)
-	if fi, err := c.Stat(ctx, name, dst); err == nil && fi.IsDir {
+	if fi, err := sp.Stat(ctx, dst); err == nil && fi.IsDir {
 		dir, base = dst, filepath.Base(filepath.Clean(src))
-	} else if ce := (*client.Error)(nil); err != nil && !(errors.As(err, &ce) && ce.Code == "not_found") {
+	} else if err != nil && !errors.Is(err, client.ErrNotFound) {
 		return err
 	}
-	st, err := c.Stream(ctx, name, proto.Request{Op: proto.OpTarIn, Path: dir})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(archive.Write(pw, src, base)) }()
-	if err := sendAll(st, pr, proto.TData); err != nil {
-		return fmt.Errorf("cp: %w", err)
-	}
-	if err := st.WriteFrame(proto.TEnd, nil); err != nil {
-		return err
-	}
-	return readResponse(st)
-}
-
-func readResponse(st *client.Stream) error {
-	t, p, err := st.ReadFrame()
+	err := sp.CopyIn(ctx, dir, pr)
+	pr.CloseWithError(err)
 	if err != nil {
 		return fmt.Errorf("cp: %w", err)
-	}
-	if t != proto.TResponse {
-		return fmt.Errorf("cp: unexpected frame type %d", t)
-	}
-	var r proto.Response
-	if err := proto.DecodeJSON(p, &r); err != nil {
-		return err
-	}
-	if r.Error != "" {
-		return fmt.Errorf("cp: %s", r.Error)
 	}
 	return nil
 }
@@ -112,50 +88,19 @@ func download(cmd *cobra.Command, c *client.Client, name, src, dst string) error
 			return fmt.Errorf("cp: %s is not a directory", dir)
 		}
 	}
-	st, err := c.Stream(cmd.Context(), name, proto.Request{Op: proto.OpTarOut, Path: src})
+	rc, err := c.Sprite(name).CopyOut(cmd.Context(), src)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	if err := readResponse(st); err != nil {
-		return err
-	}
-	pr, pw := io.Pipe()
-	go func() {
-		for {
-			t, p, err := st.ReadFrame()
-			if err != nil {
-				pw.CloseWithError(fmt.Errorf("stream: %w", err))
-				return
-			}
-			switch t {
-			case proto.TData:
-				if _, err := pw.Write(p); err != nil {
-					return
-				}
-			case proto.TEnd:
-				pw.Close()
-				return
-			case proto.TResponse:
-				var r proto.Response
-				proto.DecodeJSON(p, &r)
-				pw.CloseWithError(fmt.Errorf("in the sprite: %s", r.Error))
-				return
-			default:
-				pw.CloseWithError(fmt.Errorf("unexpected frame type %d", t))
-				return
-			}
-		}
-	}()
+	defer rc.Close()
 	// The tar comes from the sprite: archive.Extract confines it to dir.
 	top := path.Base(path.Clean(src))
-	err = archive.Extract(pr, dir, archive.Options{Rename: func(name string) string {
+	err = archive.Extract(rc, dir, archive.Options{Rename: func(name string) string {
 		if first, rest, _ := strings.Cut(name, "/"); rename != "" && first == top {
 			return path.Join(rename, rest)
 		}
 		return name
 	}})
-	pr.CloseWithError(err)
 	if err != nil {
 		return fmt.Errorf("cp: %w", err)
 	}

@@ -6,11 +6,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/sprite"
+	"github.com/wisp-sh/wisp/api"
 )
 
 func newCreate(e *env) *cobra.Command {
-	var o sprite.CreateOptions
+	var o api.CreateRequest
 	var asJSON bool
 	var idle string
 	var pf policyFlags

@@ -1,41 +1,28 @@
 package cli
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/wisp-sh/wisp/internal/client"
-	"github.com/wisp-sh/wisp/internal/doctor"
 )
 
+// newDoctor shows the daemon's report of its host. The CLI may run on
+// another machine than wispd (--host), so it probes nothing itself.
 func newDoctor(e *env) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "doctor",
-		Short: "Show what this host offers and what wisp will use",
+		Short: "Show what wispd's host offers and what wisp will use",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var rep doctor.Report
-			raw, err := e.client().Doctor(cmd.Context())
-			switch {
-			case err == nil:
-				if err := json.Unmarshal(raw, &rep); err != nil {
-					return err
-				}
-			case errors.Is(err, client.ErrDaemon):
-				// Without a daemon, report what this host offers from here.
-				rep = doctor.Probe(doctor.Options{})
-				rep.Daemon = err.Error()
-			default:
+			rep, err := e.client().Doctor(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if asJSON {
 				return printJSON(e.stdout, rep)
 			}
-			fmt.Fprint(e.stdout, rep.String())
+			fmt.Fprint(e.stdout, rep.Text)
 			return nil
 		},
 	}

@@ -17,9 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/agent/proto"
-	"github.com/wisp-sh/wisp/internal/image"
-	"github.com/wisp-sh/wisp/internal/sprite"
+	"github.com/wisp-sh/wisp/api"
 )
 
 func newImage(e *env) *cobra.Command {
@@ -132,7 +130,7 @@ func newImageInfo(e *env) *cobra.Command {
 }
 
 func newImageBuild(e *env) *cobra.Command {
-	var recipe image.Recipe
+	var recipe api.Recipe
 	var backend string
 	c := &cobra.Command{
 		Use:   "build IMAGE [--from BASE --run CMD... --copy LOCAL:/PATH...]",
@@ -181,27 +179,29 @@ shown by 'wisp image info'. The throwaway sprite is destroyed either way.`,
 
 // buildFrom runs recipe in a throwaway sprite and saves its disk as name.
 // The sprite is destroyed whatever happens, also on ^C.
-func buildFrom(ctx context.Context, e *env, name string, recipe image.Recipe, backend string) (image.Info, error) {
-	if err := image.CheckOwnName(name); err != nil {
-		return image.Info{}, err
+func buildFrom(ctx context.Context, e *env, name string, recipe api.Recipe, backend string) (api.Image, error) {
+	cl := e.client()
+	// The daemon checks the name when it saves; a built-in name fails
+	// here, before the build.
+	if im, err := cl.Image(ctx, name); err == nil && im.Recipe == nil {
+		return api.Image{}, fmt.Errorf("image %q is built in: choose another name", name)
 	}
 	type copySpec struct{ local, remote string }
 	var copies []copySpec
 	for _, c := range recipe.Copy {
 		local, remote, ok := strings.Cut(c, ":")
 		if !ok || local == "" || !path.IsAbs(remote) {
-			return image.Info{}, fmt.Errorf("--copy %q: want LOCAL:/absolute/path", c)
+			return api.Image{}, fmt.Errorf("--copy %q: want LOCAL:/absolute/path", c)
 		}
 		if _, err := os.Lstat(local); err != nil {
-			return image.Info{}, fmt.Errorf("--copy %q: %w", c, err)
+			return api.Image{}, fmt.Errorf("--copy %q: %w", c, err)
 		}
 		copies = append(copies, copySpec{local, remote})
 	}
-	cl := e.client()
 	if base, err := cl.Image(ctx, recipe.From); err != nil {
-		return image.Info{}, err
+		return api.Image{}, err
 	} else if !base.Built {
-		return image.Info{}, fmt.Errorf("image %q is not built: build it first with `wisp image build %s`", recipe.From, recipe.From)
+		return api.Image{}, fmt.Errorf("image %q is not built: build it first with `wisp image build %s`", recipe.From, recipe.From)
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -215,44 +215,35 @@ func buildFrom(ctx context.Context, e *env, name string, recipe image.Recipe, ba
 		fmt.Fprintf(e.stderr, "[%d/%d] %s\n", step, steps, s)
 	}
 	phase(fmt.Sprintf("create throwaway sprite %s from %s", tmp, recipe.From))
-	if _, err := cl.Create(ctx, sprite.CreateOptions{Name: tmp, Image: recipe.From, Backend: backend, IdleSeconds: -1}); err != nil {
-		return image.Info{}, err
+	if _, err := cl.Create(ctx, api.CreateRequest{Name: tmp, Image: recipe.From, Backend: backend, IdleSeconds: -1}); err != nil {
+		return api.Image{}, err
 	}
 	defer func() {
-		if err := cl.Destroy(context.WithoutCancel(ctx), tmp); err != nil {
+		if err := cl.Sprite(tmp).Destroy(context.WithoutCancel(ctx)); err != nil {
 			fmt.Fprintf(e.stderr, "wisp: destroy throwaway sprite %s: %v\n", tmp, err)
 		}
 	}()
 	for _, c := range copies {
 		phase("copy " + c.local + " to " + c.remote)
 		if err := upload(ctx, cl, c.local, tmp, c.remote); err != nil {
-			return image.Info{}, err
+			return api.Image{}, err
 		}
 	}
 	for _, r := range recipe.Run {
 		phase("run " + r)
-		st, err := cl.Stream(ctx, tmp, proto.Request{Op: proto.OpExec, Exec: &proto.ExecRequest{
-			Argv: []string{"sh", "-c", r}, User: "root", Env: []string{"DEBIAN_FRONTEND=noninteractive"},
-		}})
-		if err != nil {
-			return image.Info{}, err
-		}
-		st.WriteFrame(proto.TCloseStdin, nil)
-		exit, err := readExit(st, e.stderr, e.stderr)
-		st.Close()
-		if err != nil {
-			return image.Info{}, fmt.Errorf("run %q: %w", r, err)
-		}
-		if exit.Code != 0 || exit.Error != "" {
-			return image.Info{}, fmt.Errorf("run %q: exit %d %s; image %s not built", r, exit.Code, exit.Error, name)
+		run := cl.Sprite(tmp).CommandContext(ctx, "sh", "-c", r)
+		run.User, run.Env = "root", []string{"DEBIAN_FRONTEND=noninteractive"}
+		run.Stdout, run.Stderr = e.stderr, e.stderr
+		if err := run.Run(); err != nil {
+			return api.Image{}, fmt.Errorf("run %q: %w; image %s not built", r, err, name)
 		}
 	}
 	phase("stop the sprite")
-	if _, err := cl.Stop(ctx, tmp); err != nil {
-		return image.Info{}, err
+	if _, err := cl.Sprite(tmp).Stop(ctx); err != nil {
+		return api.Image{}, err
 	}
 	phase("save its disk as image " + name)
-	return cl.SaveImage(ctx, name, tmp, &recipe)
+	return cl.SaveImage(ctx, name, api.SaveImageRequest{Sprite: tmp, Recipe: &recipe})
 }
 
 func newImageSave(e *env) *cobra.Command {
@@ -262,7 +253,7 @@ func newImageSave(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t0 := time.Now()
-			info, err := e.client().SaveImage(cmd.Context(), args[1], args[0], nil)
+			info, err := e.client().SaveImage(cmd.Context(), args[1], api.SaveImageRequest{Sprite: args[0]})
 			if err != nil {
 				return err
 			}

@@ -17,7 +17,7 @@ func newStart(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t0 := time.Now()
-			s, err := e.client().Start(cmd.Context(), args[0])
+			s, err := e.client().Sprite(args[0]).Start(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -33,7 +33,7 @@ func newStop(e *env) *cobra.Command {
 		Short: "Shut a sprite down (its disk keeps everything)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := e.client().Stop(cmd.Context(), args[0])
+			s, err := e.client().Sprite(args[0]).Stop(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -49,7 +49,7 @@ func newDestroy(e *env) *cobra.Command {
 		Short: "Remove a sprite and its disk",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := e.client().Destroy(cmd.Context(), args[0]); err != nil {
+			if err := e.client().Sprite(args[0]).Destroy(cmd.Context()); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s destroyed\n", args[0])
@@ -65,7 +65,7 @@ func newLogs(e *env) *cobra.Command {
 		Short: "Print a sprite's serial console",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rc, err := e.client().Logs(cmd.Context(), args[0], tail)
+			rc, err := e.client().Sprite(args[0]).Logs(cmd.Context(), tail)
 			if err != nil {
 				return err
 			}

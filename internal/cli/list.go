@@ -45,7 +45,7 @@ func newInfo(e *env) *cobra.Command {
 		Short: "Show one sprite",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := e.client().Get(cmd.Context(), args[0])
+			s, err := e.client().Sprite(args[0]).Info(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/network"
+	"github.com/wisp-sh/wisp/api"
 )
 
 // policyFlags are the egress flags of `create` and `policy set`.
@@ -24,7 +24,8 @@ func (p *policyFlags) register(c *cobra.Command) {
 }
 
 // policy returns the policy the flags say; set is false when none was given.
-func (p *policyFlags) policy() (pol network.Policy, set bool, err error) {
+// The daemon checks an allowlist's entries.
+func (p *policyFlags) policy() (pol api.Policy, set bool, err error) {
 	n := 0
 	for _, b := range []bool{p.allow != "", p.denyAll, p.allowAll} {
 		if b {
@@ -33,16 +34,21 @@ func (p *policyFlags) policy() (pol network.Policy, set bool, err error) {
 	}
 	switch {
 	case n == 0:
-		return network.Policy{}, false, nil
+		return api.Policy{}, false, nil
 	case n > 1:
-		return network.Policy{}, false, errOnePolicy
+		return api.Policy{}, false, errOnePolicy
 	case p.denyAll:
-		return network.Policy{Mode: network.DenyAll}, true, nil
+		return api.Policy{Mode: api.PolicyDenyAll}, true, nil
 	case p.allowAll:
-		return network.Policy{Mode: network.AllowAll}, true, nil
+		return api.Policy{Mode: api.PolicyAllowAll}, true, nil
 	}
-	pol, err = network.ParseAllow(p.allow)
-	return pol, true, err
+	pol = api.Policy{Mode: api.PolicyAllowList}
+	for _, f := range strings.Split(p.allow, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			pol.Allow = append(pol.Allow, f)
+		}
+	}
+	return pol, true, nil
 }
 
 var errOnePolicy = errors.New("give one of --allow, --deny-all and --allow-all")
@@ -68,7 +74,7 @@ func newPolicy(e *env) *cobra.Command {
 			if !ok {
 				return errOnePolicy
 			}
-			got, err := e.client().SetPolicy(cmd.Context(), args[0], p)
+			got, err := e.client().Sprite(args[0]).SetPolicy(cmd.Context(), p)
 			if err != nil {
 				return err
 			}
@@ -83,7 +89,7 @@ func newPolicy(e *env) *cobra.Command {
 		Short: "Show a sprite's egress policy",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := e.client().Policy(cmd.Context(), args[0])
+			p, err := e.client().Sprite(args[0]).Policy(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -9,7 +9,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
-	"github.com/wisp-sh/wisp/internal/image"
+	"github.com/wisp-sh/wisp/api"
 )
 
 // buildProgress renders an image build's reports: a line per phase, and on
@@ -31,7 +31,7 @@ func newBuildProgress(w io.Writer) *buildProgress {
 	return &buildProgress{w: w, tty: ok && term.IsTerminal(int(f.Fd())), t0: time.Now()}
 }
 
-func (b *buildProgress) report(p image.Progress) {
+func (b *buildProgress) report(p api.Progress) {
 	b.log = p.Log
 	if p.Step != b.step {
 		b.finish()

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/client"
+	"github.com/wisp-sh/wisp/client"
 )
 
 // forward is one [LOCAL:]REMOTE of wisp proxy.
@@ -54,7 +54,7 @@ line "forwarding ADDR -> NAME:REMOTE" says which.`,
 			}
 			c := e.client()
 			ctx := cmd.Context()
-			if _, err := c.Get(ctx, name); err != nil {
+			if _, err := c.Sprite(name).Info(ctx); err != nil {
 				return err
 			}
 			var lns []net.Listener
@@ -99,7 +99,7 @@ func serveForward(ctx context.Context, e *env, c *client.Client, ln net.Listener
 		}
 		wg.Go(func() {
 			defer local.Close()
-			up, err := c.Connect(ctx, name, port)
+			up, err := c.Sprite(name).Connect(ctx, port)
 			if err != nil {
 				fmt.Fprintf(e.stderr, "wisp proxy: %s:%d: %v\n", name, port, err)
 				return

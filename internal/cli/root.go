@@ -15,8 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/client"
-	"github.com/wisp-sh/wisp/internal/config"
+	"github.com/wisp-sh/wisp/client"
 )
 
 // exitError carries an exit code out of a command without printing.
@@ -26,13 +25,30 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 // env is what every command gets.
 type env struct {
-	socket string
+	socket string // --socket, else WISP_SOCKET, else client.DefaultSocket
+	host   string // --host (a base URL), else WISP_HOST: TCP instead of the socket
+	token  string // --token, else WISP_TOKEN
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 }
 
-func (e *env) client() *client.Client { return client.New(e.socket) }
+// client returns a client of the daemon the flags and environment name:
+// the host (with its token) if one is given, else the socket.
+func (e *env) client() *client.Client {
+	opts := []client.Option{client.WithSocket(e.socket), client.WithToken(e.token)}
+	if e.host != "" {
+		opts = append(opts, client.WithHost(e.host))
+	}
+	return client.New(opts...)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
 
 // Main runs the CLI and returns the process exit code.
 func Main(args []string) int {
@@ -71,7 +87,10 @@ func newRoot(e *env) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&e.socket, "socket", client.SocketFromEnv(config.DefaultSocket), "wispd's API socket (env WISP_SOCKET)")
+	pf := root.PersistentFlags()
+	pf.StringVar(&e.socket, "socket", envOr("WISP_SOCKET", client.DefaultSocket), "wispd's API socket (env WISP_SOCKET)")
+	pf.StringVar(&e.host, "host", os.Getenv("WISP_HOST"), "wispd's API over TCP, a URL such as http://127.0.0.1:7781 (env WISP_HOST; instead of the socket)")
+	pf.StringVar(&e.token, "token", os.Getenv("WISP_TOKEN"), "the bearer token for --host (env WISP_TOKEN)")
 	root.AddCommand(
 		newCreate(e), newList(e), newInfo(e), newExec(e), newConsole(e), newCp(e), newLogs(e),
 		newStart(e), newStop(e), newDestroy(e), newImage(e), newDoctor(e), newBench(e),

@@ -43,7 +43,7 @@ logged or shown by info, list or the API; only its name is.`,
 				return err
 			}
 			value = bytes.TrimSuffix(bytes.TrimSuffix(value, []byte("\n")), []byte("\r"))
-			if err := e.client().SetSecret(cmd.Context(), args[0], args[1], value); err != nil {
+			if err := e.client().Sprite(args[0]).SetSecret(cmd.Context(), args[1], value); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "set secret %s of %s (%d bytes)\n", args[1], args[0], len(value))
@@ -57,7 +57,7 @@ logged or shown by info, list or the API; only its name is.`,
 		Short: "List the names of a sprite's secrets",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, err := e.client().Secrets(cmd.Context(), args[0])
+			keys, err := e.client().Sprite(args[0]).Secrets(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -76,7 +76,7 @@ logged or shown by info, list or the API; only its name is.`,
 		Short: "Remove a secret",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.client().RemoveSecret(cmd.Context(), args[0], args[1])
+			return e.client().Sprite(args[0]).RemoveSecret(cmd.Context(), args[1])
 		},
 	}
 	c.AddCommand(set, list, rm)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wisp-sh/wisp/internal/sprite"
+	"github.com/wisp-sh/wisp/api"
 )
 
 func newService(e *env) *cobra.Command {
@@ -25,7 +25,7 @@ and after a sleep. A service with --port is what the sprite's URL serves
 (instead of port 8080).`,
 	}
 	var (
-		sv     sprite.Service
+		sv     api.Service
 		asJSON bool
 	)
 	add := &cobra.Command{
@@ -38,7 +38,7 @@ and after a sleep. A service with --port is what the sprite's URL serves
 				return fmt.Errorf("--cmd is required: the command the service runs")
 			}
 			sv.Name = args[1]
-			st, err := e.client().AddService(cmd.Context(), args[0], sv)
+			st, err := e.client().Sprite(args[0]).AddService(cmd.Context(), sv)
 			if err != nil {
 				return err
 			}
@@ -62,7 +62,7 @@ and after a sleep. A service with --port is what the sprite's URL serves
 		Short: "List a sprite's services and their state",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			list, err := e.client().Services(cmd.Context(), args[0])
+			list, err := e.client().Sprite(args[0]).Services(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -92,7 +92,7 @@ and after a sleep. A service with --port is what the sprite's URL serves
 		Short: "Stop a service and remove it",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.client().RemoveService(cmd.Context(), args[0], args[1])
+			return e.client().Sprite(args[0]).RemoveService(cmd.Context(), args[1])
 		},
 	}
 
@@ -101,7 +101,7 @@ and after a sleep. A service with --port is what the sprite's URL serves
 		Short: "Print a service's output (the last 256 KiB the sprite kept)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rc, err := e.client().ServiceLogs(cmd.Context(), args[0], args[1])
+			rc, err := e.client().Sprite(args[0]).ServiceLogs(cmd.Context(), args[1])
 			if err != nil {
 				return err
 			}
@@ -113,7 +113,7 @@ and after a sleep. A service with --port is what the sprite's URL serves
 	return c
 }
 
-func describeService(s sprite.ServiceStatus) string {
+func describeService(s api.ServiceStatus) string {
 	switch {
 	case s.State == "running":
 		return fmt.Sprintf("running (pid %d)", s.Pid)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/wisp-sh/wisp/api"
 )
 
 func newSleep(e *env) *cobra.Command {
@@ -15,7 +17,7 @@ func newSleep(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t0 := time.Now()
-			s, err := e.client().Sleep(cmd.Context(), args[0])
+			s, err := e.client().Sprite(args[0]).Sleep(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -40,7 +42,7 @@ func newSet(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := e.client().SetIdle(cmd.Context(), args[0], secs)
+			s, err := e.client().Sprite(args[0]).Update(cmd.Context(), api.UpdateRequest{IdleSeconds: &secs})
 			if err != nil {
 				return err
 			}

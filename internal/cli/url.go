@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/wisp-sh/wisp/api"
 )
 
 func newURL(e *env) *cobra.Command {
@@ -41,11 +43,11 @@ the URL answer anyone who reaches the front door; --private undoes it.`,
 			c := e.client()
 			name := args[0]
 			if public || private {
-				if _, err := c.SetURLPublic(cmd.Context(), name, public); err != nil {
+				if _, err := c.Sprite(name).Update(cmd.Context(), api.UpdateRequest{URLPublic: &public}); err != nil {
 					return err
 				}
 			}
-			u, err := c.URL(cmd.Context(), name, port, signed, int(ttl/time.Second))
+			u, err := c.Sprite(name).URL(cmd.Context(), api.URLRequest{Port: port, Signed: signed, TTLSeconds: int(ttl / time.Second)})
 			if err != nil {
 				return err
 			}

@@ -3,17 +3,11 @@ package server
 import (
 	"net/http"
 
-	"github.com/wisp-sh/wisp/internal/sprite"
+	"github.com/wisp-sh/wisp/api"
 )
 
-// UpdateRequest is the body of PATCH /v1/sprites/{name}.
-type UpdateRequest struct {
-	IdleSeconds *int  `json:"idle_seconds,omitempty"` // 0 the default, -1 never
-	URLPublic   *bool `json:"url_public,omitempty"`   // the URL answers anyone (true) or only credentials
-}
-
 func (s *Server) update(w http.ResponseWriter, r *http.Request) {
-	var req UpdateRequest
+	var req api.UpdateRequest
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
 		return
@@ -30,7 +24,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, sp)
+	writeJSON(w, 200, apiSprite(sp))
 }
 
 func (s *Server) sleep(w http.ResponseWriter, r *http.Request) {
@@ -39,17 +33,11 @@ func (s *Server) sleep(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, sp)
-}
-
-// CheckpointRequest is the body of POST .../checkpoints.
-type CheckpointRequest struct {
-	Comment string `json:"comment,omitempty"`
-	Memory  bool   `json:"memory,omitempty"`
+	writeJSON(w, 200, apiSprite(sp))
 }
 
 func (s *Server) createCheckpoint(w http.ResponseWriter, r *http.Request) {
-	var req CheckpointRequest
+	var req api.CheckpointRequest
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
 		return
@@ -59,7 +47,7 @@ func (s *Server) createCheckpoint(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, ck)
+	writeJSON(w, http.StatusCreated, apiCheckpoint(ck))
 }
 
 func (s *Server) listCheckpoints(w http.ResponseWriter, r *http.Request) {
@@ -68,10 +56,11 @@ func (s *Server) listCheckpoints(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if list == nil {
-		list = []sprite.Checkpoint{}
+	out := []api.Checkpoint{}
+	for _, c := range list {
+		out = append(out, apiCheckpoint(c))
 	}
-	writeJSON(w, 200, list)
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request) {
@@ -80,7 +69,7 @@ func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, ck)
+	writeJSON(w, 200, apiCheckpoint(ck))
 }
 
 func (s *Server) deleteCheckpoint(w http.ResponseWriter, r *http.Request) {
@@ -91,13 +80,8 @@ func (s *Server) deleteCheckpoint(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// RestoreRequest is the body of POST .../restore.
-type RestoreRequest struct {
-	ID string `json:"id"`
-}
-
 func (s *Server) restore(w http.ResponseWriter, r *http.Request) {
-	var req RestoreRequest
+	var req api.RestoreRequest
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
 		return
@@ -107,17 +91,11 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, sp)
-}
-
-// ForkRequest is the body of POST .../fork.
-type ForkRequest struct {
-	Name string `json:"name"`           // the new sprite
-	From string `json:"from,omitempty"` // a checkpoint id; empty: the current state
+	writeJSON(w, 200, apiSprite(sp))
 }
 
 func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
-	var req ForkRequest
+	var req api.ForkRequest
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
 		return
@@ -127,5 +105,5 @@ func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, sp)
+	writeJSON(w, http.StatusCreated, apiSprite(sp))
 }

@@ -5,17 +5,11 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 )
-
-// APIError is the body of every error response.
-type APIError struct {
-	Code    string `json:"code"`    // stable, machine-readable
-	Message string `json:"message"` // for a person
-	Hint    string `json:"hint,omitempty"`
-}
 
 // status maps an error's kind to an HTTP status and a stable code. This is
 // the one place where error kinds become status codes.
@@ -24,39 +18,45 @@ func status(err error) (int, string) {
 	if errors.As(err, &ge) {
 		switch ge.Kind {
 		case proto.KindNotFound:
-			return http.StatusNotFound, "not_found"
+			return http.StatusNotFound, api.CodeNotFound
 		case proto.KindInvalid:
-			return http.StatusBadRequest, "invalid"
+			return http.StatusBadRequest, api.CodeInvalid
 		case proto.KindExists:
-			return http.StatusConflict, "exists"
+			return http.StatusConflict, api.CodeExists
 		case proto.KindPerm:
-			return http.StatusForbidden, "permission_denied"
+			return http.StatusForbidden, api.CodePermission
 		}
-		return http.StatusBadGateway, "guest_error"
+		return http.StatusBadGateway, api.CodeGuestError
 	}
 	switch errdefs.Kind(err) {
 	case errdefs.ErrNotFound:
-		return http.StatusNotFound, "not_found"
+		return http.StatusNotFound, api.CodeNotFound
 	case errdefs.ErrExists:
-		return http.StatusConflict, "exists"
+		return http.StatusConflict, api.CodeExists
 	case errdefs.ErrInvalid:
-		return http.StatusBadRequest, "invalid"
+		return http.StatusBadRequest, api.CodeInvalid
 	case errdefs.ErrState:
-		return http.StatusConflict, "wrong_state"
+		return http.StatusConflict, api.CodeWrongState
 	case errdefs.ErrUnavailable:
-		return http.StatusServiceUnavailable, "unavailable"
+		return http.StatusServiceUnavailable, api.CodeUnavailable
 	case errdefs.ErrNoSpace:
-		return http.StatusInsufficientStorage, "no_space"
+		return http.StatusInsufficientStorage, api.CodeNoSpace
 	}
 	if errors.Is(err, agent.ErrAgent) {
-		return http.StatusBadGateway, "agent_error"
+		return http.StatusBadGateway, api.CodeAgentError
 	}
-	return http.StatusInternalServerError, "internal"
+	return http.StatusInternalServerError, api.CodeInternal
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	code, name := status(err)
-	writeJSON(w, code, map[string]APIError{"error": {Code: name, Message: err.Error(), Hint: errdefs.Hint(err)}})
+	code, _ := status(err)
+	writeJSON(w, code, api.ErrorBody{Error: apiError(err)})
+}
+
+// apiError is err as the API sends it.
+func apiError(err error) api.Error {
+	_, name := status(err)
+	return api.Error{Code: name, Message: err.Error(), Hint: errdefs.Hint(err)}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/errdefs"
@@ -40,7 +41,7 @@ func TestStatus(t *testing.T) {
 func TestWriteErrorCarriesHint(t *testing.T) {
 	rec := httptest.NewRecorder()
 	writeError(rec, errdefs.WithHint(fmt.Errorf("image %q: %w", "dev", errdefs.ErrUnavailable), "build it"))
-	var body struct{ Error APIError }
+	var body struct{ Error api.Error }
 	json.Unmarshal(rec.Body.Bytes(), &body)
 	if rec.Code != http.StatusServiceUnavailable || body.Error.Code != "unavailable" || body.Error.Hint != "build it" || body.Error.Message == "" {
 		t.Errorf("got %d %+v", rec.Code, body)

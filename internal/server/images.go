@@ -8,11 +8,12 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/image"
 )
 
-func (s *Server) imageRoutes(mux *http.ServeMux) {
+func (s *Server) imageRoutes(mux *router) {
 	mux.HandleFunc("GET /v1/images", s.images)
 	mux.HandleFunc("POST /v1/images/{name}/build", s.buildImage)
 	mux.HandleFunc("GET /v1/images/{name}", s.image)
@@ -26,20 +27,12 @@ func (s *Server) image(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, info)
-}
-
-// SaveRequest is the body of POST /v1/images/{name}/save: the sprite whose
-// disk becomes the image and, optionally, the recipe that made it (else
-// the recipe says "saved from SPRITE").
-type SaveRequest struct {
-	Sprite string        `json:"sprite"`
-	Recipe *image.Recipe `json:"recipe,omitempty"`
+	writeJSON(w, 200, apiImage(info))
 }
 
 // saveImage turns a sprite's disk, as it is now, into an image (a reflink).
 func (s *Server) saveImage(w http.ResponseWriter, r *http.Request) {
-	var req SaveRequest
+	var req api.SaveImageRequest
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
 		return
@@ -55,7 +48,7 @@ func (s *Server) saveImage(w http.ResponseWriter, r *http.Request) {
 	}
 	recipe := image.Recipe{From: sp.Image, Sprite: sp.Name}
 	if req.Recipe != nil {
-		recipe = *req.Recipe
+		recipe = *imageRecipe(req.Recipe)
 	}
 	ctx := context.WithoutCancel(r.Context())
 	info, err := s.Images.Save(r.PathValue("name"), recipe, func(dst string) error {
@@ -67,7 +60,7 @@ func (s *Server) saveImage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, info)
+	writeJSON(w, 200, apiImage(info))
 }
 
 func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
@@ -86,15 +79,11 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, list)
-}
-
-// BuildEvent is one line of the NDJSON body of an image build: progress,
-// then the built image or an error.
-type BuildEvent struct {
-	Progress *image.Progress `json:"progress,omitempty"`
-	Image    *image.Info     `json:"image,omitempty"`
-	Error    *APIError       `json:"error,omitempty"`
+	out := make([]api.Image, 0, len(list))
+	for _, i := range list {
+		out = append(out, apiImage(i))
+	}
+	writeJSON(w, 200, out)
 }
 
 // buildImage builds an image, streaming progress as NDJSON. The build
@@ -111,21 +100,22 @@ func (s *Server) buildImage(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
 	var mu sync.Mutex // the build reports from its own goroutines
-	send := func(ev BuildEvent) {
+	send := func(ev api.BuildEvent) {
 		mu.Lock()
 		defer mu.Unlock()
 		if enc.Encode(ev) == nil {
 			rc.Flush()
 		}
 	}
-	info, err := s.Images.Build(context.WithoutCancel(r.Context()), name, func(p image.Progress) { send(BuildEvent{Progress: &p}) })
+	info, err := s.Images.Build(context.WithoutCancel(r.Context()), name, func(p image.Progress) { ap := apiProgress(p); send(api.BuildEvent{Progress: &ap}) })
 	s.Sprites.ForgetImage(name)
 	if err != nil {
-		_, cname := status(err)
-		send(BuildEvent{Error: &APIError{Code: cname, Message: err.Error(), Hint: errdefs.Hint(err)}})
+		e := apiError(err)
+		send(api.BuildEvent{Error: &e})
 		return
 	}
-	send(BuildEvent{Image: &info})
+	ai := apiImage(info)
+	send(api.BuildEvent{Image: &ai})
 }
 
 func isImage(name string) bool {

@@ -3,19 +3,25 @@ package server
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wisp-sh/wisp/internal/errdefs"
 )
 
 // metricsRoutes serves Prometheus' text format at /metrics.
-func (s *Server) metricsRoutes(mux *http.ServeMux) {
-	if s.Metrics == nil {
-		return
+func (s *Server) metricsRoutes(mux *router) {
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("this daemon keeps no metrics: %w", errdefs.ErrUnavailable))
+	})
+	if s.Metrics != nil {
+		h = promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{MaxRequestsInFlight: 4})
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{MaxRequestsInFlight: 4}))
+	mux.HandleFunc("GET /metrics", h.ServeHTTP)
 }
 
 // countRequests counts every request by the route that served it.

@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 
+	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/network"
 )
 
@@ -16,12 +17,12 @@ func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) {
-	var p network.Policy
+	var p api.Policy
 	if err := decode(r, &p); err != nil {
 		writeError(w, err)
 		return
 	}
-	sp, err := s.Sprites.SetPolicy(r.Context(), r.PathValue("name"), p)
+	sp, err := s.Sprites.SetPolicy(r.Context(), r.PathValue("name"), netPolicy(p))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -29,13 +30,8 @@ func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, policyView(sp.Policy, sp.Address))
 }
 
-// PolicyView is a sprite's egress policy as the API shows it.
-type PolicyView struct {
-	network.Policy
-	Address string `json:"address,omitempty"`
-}
-
-func policyView(p network.Policy, addr string) PolicyView {
+// policyView is a sprite's egress policy as the API shows it.
+func policyView(p network.Policy, addr string) api.Policy {
 	p.Normalize()
-	return PolicyView{Policy: p, Address: addr}
+	return apiPolicy(p, addr)
 }

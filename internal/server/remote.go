@@ -168,7 +168,7 @@ func writeAPIError(w http.ResponseWriter, code int, name, msg, hint string) {
 
 // Token management: the unix socket only.
 
-func (s *Server) tokenRoutes(mux *http.ServeMux) {
+func (s *Server) tokenRoutes(mux *router) {
 	mux.HandleFunc("POST /v1/tokens", s.createToken)
 	mux.HandleFunc("GET /v1/tokens", s.listTokens)
 	mux.HandleFunc("DELETE /v1/tokens/{name}", s.revokeToken)
@@ -176,7 +176,11 @@ func (s *Server) tokenRoutes(mux *http.ServeMux) {
 
 // local refuses a token-management request that came over TCP. The TCP
 // handler refuses them before they get here; this is the second lock.
-func local(w http.ResponseWriter, r *http.Request) bool {
+func (s *Server) local(w http.ResponseWriter, r *http.Request) bool {
+	if s.Tokens == nil {
+		writeError(w, fmt.Errorf("this daemon has no token store: %w", errdefs.ErrUnavailable))
+		return false
+	}
 	if _, remote := caller(r); remote {
 		writeAPIError(w, http.StatusForbidden, api.CodePermission, "tokens are managed only over the unix socket", "")
 		return false
@@ -189,7 +193,7 @@ func apiToken(t token.Token) api.Token {
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
-	if !local(w, r) {
+	if !s.local(w, r) {
 		return
 	}
 	var req api.TokenCreateRequest
@@ -213,7 +217,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
-	if !local(w, r) {
+	if !s.local(w, r) {
 		return
 	}
 	out := []api.Token{}
@@ -224,7 +228,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
-	if !local(w, r) {
+	if !s.local(w, r) {
 		return
 	}
 	if err := s.Tokens.Revoke(r.PathValue("name")); err != nil {

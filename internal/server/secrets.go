@@ -9,7 +9,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/sprite"
 )
 
-func (s *Server) secretRoutes(mux *http.ServeMux) {
+func (s *Server) secretRoutes(mux *router) {
 	mux.HandleFunc("GET /v1/sprites/{name}/secrets", s.listSecrets)
 	mux.HandleFunc("PUT /v1/sprites/{name}/secrets/{key}", s.setSecret)
 	mux.HandleFunc("DELETE /v1/sprites/{name}/secrets/{key}", s.removeSecret)

@@ -5,7 +5,6 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,10 +13,9 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/auth"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/image"
@@ -59,6 +57,8 @@ type Server struct {
 	// check; it authenticates them itself.
 	E2B      http.Handler
 	E2BMatch func(*http.Request) bool
+	// Exec runs the commands of exec WebSockets; nil: AgentExec.
+	Exec ExecBackend
 }
 
 // Bounds of the API's and the front door's connections: a request's
@@ -85,9 +85,28 @@ func (s *Server) HTTPServer() *http.Server {
 
 // Handler returns the API's routes.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
+	h, _ := s.routes()
+	return h
+}
+
+// router is a ServeMux that keeps the patterns registered on it, so a
+// test can hold them against api/openapi.yaml.
+type router struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (r *router) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	r.patterns = append(r.patterns, pattern)
+	r.ServeMux.HandleFunc(pattern, h)
+}
+
+// routes returns the API's handler and its patterns ("GET /v1/...").
+func (s *Server) routes() (http.Handler, []string) {
+	mux := &router{ServeMux: http.NewServeMux()}
 	mux.HandleFunc("GET /v1/version", s.version)
-	mux.HandleFunc("GET /v1/doctor", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.Doctor(r.Context())) })
+	mux.HandleFunc("GET /v1/doctor", s.doctor)
+	mux.HandleFunc("POST /v1/bench/net-setup", s.benchNetSetup)
 	mux.HandleFunc("GET /v1/sprites", s.list)
 	mux.HandleFunc("POST /v1/sprites", s.create)
 	mux.HandleFunc("GET /v1/sprites/{name}", s.get)
@@ -95,11 +114,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sprites/{name}/start", s.start)
 	mux.HandleFunc("POST /v1/sprites/{name}/stop", s.stop)
 	mux.HandleFunc("GET /v1/sprites/{name}/logs", s.logs)
-	mux.HandleFunc("POST /v1/sprites/{name}/stream", s.stream)
 	mux.HandleFunc("GET /v1/sprites/{name}/fs/stat", s.fsStat)
 	mux.HandleFunc("GET /v1/sprites/{name}/fs/list", s.fsList)
 	mux.HandleFunc("POST /v1/sprites/{name}/fs/mkdir", s.fsMkdir)
 	mux.HandleFunc("DELETE /v1/sprites/{name}/fs", s.fsRemove)
+	s.fileRoutes(mux)
+	s.execRoutes(mux)
 	mux.HandleFunc("PATCH /v1/sprites/{name}", s.update)
 	mux.HandleFunc("POST /v1/sprites/{name}/sleep", s.sleep)
 	mux.HandleFunc("GET /v1/sprites/{name}/policy", s.getPolicy)
@@ -118,12 +138,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sprites/{name}/services/{svc}/logs", s.serviceLogs)
 	s.secretRoutes(mux)
 	s.imageRoutes(mux)
-	if s.Tokens != nil {
-		s.tokenRoutes(mux)
-	}
+	s.tokenRoutes(mux)
 	s.usageRoutes(mux)
 	s.metricsRoutes(mux)
-	return s.countRequests(s.logRequests(mux))
+	return s.countRequests(s.logRequests(mux)), mux.patterns
 }
 
 func (s *Server) logRequests(h http.Handler) http.Handler {
@@ -143,29 +161,34 @@ func decode(r *http.Request, v any) error {
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
-	v := map[string]string{"version": s.Version}
-	if s.Listen != "" {
-		v["listen"] = s.Listen
-	}
-	writeJSON(w, 200, v)
+	writeJSON(w, 200, api.Version{Version: s.Version, Listen: s.Listen})
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, visible(r, s.Sprites.List(), func(sp sprite.Sprite) string { return sp.Name }))
-}
-
-func (s *Server) create(w http.ResponseWriter, r *http.Request) {
-	var o sprite.CreateOptions
-	if err := decode(r, &o); err != nil {
-		writeError(w, err)
-		return
-	}
-	sp, err := s.Sprites.Create(r.Context(), o)
+func (s *Server) doctor(w http.ResponseWriter, r *http.Request) {
+	rep, err := s.doctorReport(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, sp)
+	writeJSON(w, 200, rep)
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, apiSprites(visible(r, s.Sprites.List(), func(sp sprite.Sprite) string { return sp.Name })))
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	sp, err := s.Sprites.Create(r.Context(), createOptions(req))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, apiSprite(sp))
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
@@ -174,7 +197,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, sp)
+	writeJSON(w, 200, apiSprite(sp))
 }
 
 func (s *Server) destroy(w http.ResponseWriter, r *http.Request) {
@@ -191,7 +214,7 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, sp)
+	writeJSON(w, 200, apiSprite(sp))
 }
 
 func (s *Server) stop(w http.ResponseWriter, r *http.Request) {
@@ -200,7 +223,7 @@ func (s *Server) stop(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, sp)
+	writeJSON(w, 200, apiSprite(sp))
 }
 
 func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
@@ -228,113 +251,6 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	io.Copy(w, f)
 }
 
-// streamOps are the requests that carry a stream after the 101.
-var streamOps = map[string]bool{
-	proto.OpExec: true, proto.OpRead: true, proto.OpWrite: true, proto.OpTarIn: true, proto.OpTarOut: true,
-}
-
-// Frames each side may send through the relay.
-var (
-	fromClient = map[byte]bool{proto.TStdin: true, proto.TCloseStdin: true, proto.TResize: true, proto.TSignal: true, proto.TData: true, proto.TEnd: true}
-	fromGuest  = map[byte]bool{proto.TResponse: true, proto.TStdout: true, proto.TStderr: true, proto.TExit: true, proto.TData: true, proto.TEnd: true}
-)
-
-// UpgradeProto is the protocol name of the stream upgrade.
-const UpgradeProto = "wisp-stream"
-
-// stream opens an agent stream for the request in the body, answers 101
-// and relays frames both ways, checking each frame's type and size.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
-	if !strings.EqualFold(r.Header.Get("Upgrade"), UpgradeProto) {
-		writeError(w, fmt.Errorf("stream needs `Upgrade: %s`: %w", UpgradeProto, errdefs.ErrInvalid))
-		return
-	}
-	var req proto.Request
-	if err := decode(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	if !streamOps[req.Op] {
-		writeError(w, fmt.Errorf("op %q cannot be streamed: %w", req.Op, errdefs.ErrInvalid))
-		return
-	}
-	if req.Op == proto.OpExec && (req.Exec == nil || len(req.Exec.Argv) == 0) {
-		writeError(w, fmt.Errorf("exec needs a command: %w", errdefs.ErrInvalid))
-		return
-	}
-	name := r.PathValue("name")
-	if req.Op == proto.OpExec {
-		// The sprite's env and secrets, under what the request sets.
-		env, err := s.Sprites.ExecEnv(name)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		ex := *req.Exec
-		ex.Env = sprite.MergeEnv(env, ex.Env)
-		req.Exec = &ex
-	}
-	ag, release, err := s.Sprites.Agent(r.Context(), name)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer release() // the sprite is active while the stream is open
-	st, err := ag.Open(r.Context(), req)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer st.Close()
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer conn.Close()
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", UpgradeProto)
-	if err := brw.Flush(); err != nil {
-		return
-	}
-	go func() {
-		// Client to guest; ends when the client closes its side.
-		for {
-			t, p, err := proto.ReadFrame(brw.Reader, proto.MaxFrame)
-			if err != nil || !fromClient[t] {
-				st.Close()
-				return
-			}
-			if err := st.WriteFrame(t, p); err != nil {
-				return
-			}
-		}
-	}()
-	// Guest to client, until the guest ends the stream.
-	out := bufio.NewWriterSize(conn, 256<<10)
-	for {
-		t, p, err := st.ReadFrame()
-		if err != nil {
-			if err != io.EOF {
-				s.Log.Debug("stream from guest", sprite.LogSprite, name, sprite.LogErr, err)
-			}
-			break
-		}
-		if !fromGuest[t] {
-			s.Log.Warn("guest sent a frame of a type not allowed here", sprite.LogSprite, name, "type", t)
-			break
-		}
-		if proto.WriteFrame(out, t, p) != nil {
-			break
-		}
-		if t == proto.TExit || st.Buffered() == 0 {
-			if out.Flush() != nil {
-				break
-			}
-		}
-	}
-	out.Flush()
-}
-
 func (s *Server) fsStat(w http.ResponseWriter, r *http.Request) {
 	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
 	if err != nil {
@@ -347,7 +263,7 @@ func (s *Server) fsStat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, fi)
+	writeJSON(w, 200, apiFileInfo(fi))
 }
 
 func (s *Server) fsList(w http.ResponseWriter, r *http.Request) {
@@ -362,21 +278,15 @@ func (s *Server) fsList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if files == nil {
-		files = []proto.FileInfo{}
+	out := api.FileList{Files: []api.FileInfo{}, Truncated: truncated}
+	for _, f := range files {
+		out.Files = append(out.Files, apiFileInfo(f))
 	}
-	writeJSON(w, 200, map[string]any{"files": files, "truncated": truncated})
-}
-
-// MkdirRequest is the body of fs/mkdir.
-type MkdirRequest struct {
-	Path      string `json:"path"`
-	Mode      uint32 `json:"mode,omitempty"`
-	Recursive bool   `json:"recursive,omitempty"`
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) fsMkdir(w http.ResponseWriter, r *http.Request) {
-	var req MkdirRequest
+	var req api.MkdirRequest
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
 		return

@@ -4,18 +4,9 @@ import (
 	"bytes"
 	"net/http"
 
+	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/sprite"
 )
-
-// ServiceRequest is the body of POST /v1/sprites/{name}/services.
-type ServiceRequest struct {
-	Name string   `json:"name"`
-	Cmd  string   `json:"cmd"`
-	Dir  string   `json:"dir,omitempty"`
-	Env  []string `json:"env,omitempty"`
-	User string   `json:"user,omitempty"`
-	Port int      `json:"port,omitempty"`
-}
 
 func (s *Server) listServices(w http.ResponseWriter, r *http.Request) {
 	list, err := s.Sprites.Services(r.Context(), r.PathValue("name"))
@@ -23,11 +14,15 @@ func (s *Server) listServices(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, list)
+	out := make([]api.ServiceStatus, 0, len(list))
+	for _, st := range list {
+		out = append(out, apiServiceStatus(st))
+	}
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) addService(w http.ResponseWriter, r *http.Request) {
-	var req ServiceRequest
+	var req api.Service
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
 		return
@@ -39,7 +34,7 @@ func (s *Server) addService(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, st)
+	writeJSON(w, http.StatusCreated, apiServiceStatus(st))
 }
 
 func (s *Server) removeService(w http.ResponseWriter, r *http.Request) {

@@ -8,32 +8,16 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/auth"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 )
-
-// URLRequest is the body of POST /v1/sprites/{name}/url.
-type URLRequest struct {
-	Port       int  `json:"port,omitempty"`        // default: the sprite's first service port, else 8080
-	Signed     bool `json:"signed,omitempty"`      // add a credential
-	TTLSeconds int  `json:"ttl_seconds,omitempty"` // of the credential; default 3600
-}
-
-// URLInfo is a sprite's URL on the front door.
-type URLInfo struct {
-	URL       string    `json:"url"`      // the host form where clients resolve *.localhost, else the path form
-	PathURL   string    `json:"path_url"` // the path form
-	Sprite    string    `json:"sprite"`
-	Port      int       `json:"port"`
-	Public    bool      `json:"public"`
-	ExpiresAt time.Time `json:"expires_at,omitzero"` // of the credential in a signed URL
-}
 
 // maxURLTTL bounds a signed URL's life.
 const maxURLTTL = 366 * 24 * time.Hour
 
 func (s *Server) url(w http.ResponseWriter, r *http.Request) {
-	var req URLRequest
+	var req api.URLRequest
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
 		return
@@ -60,7 +44,7 @@ func (s *Server) url(w http.ResponseWriter, r *http.Request) {
 		// The sprite's default port: its first service's --port, else 8080.
 		site.Port, site.Bare = sp.URLPort(), true
 	}
-	info := URLInfo{Sprite: sp.Name, Port: site.Port, Public: sp.URLPublic}
+	info := api.URLInfo{Sprite: sp.Name, Port: site.Port, Public: sp.URLPublic}
 	var cred string
 	if req.Signed {
 		info.ExpiresAt = time.Now().Add(ttl).Truncate(time.Second).UTC()

@@ -12,7 +12,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/meter"
 )
 
-func (s *Server) usageRoutes(mux *http.ServeMux) {
+func (s *Server) usageRoutes(mux *router) {
 	mux.HandleFunc("GET /v1/usage", s.usage)
 	mux.HandleFunc("GET /v1/top", s.top)
 	mux.HandleFunc("GET /v1/sprites/{name}/cap", s.getCap)
@@ -84,12 +84,6 @@ func (s *Server) top(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, live)
 }
 
-// CapInfo is a sprite's cap and why it is held at it, if it is.
-type capInfo struct {
-	api.Cap
-	Capped string `json:"capped,omitempty"`
-}
-
 func (s *Server) getCap(w http.ResponseWriter, r *http.Request) {
 	m := s.meter(w)
 	if m == nil {
@@ -100,7 +94,7 @@ func (s *Server) getCap(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, capInfo{Cap: m.Cap(rec.ID), Capped: m.Capped(rec.ID)})
+	writeJSON(w, http.StatusOK, api.CapStatus{Cap: m.Cap(rec.ID), Capped: m.Capped(rec.ID)})
 }
 
 func (s *Server) setCap(w http.ResponseWriter, r *http.Request) {
@@ -124,5 +118,5 @@ func (s *Server) setCap(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, capInfo{Cap: m.Cap(rec.ID), Capped: m.Capped(rec.ID)})
+	writeJSON(w, http.StatusOK, api.CapStatus{Cap: m.Cap(rec.ID), Capped: m.Capped(rec.ID)})
 }
