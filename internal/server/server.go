@@ -197,7 +197,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, apiSprite(sp))
+	out := apiSprite(sp)
+	if s.Meter != nil {
+		out.Capped = s.Meter.Capped(sp.ID)
+	}
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) destroy(w http.ResponseWriter, r *http.Request) {
