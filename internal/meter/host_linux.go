@@ -170,12 +170,27 @@ func Storage(roots, exclude []string) (int64, error) {
 	var plain int64
 	var errs []error
 	for _, root := range roots {
+		var rootDev uint64
+		var st unix.Stat_t
+		if err := unix.Stat(root, &st); err == nil {
+			rootDev = st.Dev
+		}
 		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
 					return nil
 				}
 				return err
+			}
+			if d.IsDir() {
+				// Stay on the root's filesystem: a sandbox's disk is
+				// mounted inside its folder, and its files are in the
+				// disk file already.
+				var st unix.Stat_t
+				if unix.Lstat(path, &st) == nil && st.Dev != rootDev {
+					return filepath.SkipDir
+				}
+				return nil
 			}
 			if !d.Type().IsRegular() {
 				return nil

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func writeRandom(t *testing.T, path string, n int) {
@@ -60,6 +62,19 @@ func TestStorage(t *testing.T) {
 	// Excluding the sprite's own disk leaves the rest.
 	if n3, _ := Storage([]string{own}, []string{filepath.Join(own, "disk.img")}); n3 > n2-10<<20+64<<10 {
 		t.Fatalf("excluding the disk: %d of %d", n3, n2)
+	}
+	// Another filesystem mounted inside (a sandbox's disk) is not walked.
+	if os.Getuid() == 0 {
+		mnt := filepath.Join(own, "rootfs")
+		os.Mkdir(mnt, 0o755)
+		if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=8m"); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Unmount(mnt, unix.MNT_DETACH)
+		writeRandom(t, filepath.Join(mnt, "inside"), 4<<20)
+		if n4, _ := Storage([]string{own}, []string{base}); n4 != n2 {
+			t.Fatalf("a mount inside the folder counted: %d, want %d", n4, n2)
+		}
 	}
 	// Missing roots are empty, not errors.
 	if n, err := Storage([]string{filepath.Join(dir, "gone")}, nil); n != 0 || err != nil {

@@ -385,6 +385,16 @@ func (m *Meter) Cap(id string) api.Cap {
 	return api.Cap{}
 }
 
+// Know makes sure the meter has a record of sprite id (named name), so
+// that a sprite made since the last sample reads as zero, not unknown.
+func (m *Meter) Know(id, name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.recs[id] == nil {
+		m.recs[id] = &record{ID: id, Name: name}
+	}
+}
+
 // Query selects usage: of the sprites named (all when empty), from Since,
 // and a series by "hour" or "day" ("" none).
 type Query struct {

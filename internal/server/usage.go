@@ -39,6 +39,11 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	for _, n := range q["sprite"] {
+		if rec, err := s.Sprites.Record(n); err == nil {
+			m.Know(rec.ID, rec.Name)
+		}
+	}
 	rep, err := m.Usage(meter.Query{Names: q["sprite"], Since: since, By: q.Get("by")})
 	if err != nil {
 		writeError(w, err)
