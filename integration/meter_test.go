@@ -135,7 +135,7 @@ func TestMeter(t *testing.T) {
 			got := after.CPUSeconds - before.CPUSeconds
 			t.Logf("%s: 10 s busy loop: the guest counted %.2f CPU-s, the host kernel %.2f (%.2f by the next samples), the meter %.2f",
 				backend, burnt.Seconds(), (k1 - k0).Seconds(), (k2 - k0).Seconds(), got)
-			if k1-k0 < 3*time.Second {
+			if k1-k0 < time.Second {
 				t.Fatalf("the busy loop got only %v of CPU in 10 s", k1-k0)
 			}
 			if got < (k1-k0).Seconds()-1.5 || got > (k2-k0).Seconds()+1.5 {
