@@ -169,6 +169,13 @@ func Storage(roots, exclude []string) (int64, error) {
 	var own, base []extent
 	var plain int64
 	var errs []error
+	// An excluded file inside a root is not the sprite's at all (a
+	// running VM's RAM file): its blocks, and its dirty pages not yet
+	// given blocks, count nowhere.
+	skip := make(map[string]bool, len(exclude))
+	for _, f := range exclude {
+		skip[filepath.Clean(f)] = true
+	}
 	for _, root := range roots {
 		var rootDev uint64
 		var st unix.Stat_t
@@ -192,7 +199,7 @@ func Storage(roots, exclude []string) (int64, error) {
 				}
 				return nil
 			}
-			if !d.Type().IsRegular() {
+			if !d.Type().IsRegular() || skip[path] {
 				return nil
 			}
 			ext, blocks, err := fileExtents(path)
