@@ -120,7 +120,7 @@ func TestMeter(t *testing.T) {
 	for _, backend := range backends() {
 		t.Run(backend, func(t *testing.T) {
 			d := newDaemon(t, backend, "--meter-interval", "1s", "--hosts-file", out.Hosts, "--dns-upstream", out.DNS)
-			d.ok("create", "m", "--memory", "1024")
+			d.ok("create", "m", "--memory", "768")
 			d.waitTicks("m", 2)
 
 			// CPU: a 10 s busy loop, against the kernel's count for the
