@@ -25,13 +25,17 @@ import (
 // over HTTP, and error kinds mapped back.
 func TestClient(t *testing.T) {
 	for _, b := range backends() {
-		t.Run(b, func(t *testing.T) { testClient(t, b) })
+		t.Run(b, func(t *testing.T) {
+			testClient(t, b, func(d *daemon) *client.Client { return client.New(client.WithSocket(d.sock)) })
+		})
 	}
 }
 
-func testClient(t *testing.T, backend string) {
+// testClient runs the SDK's walk on a daemon of backend, reached by the
+// client connect makes (the socket, or TCP with a token).
+func testClient(t *testing.T, backend string, connect func(*daemon) *client.Client) {
 	d := newDaemon(t, backend)
-	c := client.New(client.WithSocket(d.sock))
+	c := connect(d)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
