@@ -55,7 +55,7 @@ func (f *fakeExec) Stdin(p []byte) error {
 	f.out <- append([]byte(nil), p...)
 	return nil
 }
-func (f *fakeExec) CloseStdin() error    { close(f.out); return nil }
+func (f *fakeExec) CloseStdin() error { close(f.out); return nil }
 func (f *fakeExec) Resize(c, r int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
