@@ -23,6 +23,10 @@ const (
 	StreamStdinEOF byte = 4
 )
 
+// CloseDetached is the WebSocket close code the server sends an exec
+// client whose session another client attached to (the session runs on).
+const CloseDetached = 4000
+
 // ResizeMessage is a client text frame: the terminal's new size.
 type ResizeMessage struct {
 	Type string `json:"type"` // "resize"

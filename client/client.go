@@ -107,7 +107,8 @@ func (c *Client) Endpoint() string {
 	return c.socket
 }
 
-// ErrDaemon means the daemon could not be reached.
+// ErrDaemon means the daemon could not be reached: nothing listens on
+// its socket, or its host does not answer.
 var ErrDaemon = errors.New("wispd is not running")
 
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
@@ -150,7 +151,7 @@ func (c *Client) request(ctx context.Context, method, path string, body io.Reade
 func (c *Client) send(req *http.Request) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, unwrapURL(err)
+		return nil, c.netErr(err)
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
@@ -202,6 +203,16 @@ func (c *Client) stream(ctx context.Context, method, path string, body io.Reader
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// netErr is an error of reaching the daemon, said plainly.
+func (c *Client) netErr(err error) error {
+	err = unwrapURL(err)
+	var oe *net.OpError
+	if c.base != "" && errors.As(err, &oe) && oe.Op == "dial" {
+		return fmt.Errorf("%w at %s: %v", ErrDaemon, c.base, oe.Err)
+	}
+	return err
 }
 
 func unwrapURL(err error) error {

@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -44,13 +47,24 @@ type Cmd struct {
 	TTY        bool
 	Cols, Rows int
 
-	s    *Sprite
-	ctx  context.Context
-	conn *websocket.Conn
-	id   string
-	done chan struct{}
-	code int   // the exit code, -1 until known
-	err  error // why the output stream ended without an exit
+	// Detachable makes the program a session that outlives its client:
+	// when its WebSocket closes (Detach, ctx ends, this process dies) it
+	// runs on, for MaxRunAfterDisconnect if that is set, and a client
+	// can attach to it again (Sprite.Attach with SessionID). Without it
+	// the program ends with its WebSocket, as an os/exec program ends
+	// with its context.
+	Detachable            bool
+	MaxRunAfterDisconnect time.Duration
+
+	s        *Sprite
+	ctx      context.Context
+	conn     *websocket.Conn
+	id       string
+	attach   bool // Start attaches to session id
+	done     chan struct{}
+	detached atomic.Bool // Detach was called
+	code     int         // the exit code, -1 until known
+	err      error       // why the output stream ended without an exit
 }
 
 // Command returns a Cmd that runs name with args in the sprite.
@@ -62,6 +76,38 @@ func (s *Sprite) Command(name string, args ...string) *Cmd {
 // closed) when ctx ends before it does.
 func (s *Sprite) CommandContext(ctx context.Context, name string, args ...string) *Cmd {
 	return &Cmd{Args: append([]string{name}, args...), s: s, ctx: ctx, code: -1}
+}
+
+// Attach returns a Cmd that attaches to session id of the sprite (see
+// Cmd.Detachable and Sessions): set its Stdin, Stdout, Stderr (and, for
+// a terminal, Cols and Rows), then Run it. It first gets what the session
+// printed that the guest kept (its last 1 MiB of output), then follows;
+// Wait returns at the session's exit, or ErrDetached when another client
+// attaches. A client attached before is detached.
+func (s *Sprite) Attach(ctx context.Context, id string) *Cmd {
+	return &Cmd{s: s, ctx: ctx, code: -1, id: id, attach: true}
+}
+
+// ErrDetached is what Wait returns when another client attached to the
+// program's session: the program runs on.
+var ErrDetached = errors.New("detached: another client attached to the session")
+
+// Sessions lists the sprite's exec sessions, oldest first.
+func (s *Sprite) Sessions(ctx context.Context) ([]api.Session, error) {
+	var out []api.Session
+	return out, s.c.do(ctx, "GET", s.path("/sessions"), nil, &out)
+}
+
+// KillSession ends session id (TERM, then KILL after a grace period, to
+// its process group) and forgets it; it returns once the session ended.
+func (s *Sprite) KillSession(ctx context.Context, id string) error {
+	return s.c.do(ctx, "DELETE", s.path("/sessions/"+esc(id)), nil, nil)
+}
+
+// SignalSession sends signal sig ("INT", "TERM", ...) to the process
+// group of session id.
+func (s *Sprite) SignalSession(ctx context.Context, id, sig string) error {
+	return s.c.do(ctx, "DELETE", s.path("/sessions/"+esc(id)+"?signal="+url.QueryEscape(sig)), nil, nil)
 }
 
 // ExitError is the error of a program that exited with a code other than
@@ -151,10 +197,18 @@ func (c *Cmd) Start() error {
 	if c.conn != nil {
 		return errors.New("client: already started")
 	}
-	if len(c.Args) == 0 {
-		return errors.New("client: no command")
-	}
 	req := api.ExecRequest{Cmd: c.Args, Env: c.Env, Dir: c.Dir, User: c.User, TTY: c.TTY, Stdin: c.Stdin != nil, Cols: c.Cols, Rows: c.Rows}
+	switch {
+	case c.attach:
+		req = api.ExecRequest{ID: c.id, Cols: c.Cols, Rows: c.Rows}
+	case len(c.Args) == 0:
+		return errors.New("client: no command")
+	case !c.Detachable:
+		var zero time.Duration
+		req.MaxRunAfterDisconnect = &zero
+	case c.MaxRunAfterDisconnect > 0:
+		req.MaxRunAfterDisconnect = &c.MaxRunAfterDisconnect
+	}
 	conn, err := c.s.c.dialExec(c.ctx, c.s.path("/exec?"+req.Query().Encode()))
 	if err != nil {
 		return err
@@ -194,6 +248,17 @@ func (c *Cmd) Wait() error {
 	return nil
 }
 
+// Detach closes the program's WebSocket without waiting for it: a
+// Detachable program runs on (Wait then returns ErrDetached); another
+// ends.
+func (c *Cmd) Detach() error {
+	if c.conn == nil {
+		return errors.New("client: not started")
+	}
+	c.detached.Store(true)
+	return c.conn.Close(websocket.StatusNormalClosure, "detach")
+}
+
 // Resize changes the terminal's size (TTY).
 func (c *Cmd) Resize(cols, rows int) error {
 	if c.conn == nil {
@@ -231,6 +296,10 @@ func (c *Cmd) readOutput() {
 		if err != nil {
 			if c.code >= 0 {
 				return // the daemon closes after the exit
+			}
+			if c.detached.Load() || websocket.CloseStatus(err) == api.CloseDetached {
+				c.err = ErrDetached
+				return
 			}
 			if ctxErr := c.ctx.Err(); ctxErr != nil {
 				err = ctxErr
@@ -279,7 +348,7 @@ func (c *Client) dialExec(ctx context.Context, path string) (*websocket.Conn, er
 		if resp != nil && resp.StatusCode >= 300 && resp.Body != nil {
 			return nil, decodeError(resp)
 		}
-		return nil, unwrapURL(err)
+		return nil, c.netErr(err)
 	}
 	return conn, nil
 }

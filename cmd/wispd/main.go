@@ -5,6 +5,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -69,7 +70,11 @@ func main() {
 	flag.DurationVar(&cfg.MeterInterval, "meter-interval", cfg.MeterInterval, "how often each sprite's CPU, memory, storage and network use is sampled")
 	flag.StringVar(&cfg.Prices, "prices", cfg.Prices, "JSON file of the prices `wisp usage` shows costs in (see the README); empty: the defaults")
 	debug := flag.Bool("debug", false, "log at debug level")
+	doctorOnly := flag.Bool("doctor", false, "print this host's report as JSON (what `wisp doctor` shows) without starting the daemon, and exit")
 	flag.Parse()
+	if *doctorOnly {
+		os.Exit(printDoctor())
+	}
 
 	level := slog.LevelInfo
 	if *debug {
@@ -318,4 +323,23 @@ func listen(path string) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
+}
+
+// printDoctor prints what this host offers, as `wisp doctor` shows it,
+// for a host where no daemon runs (the CLI, which links nothing of the
+// daemon, runs `wispd --doctor` then).
+func printDoctor() int {
+	rep := doctor.Probe(doctor.Options{Version: version})
+	rep.Daemon = "not running"
+	out, err := server.DoctorReport(rep)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wispd:", err)
+		return 1
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return 1
+	}
+	return 0
 }

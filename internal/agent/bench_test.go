@@ -30,3 +30,54 @@ func BenchmarkExecStdout(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSessionStdout is BenchmarkExecStdout through a session (what
+// every exec WebSocket is): the output goes through the session's kept
+// output to the attached stream.
+func BenchmarkSessionStdout(b *testing.B) {
+	ln := serve(b)
+	c := connect(b, ln)
+	defer c.Close()
+	const size = 256 << 20
+	b.SetBytes(size)
+	for b.Loop() {
+		s, err := c.StartSession(context.Background(), proto.ExecRequest{Argv: []string{"head", "-c", "268435456", "/dev/zero"}}, proto.SessionRequest{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var out countWriter
+		exit, err := s.Output(&out, io.Discard)
+		s.Close()
+		if err != nil || exit.Code != 0 || out.n != size {
+			b.Fatalf("session: %+v %v, %d bytes", exit, err, out.n)
+		}
+	}
+}
+
+// BenchmarkExecTrue and BenchmarkSessionTrue measure the round trip of a
+// command that does nothing, as an exec and as a session.
+func BenchmarkExecTrue(b *testing.B) {
+	c := connect(b, serve(b))
+	defer c.Close()
+	for b.Loop() {
+		if exit, err := c.Exec(context.Background(), proto.ExecRequest{Argv: []string{"true"}}, agent.ExecIO{}); err != nil || exit.Code != 0 {
+			b.Fatalf("exec: %+v %v", exit, err)
+		}
+	}
+}
+
+func BenchmarkSessionTrue(b *testing.B) {
+	c := connect(b, serve(b))
+	defer c.Close()
+	for b.Loop() {
+		s, err := c.StartSession(context.Background(), proto.ExecRequest{Argv: []string{"true"}}, proto.SessionRequest{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		exit, err := s.Output(nil, nil)
+		s.Close()
+		if err != nil || exit.Code != 0 {
+			b.Fatalf("session: %+v %v", exit, err)
+		}
+	}
+}

@@ -98,11 +98,7 @@ func CopyOut(s *Stream, stdout, stderr io.Writer) (proto.Exit, error) {
 				return proto.Exit{}, err
 			}
 		case proto.TExit:
-			var e proto.Exit
-			if err := proto.DecodeJSON(p, &e); err != nil {
-				return e, fmt.Errorf("%w: %w", ErrAgent, err)
-			}
-			return e, nil
+			return decodeExit(p)
 		default:
 			return proto.Exit{}, fmt.Errorf("%w: unexpected frame type %d in exec stream", ErrAgent, t)
 		}

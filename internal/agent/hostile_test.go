@@ -1,9 +1,11 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"testing"
@@ -246,5 +248,82 @@ func TestHostileGuestMemory(t *testing.T) {
 	}
 	if _, err := c.Open(ctx, proto.Request{Op: proto.OpInfo}); err != nil {
 		t.Errorf("after the streams were dropped: %v", err)
+	}
+}
+
+// TestHostileGuestSessions: what a guest says of its sessions is
+// checked (ids, counts, exit codes, frame types) before the host uses it.
+func TestHostileGuestSessions(t *testing.T) {
+	id := "0123456789ab"
+	info := func(id string) proto.SessionInfo {
+		return proto.SessionInfo{ID: id, Argv: []string{"sh"}}
+	}
+	many := make([]proto.SessionInfo, proto.MaxSessions+1)
+	for i := range many {
+		many[i] = info(fmt.Sprintf("%012x", i))
+	}
+	resp := func(ss ...proto.SessionInfo) []byte {
+		var b bytes.Buffer
+		proto.WriteJSON(&b, proto.TResponse, proto.Response{Sessions: ss})
+		return b.Bytes()
+	}
+	frame := func(t byte, p string) []byte {
+		var b bytes.Buffer
+		proto.WriteFrame(&b, t, []byte(p))
+		return b.Bytes()
+	}
+	join := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	list := func(c *agent.Client) error { _, err := c.Sessions(context.Background()); return err }
+	attachOut := func(c *agent.Client) error {
+		s, err := c.AttachSession(context.Background(), id)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		_, err = s.Output(nil, nil)
+		return err
+	}
+	for _, tc := range []struct {
+		name  string
+		guest []byte
+		call  func(*agent.Client) error
+	}{
+		{"id with a path", resp(info("../../etc/pa")), list},
+		{"id too long", resp(info(id + "0")), list},
+		{"too many", resp(many...), list},
+		{"twice", resp(info(id), info(id)), list},
+		{"no command", resp(proto.SessionInfo{ID: id}), list},
+		{"exit code", resp(proto.SessionInfo{ID: id, Argv: []string{"x"}, Exit: &proto.Exit{Code: 999}}), list},
+		{"negative", resp(proto.SessionInfo{ID: id, Argv: []string{"x"}, OutputBytes: -1}), list},
+		{"another session", resp(info("ba9876543210")), attachOut},
+		{"two sessions", resp(info(id), info("ba9876543210")), attachOut},
+		{"data frame", join(resp(info(id)), frame(proto.TData, "x")), attachOut},
+		{"bad exit", join(resp(info(id)), frame(proto.TStdout, "x"), frame(proto.TExit, `{"code":-1}`)), attachOut},
+		{"exit not json", join(resp(info(id)), frame(proto.TExit, `{`)), attachOut},
+		{"cut frame", join(resp(info(id)), frame(proto.TStdout, "xyz")[:6]), attachOut},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, guest := hostileGuest(t)
+			sess := guestSession(t, guest)
+			go func() {
+				s, err := sess.AcceptStream()
+				if err != nil {
+					return
+				}
+				proto.ReadFrame(s, proto.MaxFrame)
+				s.Write(tc.guest)
+				s.Close()
+			}()
+			errc := make(chan error, 1)
+			go func() { errc <- tc.call(c) }()
+			select {
+			case err := <-errc:
+				if err == nil || errors.Is(err, agent.ErrDetached) {
+					t.Errorf("accepted: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the host hung")
+			}
+		})
 	}
 }

@@ -33,14 +33,64 @@ const pipeSize = 1 << 20
 
 func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequest) {
 	exit := func(e proto.Exit) { proto.WriteJSON(st, proto.TExit, e) }
-	if req == nil || len(req.Argv) == 0 {
-		exit(proto.Exit{Code: 126, Error: "exec: no command given"})
+	p, failed := s.startProcess(req, true)
+	if failed != nil {
+		exit(*failed)
 		return
+	}
+	drain := p.output(proto.ChunkSize, func(t byte, b []byte) error { return proto.WriteFrame(st, t, b) })
+
+	// Input: frames from the host until the stream closes.
+	hostGone := make(chan struct{})
+	go func() {
+		defer close(hostGone)
+		for {
+			t, b, err := proto.ReadFrame(st, proto.MaxFrame)
+			if err != nil {
+				return
+			}
+			p.input(t, b)
+		}
+	}()
+
+	var ws syscall.WaitStatus
+	select {
+	case ws = <-p.waitc:
+	case <-hostGone:
+		// The host went away without waiting: end the process like a hangup.
+		p.hangup()
+		ws = <-p.waitc
+	}
+	exit(p.finish(ws, drain))
+}
+
+// process is a command the agent started for the host (an exec or a
+// session): its group, its stdin and its output.
+type process struct {
+	pid    int // also its process group's
+	waitc  <-chan syscall.WaitStatus
+	tty    bool
+	stdin  io.WriteCloser // nil: the process reads /dev/null
+	master *os.File       // the PTY's master, when tty
+	outs   []*os.File     // read ends, one per output stream
+	types  []byte         // their frame types
+
+	stdinMu sync.Mutex // guards stdin
+}
+
+// startProcess starts req in a process group (with a PTY, a session of
+// its own) of its own. Without withStdin (and without a TTY) its stdin is
+// /dev/null. When it cannot start, the exit to report is returned.
+func (s *Server) startProcess(req *proto.ExecRequest, withStdin bool) (*process, *proto.Exit) {
+	fail := func(code int, msg string) (*process, *proto.Exit) {
+		return nil, &proto.Exit{Code: code, Error: "exec: " + msg}
+	}
+	if req == nil || len(req.Argv) == 0 {
+		return fail(126, "no command given")
 	}
 	u, err := lookupUser(req.User)
 	if err != nil {
-		exit(proto.Exit{Code: 126, Error: "exec: " + err.Error()})
-		return
+		return fail(126, err.Error())
 	}
 	env := u.env()
 	if req.TTY {
@@ -49,8 +99,7 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 	env = mergeEnv(env, req.Env)
 	argv0, err := lookPath(req.Argv[0], env)
 	if err != nil {
-		exit(proto.Exit{Code: 127, Error: "exec: " + err.Error()})
-		return
+		return fail(127, err.Error())
 	}
 	dir := req.Dir
 	if dir == "" {
@@ -60,8 +109,7 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 		}
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		exit(proto.Exit{Code: 126, Error: "exec: working directory " + dir + " does not exist"})
-		return
+		return fail(126, "working directory "+dir+" does not exist")
 	}
 
 	cred := &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid), Groups: u.groups}
@@ -70,37 +118,40 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 	}
 	attr := &syscall.ProcAttr{Dir: dir, Env: env, Sys: &syscall.SysProcAttr{Credential: cred}}
 
-	var (
-		stdin   io.WriteCloser
-		outs    []*os.File // read ends, one per output stream
-		types   []byte
-		closeIn []*os.File // child's ends, closed in the parent after fork
-		master  *os.File
-	)
+	p := &process{tty: req.TTY}
+	var closeIn []*os.File // child's ends, closed in the parent after fork
 	if req.TTY {
 		m, tty, err := openPTY()
 		if err != nil {
-			exit(proto.Exit{Code: 126, Error: "exec: open pty: " + err.Error()})
-			return
+			return fail(126, "open pty: "+err.Error())
 		}
 		rows, cols := req.Rows, req.Cols
 		if rows == 0 || cols == 0 {
 			rows, cols = 24, 80
 		}
 		setWinsize(m, rows, cols)
-		master = m
-		stdin = m
-		outs, types = []*os.File{m}, []byte{proto.TStdout}
+		p.master, p.stdin = m, m
+		p.outs, p.types = []*os.File{m}, []byte{proto.TStdout}
 		closeIn = []*os.File{tty}
 		attr.Files = []uintptr{tty.Fd(), tty.Fd(), tty.Fd()}
 		attr.Sys.Setsid, attr.Sys.Setctty, attr.Sys.Ctty = true, true, 0
 	} else {
-		inR, inW, err1 := os.Pipe()
+		var inR, inW *os.File
+		var err1 error
+		if withStdin {
+			inR, inW, err1 = os.Pipe()
+		} else {
+			inR, err1 = os.Open(os.DevNull)
+		}
 		outR, outW, err2 := os.Pipe()
 		errR, errW, err3 := os.Pipe()
 		if err := errors.Join(err1, err2, err3); err != nil {
-			exit(proto.Exit{Code: 126, Error: "exec: pipes: " + err.Error()})
-			return
+			for _, f := range []*os.File{inR, inW, outR, outW, errR, errW} {
+				if f != nil {
+					f.Close()
+				}
+			}
+			return fail(126, "pipes: "+err.Error())
 		}
 		// Larger output pipes: fewer, larger reads and frames (each
 		// syscall is dear under emulation). Best effort.
@@ -110,8 +161,10 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 				return err
 			})
 		}
-		stdin = inW
-		outs, types = []*os.File{outR, errR}, []byte{proto.TStdout, proto.TStderr}
+		if inW != nil {
+			p.stdin = inW
+		}
+		p.outs, p.types = []*os.File{outR, errR}, []byte{proto.TStdout, proto.TStderr}
 		closeIn = []*os.File{inR, outW, errW}
 		attr.Files = []uintptr{inR.Fd(), outW.Fd(), errW.Fd()}
 		attr.Sys.Setpgid = true
@@ -121,19 +174,28 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 		f.Close()
 	}
 	if err != nil {
-		for _, f := range outs {
+		for _, f := range p.outs {
 			f.Close()
 		}
-		stdin.Close()
+		if p.stdin != nil && !p.tty {
+			p.stdin.Close()
+		}
 		code := 126
 		if errors.Is(err, syscall.ENOENT) {
 			code = 127
 		}
-		exit(proto.Exit{Code: code, Error: "exec: " + req.Argv[0] + ": " + err.Error()})
-		return
+		return fail(code, req.Argv[0]+": "+err.Error())
 	}
+	p.pid, p.waitc = pid, waitc
+	return p, nil
+}
 
-	// Output: one copier per stream.
+// output starts one copier per output stream, each passing what it reads
+// (at most bufSize bytes at a time) to write with the stream's frame type
+// until write fails. The returned drain, called once the process has
+// exited, lets the copiers read what is left while it keeps coming and
+// waits for them.
+func (p *process) output(bufSize int, write func(t byte, b []byte) error) (drain func()) {
 	var (
 		wg     sync.WaitGroup
 		exited atomic.Int64 // unix nanoseconds of the exit, 0 before
@@ -145,18 +207,18 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 		}
 		return idle
 	}
-	for i, f := range outs {
+	for i, f := range p.outs {
 		wg.Add(1)
 		go func(f *os.File, t byte) {
 			defer wg.Done()
-			buf := make([]byte, proto.ChunkSize)
+			buf := make([]byte, bufSize)
 			for {
 				if exited.Load() != 0 {
 					f.SetReadDeadline(drainDeadline())
 				}
 				n, err := f.Read(buf)
 				if n > 0 {
-					if proto.WriteFrame(st, t, buf[:n]) != nil {
+					if write(t, buf[:n]) != nil {
 						return
 					}
 				}
@@ -164,61 +226,25 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 					return // EOF, EIO (pty closed) or the drain deadline
 				}
 			}
-		}(f, types[i])
+		}(f, p.types[i])
 	}
-
-	// Input: frames from the host until the stream closes.
-	hostGone := make(chan struct{})
-	go func() {
-		defer close(hostGone)
-		for {
-			t, p, err := proto.ReadFrame(st, proto.MaxFrame)
-			if err != nil {
-				return
-			}
-			switch t {
-			case proto.TStdin:
-				if _, err := stdin.Write(p); err != nil && !req.TTY {
-					stdin.Close()
-				}
-			case proto.TCloseStdin:
-				if !req.TTY {
-					stdin.Close()
-				}
-			case proto.TResize:
-				var r proto.Resize
-				if proto.DecodeJSON(p, &r) == nil && master != nil && r.Rows > 0 && r.Cols > 0 {
-					setWinsize(master, r.Rows, r.Cols)
-				}
-			case proto.TSignal:
-				var sg proto.Signal
-				if proto.DecodeJSON(p, &sg) == nil {
-					if sig := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(sg.Name), "SIG")); sig != 0 {
-						syscall.Kill(-pid, sig)
-					}
-				}
-			}
+	return func() {
+		exited.Store(time.Now().UnixNano())
+		for _, f := range p.outs {
+			f.SetReadDeadline(drainDeadline()) // wakes a read already waiting
 		}
-	}()
+		wg.Wait()
+	}
+}
 
-	var ws syscall.WaitStatus
-	select {
-	case ws = <-waitc:
-	case <-hostGone:
-		// The host went away without waiting: end the process like a hangup.
-		syscall.Kill(-pid, syscall.SIGHUP)
-		syscall.Kill(-pid, syscall.SIGKILL)
-		ws = <-waitc
+// finish, once the process has exited with ws, closes its stdin, drains
+// its output (see output) and closes it, and returns its exit.
+func (p *process) finish(ws syscall.WaitStatus, drain func()) proto.Exit {
+	if !p.tty {
+		p.closeStdin()
 	}
-	if !req.TTY {
-		stdin.Close()
-	}
-	exited.Store(time.Now().UnixNano())
-	for _, f := range outs {
-		f.SetReadDeadline(drainDeadline()) // wakes a read already waiting
-	}
-	wg.Wait()
-	for _, f := range outs {
+	drain()
+	for _, f := range p.outs {
 		f.Close()
 	}
 	e := proto.Exit{Code: ws.ExitStatus()}
@@ -226,7 +252,65 @@ func (s *Server) exec(ctx context.Context, st io.ReadWriter, req *proto.ExecRequ
 		e.Code = 128 + int(ws.Signal())
 		e.Signal = unix.SignalName(ws.Signal())
 	}
-	exit(e)
+	return e
+}
+
+// input acts on one frame from the host: stdin, its end, a resize, a
+// signal. Other frames are ignored.
+func (p *process) input(t byte, b []byte) {
+	switch t {
+	case proto.TStdin:
+		// Not under stdinMu: a write that blocks (a process that does not
+		// read) must not hold up closeStdin, whose close ends the write.
+		p.stdinMu.Lock()
+		in := p.stdin
+		p.stdinMu.Unlock()
+		if in != nil {
+			if _, err := in.Write(b); err != nil && !p.tty {
+				p.closeStdin()
+			}
+		}
+	case proto.TCloseStdin:
+		if !p.tty {
+			p.closeStdin()
+		}
+	case proto.TResize:
+		var r proto.Resize
+		if proto.DecodeJSON(b, &r) == nil && p.master != nil && r.Rows > 0 && r.Cols > 0 {
+			setWinsize(p.master, r.Rows, r.Cols)
+		}
+	case proto.TSignal:
+		var sg proto.Signal
+		if proto.DecodeJSON(b, &sg) == nil {
+			p.signal(sg.Name)
+		}
+	}
+}
+
+// signal sends the named signal ("TERM", "SIGKILL") to the process group;
+// an unknown name does nothing.
+func (p *process) signal(name string) bool {
+	sig := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(name), "SIG"))
+	if sig == 0 {
+		return false
+	}
+	syscall.Kill(-p.pid, sig)
+	return true
+}
+
+// hangup ends the process group as a closed terminal would, at once.
+func (p *process) hangup() {
+	syscall.Kill(-p.pid, syscall.SIGHUP)
+	syscall.Kill(-p.pid, syscall.SIGKILL)
+}
+
+func (p *process) closeStdin() {
+	p.stdinMu.Lock()
+	if p.stdin != nil {
+		p.stdin.Close()
+		p.stdin = nil
+	}
+	p.stdinMu.Unlock()
 }
 
 // control runs fn on f's descriptor without f.Fd(), which would switch f

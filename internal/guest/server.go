@@ -29,6 +29,9 @@ type Server struct {
 
 	svcOnce sync.Once
 	svcs    *supervisor // the services (services_linux.go)
+
+	sessOnce sync.Once
+	sess     *sessionTable // the exec sessions (sessions_linux.go)
 }
 
 func (s *Server) freeze() error {
@@ -154,6 +157,16 @@ func (s *Server) handle(ctx context.Context, st *yamux.Stream) {
 		err = tarIn(st, req)
 	case proto.OpServices:
 		resp.Services, err = s.setServices(req.Services)
+	case proto.OpSessionStart:
+		s.startSession(st, req)
+		return
+	case proto.OpSessionAttach:
+		s.attachSession(st, req)
+		return
+	case proto.OpSessionList:
+		resp.Sessions = s.sessions().list()
+	case proto.OpSessionKill:
+		err = s.killSession(req.Session)
 	case proto.OpServiceLogs:
 		s.serviceLogs(st, req.Path)
 		return

@@ -253,7 +253,9 @@ func (s *Server) startService(sv *service) (int, <-chan syscall.WaitStatus, erro
 
 // endGroup ends the process group of pid: TERM, and KILL after stopGrace
 // (or at once when the leader is gone: what is left of its group goes).
-func endGroup(pid int, waitc <-chan syscall.WaitStatus) {
+// gone yields (or closes) when the leader has been reaped.
+func endGroup[T any](pid int, gone <-chan T) {
+	waitc := gone
 	syscall.Kill(-pid, syscall.SIGTERM)
 	t := time.NewTimer(stopGrace)
 	defer t.Stop()

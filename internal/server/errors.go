@@ -25,6 +25,8 @@ func status(err error) (int, string) {
 			return http.StatusConflict, api.CodeExists
 		case proto.KindPerm:
 			return http.StatusForbidden, api.CodePermission
+		case proto.KindLimit:
+			return http.StatusServiceUnavailable, api.CodeUnavailable
 		}
 		return http.StatusBadGateway, api.CodeGuestError
 	}

@@ -1,12 +1,15 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/errdefs"
@@ -106,7 +109,14 @@ func (s *Server) RemoteHandler() http.Handler {
 			return
 		}
 		s.Log.Debug("remote request", "token", t.Name, "method", r.Method, "path", r.URL.Path)
-		routes.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, t)))
+		// A revoke ends what the token has open: its requests' contexts
+		// and the connections they took over (exec, console, proxies).
+		ctx, cancel := context.WithCancel(context.WithValue(r.Context(), callerKey{}, t))
+		defer cancel()
+		lr := &liveRequest{cancel: cancel}
+		s.live.add(t.Name, lr)
+		defer s.live.remove(t.Name, lr)
+		routes.ServeHTTP(&revocableWriter{ResponseWriter: w, lr: lr}, r.WithContext(ctx))
 	})
 }
 
@@ -141,6 +151,10 @@ func authorize(t token.Token, r *http.Request) (int, string) {
 	}
 	if p == "/v1/tokens" || strings.HasPrefix(p, "/v1/tokens/") {
 		return http.StatusForbidden, "tokens are managed only over the unix socket (as root on the daemon's host)"
+	}
+	if strings.HasPrefix(p, "/v1/bench/") {
+		// Measurements do root-level work on the daemon's host.
+		return http.StatusForbidden, "benchmarks of the daemon's host run only over the unix socket"
 	}
 	if !t.Scoped() {
 		return 0, ""
@@ -235,6 +249,95 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.Log.Info("token revoked", "token", r.PathValue("name"))
+	n := s.live.end(r.PathValue("name"))
+	s.Log.Info("token revoked", "token", r.PathValue("name"), "requests_ended", n)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// liveTokens holds the requests in flight over TCP, by token name, so a
+// revoke can end them.
+type liveTokens struct {
+	mu   sync.Mutex
+	reqs map[string]map[*liveRequest]bool
+}
+
+func (l *liveTokens) add(name string, r *liveRequest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reqs == nil {
+		l.reqs = map[string]map[*liveRequest]bool{}
+	}
+	if l.reqs[name] == nil {
+		l.reqs[name] = map[*liveRequest]bool{}
+	}
+	l.reqs[name][r] = true
+}
+
+func (l *liveTokens) remove(name string, r *liveRequest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.reqs[name], r)
+	if len(l.reqs[name]) == 0 {
+		delete(l.reqs, name)
+	}
+}
+
+// end ends every request of the token and returns how many there were.
+func (l *liveTokens) end(name string) int {
+	l.mu.Lock()
+	reqs := l.reqs[name]
+	delete(l.reqs, name)
+	l.mu.Unlock()
+	for r := range reqs {
+		r.end()
+	}
+	return len(reqs)
+}
+
+// liveRequest is one request over TCP: its context, and the connection
+// if its handler took it over.
+type liveRequest struct {
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	conn   net.Conn
+	ended  bool
+}
+
+func (r *liveRequest) end() {
+	r.cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ended = true
+	if r.conn != nil {
+		r.conn.Close()
+	}
+}
+
+func (r *liveRequest) hijacked(c net.Conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended {
+		c.Close()
+	}
+	r.conn = c
+}
+
+// revocableWriter notes the connection a handler hijacks. It flushes and
+// hijacks through to the server's writer (ResponseController and
+// websocket.Accept both find them).
+type revocableWriter struct {
+	http.ResponseWriter
+	lr *liveRequest
+}
+
+func (w *revocableWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *revocableWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *revocableWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.lr.hijacked(c)
+	}
+	return c, brw, err
 }

@@ -57,7 +57,9 @@ type Server struct {
 	// check; it authenticates them itself.
 	E2B      http.Handler
 	E2BMatch func(*http.Request) bool
-	// Exec runs the commands of exec WebSockets; nil: AgentExec.
+
+	live liveTokens // requests in flight over TCP, ended by a revoke
+	// Exec runs the commands of exec WebSockets; nil: SessionExec.
 	Exec ExecBackend
 }
 

@@ -216,6 +216,12 @@ func (m *Manager) IdleLoop(ctx context.Context, every time.Duration) {
 						if !m.isIdle(e, time.Now()) {
 							return nil
 						}
+						if m.sessionsRun(ctx, e) {
+							m.mu.Lock()
+							e.lastActive = time.Now()
+							m.mu.Unlock()
+							return nil
+						}
 						return m.sleep(ctx, e)
 					})
 					if err != nil {
@@ -225,6 +231,30 @@ func (m *Manager) IdleLoop(ctx context.Context, every time.Duration) {
 			}
 		}
 	}
+}
+
+// sessionsRun reports whether an exec session runs in e's guest: a
+// detached command keeps its sprite awake, as an attached one does (by
+// its hold). A guest that does not answer in time is taken as idle.
+func (m *Manager) sessionsRun(ctx context.Context, e *entry) bool {
+	m.mu.Lock()
+	inst := e.inst
+	m.mu.Unlock()
+	if inst == nil || inst.Agent() == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	all, err := inst.Agent().Sessions(ctx)
+	if err != nil {
+		return false
+	}
+	for _, s := range all {
+		if s.Exit == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Manager) idle(now time.Time) []*entry {

@@ -155,6 +155,8 @@ type Request struct {
 	// Services is the whole set of services the guest is to run
 	// (OpServices).
 	Services []Service `json:"services,omitempty"`
+	// Session names or starts an exec session (the OpSession* ops).
+	Session *SessionRequest `json:"session,omitempty"`
 }
 
 // Ops of services (see Service).
@@ -201,6 +203,77 @@ type ServiceState struct {
 
 // ServiceLogKeep is how much output the guest keeps per service.
 const ServiceLogKeep = 256 << 10
+
+// Ops of exec sessions: processes that outlive the stream that started
+// them. The guest keeps each session's output (stdout and stderr frames,
+// in order, at most SessionKeep bytes of the latest) so a host stream can
+// attach later, and ends a session nobody is attached to once its
+// MaxRunAfterDisconnect has passed.
+const (
+	// OpSessionStart starts Request.Exec as a session with the options in
+	// Request.Session and attaches the stream to it: TResponse with the
+	// session (Sessions[0]), then as OpSessionAttach. A command that
+	// cannot start makes a session that has ended (Exit 126 or 127).
+	OpSessionStart = "session-start"
+	// OpSessionAttach attaches the stream to session Request.Session.ID:
+	// TResponse with the session, then TStdout and TStderr frames (the
+	// kept output, then live) and TExit once it has ended and its output
+	// is sent; or TEnd, when another stream took the session over. The
+	// host sends TStdin, TCloseStdin, TResize and TSignal; closing the
+	// stream detaches. One stream is attached at a time: an attach takes
+	// the session from the stream that had it.
+	OpSessionAttach = "session-attach"
+	// OpSessionList: TResponse with Sessions, oldest first.
+	OpSessionList = "session-list"
+	// OpSessionKill sends Request.Session.Signal to the process group of
+	// session Request.Session.ID; empty, it ends the group (TERM, then
+	// KILL after a grace period), forgets the session and answers once
+	// the process has ended (a stream attached still gets its exit).
+	// TResponse.
+	OpSessionKill = "session-kill"
+)
+
+// Bounds of sessions. The guest keeps a session that has ended until a
+// stream attached to it has been sent its exit, or for SessionLinger, or
+// until a new session needs its place.
+const (
+	MaxSessions   = 64
+	SessionKeep   = 1 << 20
+	SessionLinger = 10 * time.Minute
+	SessionIDLen  = 12 // lowercase hex digits
+)
+
+// ValidSessionID reports whether id is SessionIDLen lowercase hex digits.
+func ValidSessionID(id string) bool { return len(id) == SessionIDLen && isHex(id) }
+
+// SessionRequest is Request.Session.
+type SessionRequest struct {
+	ID string `json:"id,omitempty"` // attach and kill
+	// Stdin gives the process a stdin the host writes to; without it,
+	// stdin is /dev/null (a TTY session always has its terminal).
+	Stdin bool `json:"stdin,omitempty"`
+	// MaxRunAfterDisconnect is how long the session runs on once no
+	// stream is attached, before its process group is killed; nil: until
+	// it ends; 0: it ends with its stream.
+	MaxRunAfterDisconnect *time.Duration `json:"max_run_after_disconnect,omitempty"`
+	Signal                string         `json:"signal,omitempty"` // kill
+}
+
+// SessionInfo describes one session.
+type SessionInfo struct {
+	ID                    string         `json:"id"`
+	Argv                  []string       `json:"argv"`
+	TTY                   bool           `json:"tty,omitempty"`
+	Stdin                 bool           `json:"stdin,omitempty"`
+	Started               time.Time      `json:"started"`
+	Attached              bool           `json:"attached,omitempty"`
+	MaxRunAfterDisconnect *time.Duration `json:"max_run_after_disconnect,omitempty"`
+	// Exit is set once the process has ended and its output is kept.
+	Exit *Exit `json:"exit,omitempty"`
+	// OutputBytes counts all the output it wrote; the guest keeps the
+	// last SessionKeep bytes or less (see OpSessionAttach).
+	OutputBytes int64 `json:"output_bytes"`
+}
 
 // ExecRequest describes a process to start.
 type ExecRequest struct {
@@ -257,6 +330,7 @@ const (
 	KindInvalid  = "invalid"
 	KindExists   = "exists"
 	KindPerm     = "permission"
+	KindLimit    = "limit" // a bound of the guest's (MaxSessions) is reached
 	KindInternal = "internal"
 )
 
@@ -273,6 +347,9 @@ type Response struct {
 	Truncated bool       `json:"truncated,omitempty"`
 	// Services answers OpServices.
 	Services []ServiceState `json:"services,omitempty"`
+	// Sessions answers OpSessionList, and OpSessionStart and
+	// OpSessionAttach with the one session.
+	Sessions []SessionInfo `json:"sessions,omitempty"`
 }
 
 // ErrFrameTooLarge is returned for a frame over the reader's bound.

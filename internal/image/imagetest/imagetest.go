@@ -6,6 +6,9 @@ package imagetest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -58,8 +61,7 @@ func Need(t testing.TB) Fixture {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	agentBin := filepath.Join(dir, "wisp-agent")
-	buildAgent(t, agentBin)
+	agentBin := buildAgent(t, dir)
 	st := store(dir)
 	k, err := st.Kernel(ctx, io.Discard)
 	if err != nil {
@@ -123,23 +125,47 @@ func NeedDev(t testing.TB) string {
 	return info.Path
 }
 
-// buildAgent compiles cmd/wisp-agent statically (go build caches it).
-func buildAgent(t testing.TB, out string) {
+// buildAgent builds the agent of this module into dir under a name of
+// its content (wisp-agent-HASH) and returns its path. A binary is never
+// replaced: gVisor sandboxes bind-mount it, and a restore fails when the
+// file under a checkpointed sandbox changed (as it did when tests of
+// other worktrees rebuilt one shared wisp-agent). Agents unused for a day
+// are removed.
+func buildAgent(t testing.TB, dir string) string {
 	t.Helper()
 	gomod, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		t.Fatalf("go env GOMOD: %v", err)
 	}
 	modDir := filepath.Dir(strings.TrimSpace(string(gomod)))
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out+".tmp", "./cmd/wisp-agent")
+	tmp := filepath.Join(dir, fmt.Sprintf("wisp-agent.tmp-%d", os.Getpid()))
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, "./cmd/wisp-agent")
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build agent: %v\n%s", err, b)
 	}
-	if err := os.Rename(out+".tmp", out); err != nil {
+	defer os.Remove(tmp)
+	b, err := os.ReadFile(tmp)
+	if err != nil {
 		t.Fatal(err)
 	}
+	sum := sha256.Sum256(b)
+	out := filepath.Join(dir, "wisp-agent-"+hex.EncodeToString(sum[:6]))
+	if _, err := os.Stat(out); err != nil {
+		if err := os.Rename(tmp, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	os.Chtimes(out, now, now)
+	old, _ := filepath.Glob(filepath.Join(dir, "wisp-agent-*"))
+	for _, p := range old {
+		if fi, err := os.Stat(p); err == nil && p != out && now.Sub(fi.ModTime()) > 24*time.Hour {
+			os.Remove(p)
+		}
+	}
+	return out
 }
 
 func flock(t testing.TB, path string) func() {

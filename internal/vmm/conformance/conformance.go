@@ -35,6 +35,7 @@ func Run(t *testing.T, f Fixture) {
 	t.Run("AdoptAfterClose", func(t *testing.T) { testAdopt(t, f) })
 	t.Run("Freeze", func(t *testing.T) { testFreeze(t, f) })
 	t.Run("SaveRestore", func(t *testing.T) { testSaveRestore(t, f) })
+	t.Run("Sessions", func(t *testing.T) { testSessions(t, f) })
 }
 
 func start(t *testing.T, f Fixture, spec vmm.Spec) vmm.Instance {
@@ -350,4 +351,136 @@ func testSaveRestore(t *testing.T, f Fixture) {
 		t.Errorf("counter was %d before sleep, %d after wake: not resumed where it was", before, after)
 	}
 	waitAbove(woke.Agent(), after)
+}
+
+// testSessions: an exec session outlives its stream and its host (Close
+// and Adopt: a daemon restart) and a sleep/wake (Save and Restore, where
+// the backend can); what it printed meanwhile is replayed on attach (stdout
+// and stderr apart), then its exit. A session with no run after
+// disconnect ends with the host that held it.
+func testSessions(t *testing.T, f Fixture) {
+	spec := f.NewSpec(t, "conf-sess")
+	inst := start(t, f, spec)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	script := "echo one; while [ ! -e /tmp/go1 ]; do sleep 0.05; done; echo two; " +
+		"while [ ! -e /tmp/go2 ]; do sleep 0.05; done; echo three >&2; exit 7"
+	s, err := inst.Agent().StartSession(ctx, proto.ExecRequest{Argv: []string{"sh", "-c", script}}, proto.SessionRequest{})
+	if err != nil {
+		t.Fatalf("StartSession: %v", err)
+	}
+	zero := time.Duration(0)
+	z, err := inst.Agent().StartSession(ctx, proto.ExecRequest{Argv: []string{"sleep", "1000"}}, proto.SessionRequest{MaxRunAfterDisconnect: &zero})
+	if err != nil {
+		t.Fatalf("StartSession: %v", err)
+	}
+	go s.Output(nil, nil)
+	go z.Output(nil, nil)
+	// The host goes with both attached, and comes back.
+	if err := inst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.Driver.Adopt(ctx, spec)
+	if err != nil {
+		t.Fatalf("Adopt: %v", err)
+	}
+	cur := again
+	t.Cleanup(func() { cur.Kill(); <-cur.Done() })
+	list := func(id string) proto.SessionInfo {
+		t.Helper()
+		all, err := cur.Agent().Sessions(ctx)
+		if err != nil {
+			t.Fatalf("Sessions: %v", err)
+		}
+		for _, si := range all {
+			if si.ID == id {
+				return si
+			}
+		}
+		t.Fatalf("session %s not listed in %+v", id, all)
+		return proto.SessionInfo{}
+	}
+	waitSession := func(id, what string, cond func(proto.SessionInfo) bool) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for si := list(id); !cond(si); si = list(id) {
+			if time.Now().After(deadline) {
+				t.Fatalf("session %s: timed out waiting for %s: %+v", id, what, si)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitSession(z.Info.ID, "the end of the session that ends with its host", func(si proto.SessionInfo) bool { return si.Exit != nil })
+	waitSession(s.Info.ID, "the host's going detaching it", func(si proto.SessionInfo) bool { return !si.Attached })
+	run(t, cur.Agent(), nil, "touch", "/tmp/go1")
+	waitSession(s.Info.ID, "output while detached", func(si proto.SessionInfo) bool { return si.OutputBytes == int64(len("one\ntwo\n")) })
+
+	if sv, ok := f.Driver.(vmm.Saver); ok {
+		sleep := vmm.SleepDir(spec)
+		if err := sv.Save(ctx, cur, sleep, false, nil); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		woke, err := sv.Restore(ctx, spec, sleep)
+		if err != nil {
+			t.Fatalf("Restore: %v", err)
+		}
+		cur = woke
+		if si := list(s.Info.ID); si.Exit != nil {
+			t.Fatalf("the session ended in a sleep: %+v", si)
+		}
+	}
+	run(t, cur.Agent(), nil, "touch", "/tmp/go2")
+	a, err := cur.Agent().AttachSession(ctx, s.Info.ID)
+	if err != nil {
+		t.Fatalf("AttachSession: %v", err)
+	}
+	defer a.Close()
+	var out, errb bytes.Buffer
+	exit, err := a.Output(&out, &errb)
+	if err != nil || exit.Code != 7 || out.String() != "one\ntwo\n" || errb.String() != "three\n" {
+		t.Errorf("attach: stdout %q, stderr %q, exit %+v, %v", out.String(), errb.String(), exit, err)
+	}
+
+	// Limits: proto.MaxSessions running (the ended one gives its place),
+	// then a refusal; a kill makes room.
+	ag := cur.Agent()
+	var ids []string
+	for {
+		s, err := ag.StartSession(ctx, proto.ExecRequest{Argv: []string{"sleep", "1000"}}, proto.SessionRequest{})
+		if err != nil {
+			if ge := (*agent.GuestError)(nil); !errors.As(err, &ge) || ge.Kind != proto.KindLimit {
+				t.Fatalf("session %d: %v, want kind limit", len(ids)+1, err)
+			}
+			break
+		}
+		ids = append(ids, s.Info.ID)
+		s.Close()
+	}
+	if len(ids) != proto.MaxSessions {
+		t.Errorf("%d sessions ran before the limit, want %d", len(ids), proto.MaxSessions)
+	}
+	if err := ag.KillSession(ctx, ids[0], ""); err != nil {
+		t.Fatalf("KillSession: %v", err)
+	}
+	s, err = ag.StartSession(ctx, proto.ExecRequest{Argv: []string{"true"}}, proto.SessionRequest{})
+	if err != nil {
+		t.Fatalf("after a kill: %v", err)
+	}
+	if e, err := s.Output(nil, nil); err != nil || e.Code != 0 {
+		t.Errorf("after a kill: %+v %v", e, err)
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ag.KillSession(ctx, id, ""); err != nil {
+				t.Errorf("KillSession: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if all, err := ag.Sessions(ctx); err != nil || len(all) != 0 {
+		t.Errorf("after killing them all: %d sessions, %v", len(all), err)
+	}
 }
