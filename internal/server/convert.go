@@ -25,6 +25,9 @@ func apiSprite(s sprite.Sprite) api.Sprite {
 		SleepSynced: s.SleepSynced, Address: s.Address, Policy: apiPolicy(s.Policy, ""), URLPublic: s.URLPublic,
 		DiskUsedBytes: s.DiskUsedBytes, NetRxBytes: s.NetRxBytes, NetTxBytes: s.NetTxBytes,
 	}
+	if p := s.Pending; p != nil {
+		out.Pending = &api.Size{CPUs: p.CPUs, MemoryMiB: p.MemoryMiB, DiskGiB: p.DiskGiB}
+	}
 	for _, c := range s.Checkpoints {
 		out.Checkpoints = append(out.Checkpoints, apiCheckpoint(c))
 	}
