@@ -54,6 +54,20 @@ type Sprite struct {
 	DiskUsedBytes int64  `json:"disk_used_bytes,omitempty"`
 	NetRxBytes    uint64 `json:"net_rx_bytes,omitempty"`
 	NetTxBytes    uint64 `json:"net_tx_bytes,omitempty"`
+
+	// Pending is a size asked for while it ran or slept: it takes it at
+	// its next cold boot.
+	Pending *Size `json:"pending,omitempty"`
+	// Capped says why it is held asleep at its cap ("" it is not).
+	Capped string `json:"capped,omitempty"`
+}
+
+// Size is a sprite's CPUs, memory and disk; in a request, zero fields
+// keep what it has.
+type Size struct {
+	CPUs      int `json:"cpus,omitempty"`
+	MemoryMiB int `json:"memory_mib,omitempty"`
+	DiskGiB   int `json:"disk_gib,omitempty"`
 }
 
 // CreateRequest is the body of POST /v1/sprites. Zero fields take the
@@ -76,6 +90,10 @@ type CreateRequest struct {
 type UpdateRequest struct {
 	IdleSeconds *int  `json:"idle_seconds,omitempty"` // 0 the default, -1 never
 	URLPublic   *bool `json:"url_public,omitempty"`   // the URL answers anyone (true) or only credentials
+	// Size resizes: a stopped sprite at once, a running or sleeping one
+	// at its next cold boot (then Sprite.Pending shows it); disks only
+	// grow.
+	Size *Size `json:"size,omitempty"`
 }
 
 // Checkpoint is a saved state of a sprite's disk (and, with Memory, of

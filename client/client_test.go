@@ -75,3 +75,26 @@ func TestHostAndToken(t *testing.T) {
 		t.Errorf("exec with a wrong token: %v", err)
 	}
 }
+
+// TestErrorKinds: each error code the API sends is its kind again.
+func TestErrorKinds(t *testing.T) {
+	for code, kind := range map[string]error{
+		api.CodeNotFound: client.ErrNotFound, api.CodeExists: client.ErrExists, api.CodeInvalid: client.ErrInvalid,
+		api.CodeWrongState: client.ErrState, api.CodeUnavailable: client.ErrUnavailable, api.CodeNoSpace: client.ErrNoSpace,
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(api.ErrorBody{Error: api.Error{Code: code, Message: "m"}})
+		}))
+		_, err := client.New(client.WithHost(srv.URL)).Sprite("x").Info(t.Context())
+		srv.Close()
+		if !errors.Is(err, kind) {
+			t.Errorf("%s: %v is not %v", code, err, kind)
+		}
+		for _, other := range []error{client.ErrNotFound, client.ErrExists, client.ErrInvalid} {
+			if other != kind && errors.Is(err, other) {
+				t.Errorf("%s: %v is also %v", code, err, other)
+			}
+		}
+	}
+}

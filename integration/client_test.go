@@ -7,6 +7,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,13 +25,17 @@ import (
 // over HTTP, and error kinds mapped back.
 func TestClient(t *testing.T) {
 	for _, b := range backends() {
-		t.Run(b, func(t *testing.T) { testClient(t, b) })
+		t.Run(b, func(t *testing.T) {
+			testClient(t, b, func(d *daemon) *client.Client { return client.New(client.WithSocket(d.sock)) })
+		})
 	}
 }
 
-func testClient(t *testing.T, backend string) {
+// testClient runs the SDK's walk on a daemon of backend, reached by the
+// client connect makes (the socket, or TCP with a token).
+func testClient(t *testing.T, backend string, connect func(*daemon) *client.Client) {
 	d := newDaemon(t, backend)
-	c := client.New(client.WithSocket(d.sock))
+	c := connect(d)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -246,4 +253,20 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestDoctorWithoutDaemon: with no daemon on the socket, `wisp doctor`
+// (which links nothing of the daemon) shows this host's report from
+// `wispd --doctor`, and says the daemon is not running.
+func TestDoctorWithoutDaemon(t *testing.T) {
+	cmd := exec.Command(filepath.Join(binDir, "wisp"), "doctor")
+	cmd.Env = append(os.Environ(), "WISP_SOCKET="+filepath.Join(t.TempDir(), "none.sock"))
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("wisp doctor: %v\n%s%s", err, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "daemon:          not running") || !strings.Contains(out.String(), "hardware KVM:") || !strings.Contains(errb.String(), "wispd is not running") {
+		t.Errorf("wisp doctor without a daemon: stdout %q, stderr %q", out.String(), errb.String())
+	}
 }

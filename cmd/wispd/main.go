@@ -5,6 +5,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/doctor"
 	"github.com/wisp-sh/wisp/internal/e2b"
 	"github.com/wisp-sh/wisp/internal/image"
+	"github.com/wisp-sh/wisp/internal/meter"
 	"github.com/wisp-sh/wisp/internal/network"
 	"github.com/wisp-sh/wisp/internal/server"
 	"github.com/wisp-sh/wisp/internal/sprite"
@@ -66,8 +68,14 @@ func main() {
 	flag.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "where the front door serves sprites' URLs (http://NAME.localhost:PORT/); empty: off")
 	flag.StringVar(&cfg.Listen, "listen", cfg.Listen, "also serve the API over TCP here, every request behind a bearer token (`wisp token create`); empty: off")
 	flag.DurationVar(&cfg.URLWait, "url-wait", cfg.URLWait, "how long a URL request that wakes or starts a sprite waits for its port to listen")
+	flag.DurationVar(&cfg.MeterInterval, "meter-interval", cfg.MeterInterval, "how often each sprite's CPU, memory, storage and network use is sampled")
+	flag.StringVar(&cfg.Prices, "prices", cfg.Prices, "JSON file of the prices `wisp usage` shows costs in (see the README); empty: the defaults")
 	debug := flag.Bool("debug", false, "log at debug level")
+	doctorOnly := flag.Bool("doctor", false, "print this host's report as JSON (what `wisp doctor` shows) without starting the daemon, and exit")
 	flag.Parse()
+	if *doctorOnly {
+		os.Exit(printDoctor())
+	}
 
 	level := slog.LevelInfo
 	if *debug {
@@ -140,7 +148,28 @@ func run(log *slog.Logger, cfg config.Config) error {
 	if nw != nil {
 		opt.Net = nw
 	}
-	mgr, err := sprite.NewManager(log, opt)
+	// The meter's database lives in the data dir, outside the pool: a
+	// full pool must not stop it from recording.
+	prices, err := meter.LoadPrices(cfg.Prices)
+	if err != nil {
+		return err
+	}
+	mtr, err := meter.Open(meter.Options{Path: filepath.Join(cfg.DataDir, "usage.db"), Interval: cfg.MeterInterval, Prices: prices, Log: log})
+	if err != nil {
+		return fmt.Errorf("usage meter: %w", err)
+	}
+	defer mtr.Close()
+	opt.Allow = func(rec sprite.Sprite) error { return mtr.Allow(rec.ID) }
+	var mgr *sprite.Manager
+	metrics := meter.NewMetrics(mtr, func() map[string]int {
+		n := map[string]int{}
+		for _, s := range mgr.List() {
+			n[string(s.State)]++
+		}
+		return n
+	})
+	opt.Observe = metrics.Observe
+	mgr, err = sprite.NewManager(log, opt)
 	if err != nil {
 		return err
 	}
@@ -159,6 +188,9 @@ func run(log *slog.Logger, cfg config.Config) error {
 	log.Info("sprites recovered", "count", len(mgr.List()), "took", time.Since(t0).Round(time.Millisecond))
 
 	go mgr.IdleLoop(ctx, time.Second)
+	meterDone := make(chan struct{})
+	go func() { defer close(meterDone); mtr.Run(ctx, mgr, mgr) }()
+	defer func() { stop(); <-meterDone }() // before the meter's database closes
 
 	front, err := serveFrontDoor(ctx, log, cfg, mgr)
 	if err != nil {
@@ -172,7 +204,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 	defer tokens.Close()
 
 	srv := &server.Server{
-		Log: log, Sprites: mgr, Images: images, Version: version, FrontDoor: front.addr, URLKey: front.key, PortWait: cfg.URLWait,
+		Log: log, Sprites: mgr, Images: images, Meter: mtr, Metrics: metrics, Version: version, FrontDoor: front.addr, URLKey: front.key, PortWait: cfg.URLWait,
 		Tokens: tokens,
 		Doctor: func(context.Context) any {
 			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo})
@@ -300,4 +332,23 @@ func listen(path string) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
+}
+
+// printDoctor prints what this host offers, as `wisp doctor` shows it,
+// for a host where no daemon runs (the CLI, which links nothing of the
+// daemon, runs `wispd --doctor` then).
+func printDoctor() int {
+	rep := doctor.Probe(doctor.Options{Version: version})
+	rep.Daemon = "not running"
+	out, err := server.DoctorReport(rep)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wispd:", err)
+		return 1
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return 1
+	}
+	return 0
 }

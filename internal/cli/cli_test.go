@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"github.com/wisp-sh/wisp/api"
 	"testing"
 )
 
@@ -74,6 +75,23 @@ func TestParseForward(t *testing.T) {
 		f, err := parseForward(tc.in)
 		if (err == nil) != tc.ok || (tc.ok && (f.local != tc.local || f.remote != tc.remote)) {
 			t.Errorf("parseForward(%q) = %+v, %v", tc.in, f, err)
+		}
+	}
+}
+
+func TestParseSettings(t *testing.T) {
+	ch, err := parseSettings([]string{"idle=5m", "cpus=2", "memory=2048", "cap.cpu_seconds=600", "per=month"})
+	if err != nil || *ch.update.IdleSeconds != 300 || ch.update.Size.CPUs != 2 || ch.update.Size.MemoryMiB != 2048 ||
+		ch.cap.CPUSeconds != 600 || ch.cap.Per != "month" {
+		t.Fatalf("%+v %v", ch, err)
+	}
+	if ch, err := parseSettings([]string{"cap.none"}); err != nil || ch.cap == nil || *ch.cap != (api.Cap{}) {
+		t.Fatalf("cap.none: %+v %v", ch, err)
+	}
+	for _, bad := range [][]string{{"cpus=0"}, {"cpus=x"}, {"cap.cost=-1"}, {"cap.cost=NaN"}, {"per=week", "cap.cost=1"},
+		{"per=day"}, {"cap.none", "cap.cost=1"}, {"colour=red"}, {"idle"}} {
+		if _, err := parseSettings(bad); err == nil {
+			t.Errorf("parseSettings(%q) accepted", bad)
 		}
 	}
 }

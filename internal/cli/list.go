@@ -98,6 +98,12 @@ func newInfo(e *env) *cobra.Command {
 				}
 				row("asleep since", s.SleptAt.Local().Format(time.RFC3339)+" (state "+durable+")")
 			}
+			if p := s.Pending; p != nil {
+				row("pending size", fmt.Sprintf("%d CPUs, %d MiB, %d GiB at the next cold boot (wisp stop, wisp start)", p.CPUs, p.MemoryMiB, p.DiskGiB))
+			}
+			if s.Capped != "" {
+				row("capped", s.Capped+" (asleep until the cap is raised or the period rolls over)")
+			}
 			if s.LastError != "" {
 				row("last error", printable(s.LastError))
 			}

@@ -96,7 +96,7 @@ func newRoot(e *env) *cobra.Command {
 		newStart(e), newStop(e), newDestroy(e), newImage(e), newDoctor(e), newBench(e),
 		newCheckpoint(e), newRestore(e), newFork(e), newSleep(e), newSet(e), newPolicy(e),
 		newURL(e), newProxy(e), newService(e),
-		newSecret(e), newToken(e), newMCP(e), newSessions(e), newAttach(e),
+		newSecret(e), newToken(e), newMCP(e), newSessions(e), newAttach(e), newUsage(e), newTop(e),
 	)
 	return root
 }

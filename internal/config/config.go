@@ -62,6 +62,10 @@ type Config struct {
 	// its port to listen.
 	HTTPAddr string
 	URLWait  time.Duration
+	// Metering: how often each sprite's use is sampled, and a JSON file of
+	// prices (meter.Prices; "" the defaults).
+	MeterInterval time.Duration
+	Prices        string
 
 	// Listen is where the API is served over TCP, every request behind a
 	// bearer token ("" off).
@@ -102,6 +106,7 @@ func Default() Config {
 		Hosts:         "/etc/hosts",
 		HTTPAddr:      "127.0.0.1:7780",
 		URLWait:       10 * time.Second,
+		MeterInterval: 10 * time.Second,
 		Listen:        "127.0.0.1:7781",
 		MaxCPUs:       runtime.NumCPU(),
 		MaxMemoryMiB:  hostMemMiB(),
@@ -161,6 +166,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			errs = append(errs, fmt.Errorf("http addr %q: want host:port (127.0.0.1:7780), or empty for no front door", c.HTTPAddr))
 		}
+	}
+	if c.MeterInterval < time.Second || c.MeterInterval > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("meter interval %s: want 1s to 10m", c.MeterInterval))
 	}
 	if c.URLWait <= 0 || c.URLWait > 5*time.Minute {
 		errs = append(errs, fmt.Errorf("url wait %s: want more than 0 and at most 5m", c.URLWait))

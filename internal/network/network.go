@@ -109,6 +109,9 @@ func (c *Config) gatewayOf(guest netip.Addr) (netip.Addr, error) {
 type Stats struct {
 	RxBytes uint64 `json:"rx_bytes"` // to the sprite
 	TxBytes uint64 `json:"tx_bytes"` // from the sprite
+	// Link is the host end's interface index: counters begin again at
+	// zero when the link is made anew.
+	Link int `json:"-"`
 }
 
 // dnsTimeout bounds one upstream exchange; minLearn is the least time an

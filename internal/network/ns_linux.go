@@ -282,5 +282,5 @@ func linkStats(name string) (Stats, error) {
 	if st == nil {
 		return Stats{}, nil
 	}
-	return Stats{RxBytes: st.TxBytes, TxBytes: st.RxBytes}, nil
+	return Stats{RxBytes: st.TxBytes, TxBytes: st.RxBytes, Link: l.Attrs().Index}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/wisp-sh/wisp/api"
+	"github.com/wisp-sh/wisp/internal/sprite"
 )
 
 func (s *Server) update(w http.ResponseWriter, r *http.Request) {
@@ -14,6 +15,10 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	sp, err := s.Sprites.Get(name)
+	if err == nil && req.Size != nil {
+		sz := sprite.Size{CPUs: req.Size.CPUs, MemoryMiB: req.Size.MemoryMiB, DiskGiB: req.Size.DiskGiB}
+		sp, _, err = s.Sprites.Resize(r.Context(), name, sz)
+	}
 	if err == nil && req.IdleSeconds != nil {
 		sp, err = s.Sprites.SetIdle(name, *req.IdleSeconds)
 	}

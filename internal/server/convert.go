@@ -25,6 +25,9 @@ func apiSprite(s sprite.Sprite) api.Sprite {
 		SleepSynced: s.SleepSynced, Address: s.Address, Policy: apiPolicy(s.Policy, ""), URLPublic: s.URLPublic,
 		DiskUsedBytes: s.DiskUsedBytes, NetRxBytes: s.NetRxBytes, NetTxBytes: s.NetTxBytes,
 	}
+	if p := s.Pending; p != nil {
+		out.Pending = &api.Size{CPUs: p.CPUs, MemoryMiB: p.MemoryMiB, DiskGiB: p.DiskGiB}
+	}
 	for _, c := range s.Checkpoints {
 		out.Checkpoints = append(out.Checkpoints, apiCheckpoint(c))
 	}
@@ -101,12 +104,15 @@ func apiFileInfo(f proto.FileInfo) api.FileInfo {
 	return api.FileInfo{Name: f.Name, Size: f.Size, Mode: fs.FileMode(f.Mode), ModTime: f.ModTime, IsDir: f.IsDir, Link: f.Link}
 }
 
-// doctorReport makes the daemon's host report plain data: the report
-// travels by its JSON form (the API's names are the report's) and its
-// text as the report renders itself.
 func (s *Server) doctorReport(ctx context.Context) (api.DoctorReport, error) {
+	return DoctorReport(s.Doctor(ctx))
+}
+
+// DoctorReport makes a host report (doctor.Report) plain data: it travels
+// by its JSON form (the API's names are the report's) and its text as the
+// report renders itself.
+func DoctorReport(rep any) (api.DoctorReport, error) {
 	var out api.DoctorReport
-	rep := s.Doctor(ctx)
 	b, err := json.Marshal(rep)
 	if err != nil {
 		return out, err

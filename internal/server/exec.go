@@ -121,7 +121,10 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// execInput relays the client's messages to sess until the client closes.
+// execInput relays the client's messages to sess until the client closes
+// (or breaks the protocol). Errors of delivery do not end it: a command
+// that exited while its client still sent stdin must still have its exit
+// reported.
 func (s *Server) execInput(ctx context.Context, conn *websocket.Conn, sess ExecSession) error {
 	for {
 		typ, p, err := conn.Read(ctx)
@@ -134,25 +137,23 @@ func (s *Server) execInput(ctx context.Context, conn *websocket.Conn, sess ExecS
 				conn.Close(websocket.StatusPolicyViolation, "bad text message: want a resize")
 				return fmt.Errorf("bad text message")
 			}
-			if err := sess.Resize(m.Cols, m.Rows); err != nil {
-				return err
-			}
+			sess.Resize(m.Cols, m.Rows) // fails only once the command is gone: Next says how it ended
 			continue
 		}
 		if len(p) == 0 {
 			continue
 		}
+		// Stdin that cannot be delivered (the command has exited, or
+		// closed its stdin) is dropped; the client stays attached for
+		// the rest of the output and the exit, which Next reports.
 		switch p[0] {
 		case api.StreamStdin:
-			err = sess.Stdin(p[1:])
+			sess.Stdin(p[1:])
 		case api.StreamStdinEOF:
-			err = sess.CloseStdin()
+			sess.CloseStdin()
 		default:
 			conn.Close(websocket.StatusPolicyViolation, "bad stream byte: want stdin or stdin EOF")
 			return fmt.Errorf("bad stream byte %d", p[0])
-		}
-		if err != nil {
-			return err
 		}
 	}
 }

@@ -27,6 +27,8 @@ type fakeExec struct {
 	resizes [][2]int
 	closed  chan struct{}
 	out     chan []byte
+	// stdinErr, when set, is what Stdin answers (a command that exited).
+	stdinErr error
 }
 
 func (f *fakeExec) Start(_ context.Context, _ string, req api.ExecRequest) (ExecSession, error) {
@@ -48,8 +50,14 @@ func (f *fakeExec) Next() (byte, []byte, error) {
 		return 0, nil, errors.New("closed")
 	}
 }
-func (f *fakeExec) Stdin(p []byte) error { f.out <- append([]byte(nil), p...); return nil }
-func (f *fakeExec) CloseStdin() error    { close(f.out); return nil }
+func (f *fakeExec) Stdin(p []byte) error {
+	if f.stdinErr != nil {
+		return f.stdinErr
+	}
+	f.out <- append([]byte(nil), p...)
+	return nil
+}
+func (f *fakeExec) CloseStdin() error { close(f.out); return nil }
 func (f *fakeExec) Resize(c, r int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -131,6 +139,21 @@ func TestExecWebSocket(t *testing.T) {
 	}
 	if !f.req.TTY || !f.req.Stdin || f.req.Cols != 80 || f.req.Rows != 24 || len(f.req.Env) != 1 || f.req.Cmd[0] != "cat" {
 		t.Errorf("request %+v", f.req)
+	}
+}
+
+// TestExecStdinAfterExit: stdin the command can no longer take does not
+// detach its client: the exit still arrives.
+func TestExecStdinAfterExit(t *testing.T) {
+	f, base := execServer(t)
+	f.stdinErr = errors.New("the command has exited")
+	c := dialExec(t, base, url.Values{"cmd": {"true"}, "stdin": {"true"}})
+	ctx := t.Context()
+	c.Write(ctx, websocket.MessageBinary, append([]byte{api.StreamStdin}, "late"...))
+	c.Write(ctx, websocket.MessageBinary, []byte{api.StreamStdinEOF})
+	_, p, err := c.Read(ctx)
+	if err != nil || len(p) != 2 || p[0] != api.StreamExit || p[1] != 5 {
+		t.Fatalf("got %q %v, want the exit", p, err)
 	}
 }
 

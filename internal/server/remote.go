@@ -152,6 +152,10 @@ func authorize(t token.Token, r *http.Request) (int, string) {
 	if p == "/v1/tokens" || strings.HasPrefix(p, "/v1/tokens/") {
 		return http.StatusForbidden, "tokens are managed only over the unix socket (as root on the daemon's host)"
 	}
+	if strings.HasPrefix(p, "/v1/bench/") {
+		// Measurements do root-level work on the daemon's host.
+		return http.StatusForbidden, "benchmarks of the daemon's host run only over the unix socket"
+	}
 	if !t.Scoped() {
 		return 0, ""
 	}

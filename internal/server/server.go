@@ -19,6 +19,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/auth"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/image"
+	"github.com/wisp-sh/wisp/internal/meter"
 	"github.com/wisp-sh/wisp/internal/sprite"
 	"github.com/wisp-sh/wisp/internal/token"
 )
@@ -37,6 +38,10 @@ type Server struct {
 	// URLKey signs the credentials of signed URLs.
 	FrontDoor string
 	URLKey    *auth.Key
+	// Meter measures sprites' use (nil: none).
+	Meter *meter.Meter
+	// Metrics is the Prometheus registry /metrics serves (nil: none).
+	Metrics *meter.Metrics
 	// PortWait bounds how long a connect that woke or started a sprite
 	// waits for the port to listen (0: 10 s).
 	PortWait time.Duration
@@ -136,7 +141,9 @@ func (s *Server) routes() (http.Handler, []string) {
 	s.secretRoutes(mux)
 	s.imageRoutes(mux)
 	s.tokenRoutes(mux)
-	return s.logRequests(mux), mux.patterns
+	s.usageRoutes(mux)
+	s.metricsRoutes(mux)
+	return s.countRequests(s.logRequests(mux)), mux.patterns
 }
 
 func (s *Server) logRequests(h http.Handler) http.Handler {
@@ -192,7 +199,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, 200, apiSprite(sp))
+	out := apiSprite(sp)
+	if s.Meter != nil {
+		out.Capped = s.Meter.Capped(sp.ID)
+	}
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) destroy(w http.ResponseWriter, r *http.Request) {

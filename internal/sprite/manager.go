@@ -70,6 +70,18 @@ type Options struct {
 	Sync func(dirs ...string) error
 	// Net gives sprites their networks; nil: sprites have none.
 	Net Network
+	// Allow, when set, is asked before a sprite starts or wakes; its
+	// error refuses (the meter holds a sprite at its cap this way).
+	Allow func(rec Sprite) error
+	// Observe, when set, is told how long each create and wake took and
+	// whether it failed (the daemon's latency metrics).
+	Observe func(op string, took time.Duration, err error)
+}
+
+func (m *Manager) observe(op string, t0 time.Time, err error) {
+	if m.opt.Observe != nil {
+		m.opt.Observe(op, time.Since(t0), err)
+	}
 }
 
 // CreateOptions is what a user asks for.
@@ -305,7 +317,8 @@ func (m *Manager) validate(o *CreateOptions) error {
 
 // Create makes a sprite and boots it. On any failure nothing is left
 // behind: every step registers its undo.
-func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
+func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ Sprite, err error) {
+	defer func(t0 time.Time) { m.observe("create", t0, err) }(time.Now())
 	if err := m.validate(&o); err != nil {
 		return Sprite{}, err
 	}
@@ -498,10 +511,24 @@ func (m *Manager) start(ctx context.Context, e *entry) error {
 		return nil
 	}
 	if rec.State == Sleeping {
-		return m.wake(ctx, e)
+		t0 := time.Now()
+		err := m.wake(ctx, e)
+		m.observe("wake", t0, err)
+		return err
 	}
 	if !CanMove(rec.State, Starting) {
 		return stateError("start", rec)
+	}
+	if m.opt.Allow != nil {
+		if err := m.opt.Allow(rec); err != nil {
+			return err
+		}
+	}
+	if rec.Pending != nil {
+		if err := m.applySize(ctx, e, rec); err != nil {
+			return err
+		}
+		rec = e.rec
 	}
 	rec.State = Starting
 	if err := m.persist(e, rec); err != nil {

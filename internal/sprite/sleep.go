@@ -126,6 +126,11 @@ func (m *Manager) wake(ctx context.Context, e *entry) error {
 	if rec.State != Sleeping {
 		return nil
 	}
+	if m.opt.Allow != nil {
+		if err := m.opt.Allow(rec); err != nil {
+			return err
+		}
+	}
 	if !rec.SleepSynced && rec.SleptBoot != "" && rec.SleptBoot != m.opt.BootID {
 		why := fmt.Sprintf("the host restarted before the sleeping sprite's memory was known to be on disk, so its processes cannot safely resume; its disk holds what the guest had written out: `wisp start %s` boots it cold", rec.Name)
 		rec.State, rec.LastError = Stopped, why

@@ -97,6 +97,9 @@ type Sprite struct {
 	// URLPublic: the sprite's URL on the front door answers anyone, not
 	// only requests with a credential.
 	URLPublic bool `json:"url_public"`
+	// Pending is a size asked for while the sprite ran or slept: it takes
+	// it at its next cold boot (see Resize).
+	Pending *Size `json:"pending,omitempty"`
 	// Services are the long-running processes its agent supervises.
 	Services []Service `json:"services,omitempty"`
 	// DiskUsedBytes and the network counters are filled in when the

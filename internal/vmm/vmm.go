@@ -76,6 +76,13 @@ func (s Spec) GuestPids() int {
 	return DefaultPids
 }
 
+// MemoryFiler is implemented by drivers whose running instances keep the
+// guest's RAM in a file of their spec's Dir (optional capability): while
+// the instance runs that file is memory, not storage.
+type MemoryFiler interface {
+	MemoryFile(spec Spec) string
+}
+
 // Info describes a running instance.
 type Info struct {
 	Backend string `json:"backend"` // "qemu", "gvisor"

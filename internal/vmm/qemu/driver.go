@@ -63,6 +63,11 @@ func New(log *slog.Logger, h HostInfo, runAs string) *Driver {
 
 func (d *Driver) Name() string { return "qemu" }
 
+// MemoryFile is where a running VM of spec keeps its RAM.
+func (d *Driver) MemoryFile(spec vmm.Spec) string { return filepath.Join(spec.Dir, memFile) }
+
+var _ vmm.MemoryFiler = (*Driver)(nil)
+
 // WantsTap: a VM's virtio-net sits on a tap in the sprite's namespace.
 func (d *Driver) WantsTap() bool { return true }
 
