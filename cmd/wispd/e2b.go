@@ -12,6 +12,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/config"
 	"github.com/wisp-sh/wisp/internal/e2b"
 	"github.com/wisp-sh/wisp/internal/image"
+	"github.com/wisp-sh/wisp/internal/meter"
 	"github.com/wisp-sh/wisp/internal/sprite"
 	"github.com/wisp-sh/wisp/internal/token"
 )
@@ -20,7 +21,7 @@ import (
 // (E2B_API_URL and E2B_SANDBOX_URL of the e2b SDKs), opened by the E2B
 // keys of the token store (`wisp token create --e2b`, E2B's X-API-Key).
 // getHost(port) names the front door (front): PORT-ID.e2b.localhost.
-func newE2B(log *slog.Logger, cfg config.Config, mgr *sprite.Manager, images *image.Store, tokens *token.Store, front string) (*e2b.Handler, error) {
+func newE2B(log *slog.Logger, cfg config.Config, mgr *sprite.Manager, images *image.Store, mtr *meter.Meter, tokens *token.Store, front string) (*e2b.Handler, error) {
 	domain := ""
 	if _, port, err := net.SplitHostPort(front); err == nil {
 		domain = "e2b.localhost:" + port
@@ -28,6 +29,14 @@ func newE2B(log *slog.Logger, cfg config.Config, mgr *sprite.Manager, images *im
 	return e2b.New(e2b.Options{
 		Log: log, Sprites: mgr, DataDir: cfg.DataDir, Domain: domain,
 		Images: e2bImages{images: images, mgr: mgr},
+		Usage: func(name string) (float64, int64, bool) {
+			for _, l := range mtr.Live() {
+				if l.Sprite == name {
+					return l.CPUPercent, l.MemoryBytes, true
+				}
+			}
+			return 0, 0, false
+		},
 		Authenticate: func(r *http.Request) error {
 			t, ok := tokens.Lookup(r.Header.Get("X-API-Key"))
 			if !ok || t.Kind != token.E2B {

@@ -211,7 +211,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 		},
 	}
 	if cfg.Listen != "" {
-		e2bAPI, err := newE2B(log, cfg, mgr, images, tokens, front.addr)
+		e2bAPI, err := newE2B(log, cfg, mgr, images, mtr, tokens, front.addr)
 		if err != nil {
 			return err
 		}

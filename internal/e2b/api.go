@@ -660,12 +660,20 @@ func (h *Handler) metrics(w http.ResponseWriter, r *http.Request) {
 		"memTotal": int64(rec.MemoryMiB) << 20, "memUsed": 0, "memCache": 0,
 		"diskUsed": rec.DiskUsedBytes, "diskTotal": int64(rec.DiskGiB) << 30,
 	}
+	if h.opt.Usage != nil {
+		if cpu, mem, ok := h.opt.Usage(sb.ID); ok {
+			m["cpuUsedPct"] = cpu / float64(max(rec.CPUs, 1)) // E2B's: of all the sandbox's cores
+			m["memUsed"] = mem
+		}
+	}
 	if !sb.Paused && rec.State == sprite.Running {
 		ag, release, err := h.opt.Sprites.Agent(r.Context(), sb.ID)
 		if err == nil {
 			if info, err := ag.Info(r.Context()); err == nil {
 				m["memTotal"] = info.MemTotal
-				m["memUsed"] = info.MemTotal - info.MemAvailable
+				if m["memUsed"] == 0 {
+					m["memUsed"] = info.MemTotal - info.MemAvailable
+				}
 			}
 			release()
 		}

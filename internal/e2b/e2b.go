@@ -103,6 +103,9 @@ type Options struct {
 	// MaxProcs bounds the processes one sandbox runs through envd at
 	// once (default 32; the guest agent allows 64 streams).
 	MaxProcs int
+	// Usage, when set, returns the meter's last sample of a sprite: CPU
+	// (percent of one core) and memory the host sees it use.
+	Usage func(sprite string) (cpuPercent float64, memoryBytes int64, ok bool)
 	// Images, when set, keeps each template's image with E2B's user made
 	// (nil: the user is made at every create).
 	Images Images
