@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/meter"
+	"github.com/wisp-sh/wisp/internal/sprite"
 )
 
 func (s *Server) usageRoutes(mux *router) {
@@ -89,7 +89,9 @@ func (s *Server) top(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, live)
 }
 
-func (s *Server) getCap(w http.ResponseWriter, r *http.Request) {
+// capped runs fn with the meter and the named sprite's record, or
+// answers the error.
+func (s *Server) capped(w http.ResponseWriter, r *http.Request, fn func(*meter.Meter, sprite.Sprite)) {
 	m := s.meter(w)
 	if m == nil {
 		return
@@ -99,29 +101,26 @@ func (s *Server) getCap(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.CapStatus{Cap: m.Cap(rec.ID), Capped: m.Capped(rec.ID)})
+	fn(m, rec)
+}
+
+func (s *Server) getCap(w http.ResponseWriter, r *http.Request) {
+	s.capped(w, r, func(m *meter.Meter, rec sprite.Sprite) {
+		writeJSON(w, http.StatusOK, api.CapStatus{Cap: m.Cap(rec.ID), Capped: m.Capped(rec.ID)})
+	})
 }
 
 func (s *Server) setCap(w http.ResponseWriter, r *http.Request) {
-	m := s.meter(w)
-	if m == nil {
-		return
-	}
-	rec, err := s.Sprites.Record(r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	var c api.Cap
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		writeError(w, fmt.Errorf("cap: %w: %w", err, errdefs.ErrInvalid))
-		return
-	}
-	if err := m.SetCap(rec.ID, rec.Name, c); err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, api.CapStatus{Cap: m.Cap(rec.ID), Capped: m.Capped(rec.ID)})
+	s.capped(w, r, func(m *meter.Meter, rec sprite.Sprite) {
+		var c api.Cap
+		if err := decode(r, &c); err != nil {
+			writeError(w, err)
+			return
+		}
+		if err := m.SetCap(rec.ID, rec.Name, c); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, api.CapStatus{Cap: m.Cap(rec.ID), Capped: m.Capped(rec.ID)})
+	})
 }

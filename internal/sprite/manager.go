@@ -277,15 +277,7 @@ func (m *Manager) validate(o *CreateOptions) error {
 	}
 	l := m.opt.Limits
 	var errs []error
-	if o.CPUs < 1 || o.CPUs > l.MaxCPUs {
-		errs = append(errs, fmt.Errorf("cpus %d out of range 1-%d", o.CPUs, l.MaxCPUs))
-	}
-	if o.MemoryMiB < 128 || o.MemoryMiB > l.MaxMemoryMiB {
-		errs = append(errs, fmt.Errorf("memory %d MiB out of range 128-%d", o.MemoryMiB, l.MaxMemoryMiB))
-	}
-	if o.DiskGiB < 1 || o.DiskGiB > l.MaxDiskGiB {
-		errs = append(errs, fmt.Errorf("disk %d GiB out of range 1-%d", o.DiskGiB, l.MaxDiskGiB))
-	}
+	errs = append(errs, l.sizeErrors(Size{o.CPUs, o.MemoryMiB, o.DiskGiB}, 1)...)
 	if maxPids := cmp.Or(l.MaxPids, MaxPids); o.Pids < MinPids || o.Pids > maxPids {
 		errs = append(errs, fmt.Errorf("pids %d out of range %d-%d", o.Pids, MinPids, maxPids))
 	}

@@ -61,7 +61,15 @@ func (m *Manager) Resize(ctx context.Context, name string, sz Size) (rec Sprite,
 }
 
 func (m *Manager) validateSize(r Sprite, s Size) error {
-	l := m.opt.Limits
+	if errs := m.opt.Limits.sizeErrors(s, r.DiskGiB); len(errs) > 0 {
+		return fmt.Errorf("resize %s: %w: %w", r.Name, errors.Join(errs...), errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// sizeErrors says what of s lies outside l; a disk may not be smaller than
+// minDisk GiB.
+func (l Limits) sizeErrors(s Size, minDisk int) []error {
 	var errs []error
 	if s.CPUs < 1 || s.CPUs > l.MaxCPUs {
 		errs = append(errs, fmt.Errorf("cpus %d out of range 1-%d", s.CPUs, l.MaxCPUs))
@@ -69,15 +77,14 @@ func (m *Manager) validateSize(r Sprite, s Size) error {
 	if s.MemoryMiB < 128 || s.MemoryMiB > l.MaxMemoryMiB {
 		errs = append(errs, fmt.Errorf("memory %d MiB out of range 128-%d", s.MemoryMiB, l.MaxMemoryMiB))
 	}
-	if s.DiskGiB < r.DiskGiB {
-		errs = append(errs, fmt.Errorf("disk %d GiB is smaller than the sprite's %d GiB (disks only grow)", s.DiskGiB, r.DiskGiB))
-	} else if s.DiskGiB > l.MaxDiskGiB {
-		errs = append(errs, fmt.Errorf("disk %d GiB out of range %d-%d", s.DiskGiB, r.DiskGiB, l.MaxDiskGiB))
+	if s.DiskGiB < minDisk || s.DiskGiB > l.MaxDiskGiB {
+		why := ""
+		if minDisk > 1 {
+			why = " (disks only grow)"
+		}
+		errs = append(errs, fmt.Errorf("disk %d GiB out of range %d-%d%s", s.DiskGiB, minDisk, l.MaxDiskGiB, why))
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("resize %s: %w: %w", r.Name, errors.Join(errs...), errdefs.ErrInvalid)
-	}
-	return nil
+	return errs
 }
 
 // applySize gives a sprite with no running instance its pending size,
