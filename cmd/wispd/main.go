@@ -21,6 +21,7 @@ import (
 
 	"github.com/wisp-sh/wisp/internal/config"
 	"github.com/wisp-sh/wisp/internal/doctor"
+	"github.com/wisp-sh/wisp/internal/e2b"
 	"github.com/wisp-sh/wisp/internal/image"
 	"github.com/wisp-sh/wisp/internal/meter"
 	"github.com/wisp-sh/wisp/internal/network"
@@ -208,6 +209,14 @@ func run(log *slog.Logger, cfg config.Config) error {
 		Doctor: func(context.Context) any {
 			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo})
 		},
+	}
+	if cfg.Listen != "" {
+		e2bAPI, err := newE2B(log, cfg, mgr, images, mtr, tokens, front.addr)
+		if err != nil {
+			return err
+		}
+		defer e2bAPI.Close()
+		srv.E2B, srv.E2BMatch = e2bAPI, e2b.IsE2B
 	}
 	if _, err := serveRemote(ctx, log, cfg, srv); err != nil {
 		return err

@@ -34,6 +34,8 @@ const (
 	// reaches the sprite.
 	CredParam  = "_wisp"
 	CredCookie = "wisp_url"
+	// e2bSuffix ends the hosts of E2B's form, PORT-ID.e2b.localhost.
+	e2bSuffix = ".e2b.localhost"
 )
 
 // Site is what a front-door request is for: a port of a sprite.
@@ -93,6 +95,16 @@ func Route(host, escapedPath string) (site Site, rest string, slash bool, err er
 		h = hh
 	}
 	h = strings.ToLower(h)
+	if l, ok := strings.CutSuffix(h, e2bSuffix); ok {
+		// E2B's form, which the e2b SDKs' getHost(port) makes:
+		// PORT-ID.e2b.localhost, the sandbox ID a sprite's name.
+		p, name, ok := strings.Cut(l, "-")
+		if !ok {
+			return Site{}, "", false, fmt.Errorf("%q is not an E2B host: want PORT-ID%s: %w", host, e2bSuffix, errdefs.ErrInvalid)
+		}
+		site, err := parseLabel(p + "." + name)
+		return site, escapedPath, false, err
+	}
 	if l, ok := strings.CutSuffix(h, ".localhost"); ok {
 		site, err := parseLabel(l)
 		return site, escapedPath, false, err

@@ -42,6 +42,10 @@ func TestRoute(t *testing.T) {
 		{host: "localhost:7780", path: "/s/3000.web/a%2Fb", sprite: "web", port: 3000, prefix: "/s/3000.web", rest: "/a%2Fb"},
 		{host: "[::1]:7780", path: "/s/web", sprite: "web", port: 8080, prefix: "/s/web", rest: "/", slash: true},
 		{host: "127.0.0.1:7780", path: "/s/web/../other/", sprite: "web", port: 8080, prefix: "/s/web", rest: "/../other/"}, // the sprite's business
+		{host: "3000-iabc123.e2b.localhost:7780", path: "/x", sprite: "iabc123", port: 3000, rest: "/x"},                    // E2B's getHost(port)
+		{host: "3000.iabc.e2b.localhost", path: "/", bad: true},
+		{host: "iabc.e2b.localhost", path: "/", bad: true},
+		{host: "0-iabc.e2b.localhost", path: "/", bad: true},
 		{host: "", path: "/s/web/", bad: true},
 		{host: "evil.example:7780", path: "/s/web/", bad: true}, // DNS rebinding
 		{host: "web.localhost.evil.example", path: "/", bad: true},
@@ -71,7 +75,7 @@ func TestRoute(t *testing.T) {
 			continue
 		}
 		// A bare NAME is the sprite's default port (a service's, else 8080).
-		bare := !strings.Contains(strings.TrimPrefix(tc.path, "/s/")+tc.host, strconv.Itoa(tc.port)+".web")
+		bare := !strings.Contains(strings.TrimPrefix(tc.path, "/s/")+tc.host, strconv.Itoa(tc.port)+".web") && !strings.Contains(tc.host, e2bSuffix)
 		if err != nil || site.Sprite != tc.sprite || site.Port != tc.port || site.Bare != bare || site.Prefix != tc.prefix || rest != tc.rest || slash != tc.slash {
 			t.Errorf("Route(%q, %q) = %+v %q %v %v", tc.host, tc.path, site, rest, slash, err)
 		}

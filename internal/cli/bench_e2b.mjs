@@ -1,0 +1,32 @@
+// wisp bench e2b: the published e2b SDK against wispd's E2B API.
+// Prints {create, create_to_first_run, run_true}: milliseconds.
+import { Sandbox } from 'e2b'
+
+const runs = Number(process.env.RUNS || 5)
+const metadata = process.env.WISP_BACKEND ? { 'wisp.backend': process.env.WISP_BACKEND } : {}
+const out = { create: [], create_to_first_run: [], run_true: [] }
+const ms = t0 => Number(process.hrtime.bigint() - t0) / 1e6
+
+// One untimed round first: the SDK's client sets itself up at its first
+// calls, a cost of the Node process rather than of a create.
+const warm = await Sandbox.create({ metadata })
+await warm.commands.run('true')
+await warm.kill()
+for (let i = 0; i < runs; i++) {
+  const t0 = process.hrtime.bigint()
+  const sbx = await Sandbox.create({ metadata })
+  out.create.push(ms(t0))
+  try {
+    await sbx.commands.run('true')
+    out.create_to_first_run.push(ms(t0))
+    for (let j = 0; j < 10; j++) {
+      const t1 = process.hrtime.bigint()
+      await sbx.commands.run('true')
+      out.run_true.push(ms(t1))
+    }
+  } finally {
+    await sbx.kill()
+  }
+  process.stderr.write(`bench: e2b run ${i + 1}/${runs}\n`)
+}
+console.log(JSON.stringify(out))
