@@ -71,7 +71,7 @@ type WorkloadReport struct {
 	Runs       int              `json:"runs"`
 	At         time.Time        `json:"at"`
 	Machine    string           `json:"machine"`
-	HostPinned string           `json:"host_pinned"` // taskset CPU list, "" when not pinned
+	HostPinned string           `json:"host_pinned"` // how the host side is held to the sprite's CPUs
 	LoadStart  string           `json:"load_start"`  // /proc/loadavg
 	LoadEnd    string           `json:"load_end"`
 	HostGo     string           `json:"host_go,omitempty"`
@@ -82,12 +82,12 @@ type WorkloadReport struct {
 func newBenchWorkload(e *env) *cobra.Command {
 	var runs, cpus, mem int
 	var asJSON bool
-	var out, backend, img, only, goPkgs, keep string
+	var out, backend, img, only, goPkgs, keep, pin string
 	c := &cobra.Command{
 		Use:   "workload",
 		Short: "Real builds, tests and file passes in a sprite against the host: ratios",
-		Long: `Run the same real workloads on this host (pinned to as many CPUs as the
-sprite has, with taskset) and in a fresh sprite, back to back, and print the
+		Long: `Run the same real workloads on this host (held to as many CPUs as the sprite
+has: a cgroup with the same CPU quota as the sprite's, or taskset) and in a fresh sprite, back to back, and print the
 sprite/host ratio of each step, cold (first run) and warm (median of the
 others):
 
@@ -111,7 +111,7 @@ The bench must run on the daemon's host, with Go, node/npm, git and python3.`,
 			}
 			var reports []WorkloadReport
 			for _, b := range list {
-				r, err := runWorkloads(cmd.Context(), e, workloadOpts{backend: b, image: img, runs: runs, cpus: cpus, mem: mem, only: only, goPkgs: goPkgs, keep: keep})
+				r, err := runWorkloads(cmd.Context(), e, workloadOpts{backend: b, image: img, runs: runs, cpus: cpus, mem: mem, only: only, goPkgs: goPkgs, keep: keep, pin: pin})
 				if err != nil {
 					return fmt.Errorf("bench workload %s: %w", b, err)
 				}
@@ -146,6 +146,7 @@ The bench must run on the daemon's host, with Go, node/npm, git and python3.`,
 	f.StringVar(&img, "image", "dev", "image of the sprite (it needs go, node, npm, git, python3)")
 	f.StringVar(&only, "only", "go,npm,files", "workloads to run, comma-separated")
 	f.StringVar(&goPkgs, "go-pkgs", defaultGoPkgs, "standard-library packages of the go workload")
+	f.StringVar(&pin, "pin", "quota", "how the host side gets the sprite's CPUs: quota (a cgroup with the sprite's CPU quota, as a sprite has), taskset (pinned to CPUs 0..N-1) or none")
 	f.StringVar(&keep, "sprite", "", "use this existing sprite instead of a fresh one (it is not destroyed)")
 	return c
 }
@@ -154,7 +155,7 @@ type workloadOpts struct {
 	backend, image  string
 	runs, cpus, mem int
 	only, goPkgs    string
-	keep            string
+	keep, pin       string
 }
 
 // side runs a step's script on the host or in the sprite and times it.
@@ -165,11 +166,16 @@ type side interface {
 type hostSide struct {
 	dir    string
 	pinned string // taskset CPU list
+	procs  string // cgroup.procs of a CPU-quota cgroup
 }
 
 func (h *hostSide) run(ctx context.Context, script string) (time.Duration, string, error) {
 	argv := []string{"sh", "-ec", script}
-	if h.pinned != "" {
+	switch {
+	case h.procs != "":
+		// Into the cgroup, then the script.
+		argv = []string{"sh", "-c", `echo $$ > "$1" && exec sh -ec "$0"`, script, h.procs}
+	case h.pinned != "":
 		argv = append([]string{"taskset", "-c", h.pinned}, argv...)
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -226,15 +232,6 @@ func runWorkloads(ctx context.Context, e *env, o workloadOpts) (WorkloadReport, 
 		return rep, err
 	}
 	defer os.RemoveAll(hdir)
-	host := &hostSide{dir: hdir}
-	if _, err := exec.LookPath("taskset"); err == nil {
-		host.pinned = fmt.Sprintf("0-%d", o.cpus-1)
-		if o.cpus == 1 {
-			host.pinned = "0"
-		}
-		rep.HostPinned = host.pinned
-	}
-
 	name := o.keep
 	if name == "" {
 		tag := make([]byte, 3)
@@ -253,6 +250,38 @@ func runWorkloads(ctx context.Context, e *env, o workloadOpts) (WorkloadReport, 
 		return rep, err
 	}
 	rep.Backend, rep.Accel, rep.CPUs, rep.MemoryMiB = sp.Backend, sp.Accel, sp.CPUs, sp.MemoryMiB
+	host := &hostSide{dir: hdir}
+	switch o.pin {
+	case "quota":
+		// The sprite's CPU quota as its VMM's cgroup has it (which may be
+		// none: then only the grouping), else its cpus.
+		quota, known := vmmQuota(sp.Pid)
+		if !known {
+			quota = sp.CPUs * 100000
+		}
+		procs, undo, err := cpuQuota(quota)
+		if err != nil {
+			return rep, fmt.Errorf("--pin quota: %w (try --pin taskset)", err)
+		}
+		defer undo()
+		host.procs, rep.HostPinned = procs, fmt.Sprintf("a cgroup with the sprite's CPU quota (%s)", quotaText(quota))
+		if quota < 0 {
+			progress("note: the sprite's cgroup has no CPU quota (it may use every CPU): the host side has none either")
+		}
+	case "taskset":
+		if _, err := exec.LookPath("taskset"); err != nil {
+			return rep, fmt.Errorf("--pin taskset: %w", err)
+		}
+		host.pinned = fmt.Sprintf("0-%d", o.cpus-1)
+		if o.cpus == 1 {
+			host.pinned = "0"
+		}
+		rep.HostPinned = "taskset " + host.pinned
+	case "none":
+	default:
+		return rep, fmt.Errorf("--pin %q: want quota, taskset or none", o.pin)
+	}
+
 	const sdir = "/home/sprite/workload"
 	guest := &spriteSide{s: c.Sprite(name), dir: sdir}
 	// The sprite's work directory, as its user (and emptied, in a sprite
@@ -478,7 +507,7 @@ func machine() string {
 }
 
 func printWorkload(w io.Writer, r WorkloadReport) {
-	fmt.Fprintf(w, "\nworkloads: %s (%s), image %s, %d cpu, %d MiB; host pinned to cpus %q; %d runs\n", r.Backend, r.Accel, r.Image, r.CPUs, r.MemoryMiB, r.HostPinned, r.Runs)
+	fmt.Fprintf(w, "\nworkloads: %s (%s), image %s, %d cpu, %d MiB; host: %s; %d runs\n", r.Backend, r.Accel, r.Image, r.CPUs, r.MemoryMiB, r.HostPinned, r.Runs)
 	fmt.Fprintf(w, "machine %s; load %s -> %s\n", r.Machine, r.LoadStart, r.LoadEnd)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STEP\tHOST COLD\tSPRITE COLD\tRATIO\tHOST WARM\tSPRITE WARM\tRATIO\t")
@@ -490,4 +519,93 @@ func printWorkload(w io.Writer, r WorkloadReport) {
 		fmt.Fprintf(tw, "%s\t%.2fs\t%.2fs\t%.2fx\t%s\t\n", m.Name, m.HostCold, m.SpriteCold, m.RatioCold, warm)
 	}
 	tw.Flush()
+}
+
+// cpuQuota makes a cgroup whose CPU quota is quota µs per 100 ms (-1:
+// none; cgroup v2's cpu.max, or v1's cpu controller), and returns its
+// cgroup.procs and the undo that removes it.
+func cpuQuota(quota int) (procs string, undo func(), err error) {
+	tag := make([]byte, 3)
+	rand.Read(tag)
+	name := "wisp-bench-" + hex.EncodeToString(tag)
+	var dir string
+	var files [][2]string
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		max := "max"
+		if quota > 0 {
+			max = fmt.Sprint(quota)
+		}
+		dir, files = filepath.Join("/sys/fs/cgroup", name), [][2]string{{"cpu.max", max + " 100000"}}
+	} else {
+		dir, files = filepath.Join("/sys/fs/cgroup/cpu", name), [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", fmt.Sprint(quota)}}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	undo = func() { os.Remove(dir) }
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f[0]), []byte(f[1]), 0); err != nil {
+			undo()
+			return "", nil, err
+		}
+	}
+	return filepath.Join(dir, "cgroup.procs"), undo, nil
+}
+
+// vmmQuota reads the CPU quota (µs per 100 ms, -1: none) of the cgroup
+// of process pid (the sprite's VMM), if it can.
+func vmmQuota(pid int) (int, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if pid <= 0 || err != nil {
+		return 0, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		if f[0] == "0" && f[1] == "" { // v2
+			if v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", f[2], "cpu.max")); err == nil {
+				q := strings.Fields(string(v))
+				if len(q) == 2 {
+					if q[0] == "max" {
+						return -1, true
+					}
+					var quota, period int
+					fmt.Sscan(q[0], &quota)
+					fmt.Sscan(q[1], &period)
+					if period > 0 {
+						return quota * 100000 / period, true
+					}
+				}
+			}
+			continue
+		}
+		for _, c := range strings.Split(f[1], ",") {
+			if c != "cpu" {
+				continue
+			}
+			d := filepath.Join("/sys/fs/cgroup/cpu", f[2])
+			qb, err1 := os.ReadFile(filepath.Join(d, "cpu.cfs_quota_us"))
+			pb, err2 := os.ReadFile(filepath.Join(d, "cpu.cfs_period_us"))
+			var quota, period int
+			fmt.Sscan(string(qb), &quota)
+			fmt.Sscan(string(pb), &period)
+			if err1 != nil || err2 != nil || period <= 0 {
+				return 0, false
+			}
+			if quota < 0 {
+				return -1, true
+			}
+			return quota * 100000 / period, true
+		}
+	}
+	return 0, false
+}
+
+func quotaText(quota int) string {
+	if quota < 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d%% of a cpu", quota/1000)
 }
