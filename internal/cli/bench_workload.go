@@ -76,6 +76,8 @@ type WorkloadReport struct {
 	LoadEnd    string           `json:"load_end"`
 	HostGo     string           `json:"host_go,omitempty"`
 	SpriteGo   string           `json:"sprite_go,omitempty"`
+	HostNode   string           `json:"host_node,omitempty"` // node and npm versions
+	SpriteNode string           `json:"sprite_node,omitempty"`
 	Metrics    []WorkloadMetric `json:"metrics"`
 }
 
@@ -310,6 +312,13 @@ func runWorkloads(ctx context.Context, e *env, o workloadOpts) (WorkloadReport, 
 			}
 			steps = goSteps(o.goPkgs)
 		case "npm":
+			const versions = `echo "node $(node --version), npm $(npm --version)"`
+			_, hn, _ := host.run(ctx, versions)
+			_, sn, _ := guest.run(ctx, versions)
+			rep.HostNode, rep.SpriteNode = strings.TrimSpace(hn), strings.TrimSpace(sn)
+			if rep.HostNode != rep.SpriteNode {
+				progress("note: node differs (host %s, sprite %s): the npm steps compare different runtimes", rep.HostNode, rep.SpriteNode)
+			}
 			if err := prepareNPM(ctx, host, guest, progress); err != nil {
 				return rep, fmt.Errorf("npm: %w", err)
 			}
