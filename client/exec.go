@@ -321,7 +321,10 @@ func (c *Cmd) readOutput() {
 				c.err = errors.New("exec: bad exit message")
 				return
 			}
+			// The exit is the last message: done, without waiting for
+			// the daemon's close (the round trip is a client's latency).
 			c.code = int(p[1])
+			return
 		}
 		if werr != nil {
 			c.err = fmt.Errorf("exec: copy output: %w", werr)

@@ -69,8 +69,9 @@ type session struct {
 	maxRun  *time.Duration
 	table   *sessionTable
 
-	proc *process      // under mu; nil until it started, or when it could not start
-	dead chan struct{} // closed when the process has been reaped
+	proc    *process      // set before spawned is closed; nil when it could not start
+	spawned chan struct{} // closed once the process is started (or failed to)
+	dead    chan struct{} // closed when the process has been reaped
 
 	mu    sync.Mutex
 	cond  sync.Cond // on mu: output, exit, attach and detach
@@ -176,7 +177,10 @@ func cmpString(a, b string) int {
 }
 
 // startSession serves OpSessionStart: the stream is attached before the
-// process starts, so it gets all of the output.
+// process starts, so it gets all of the output. The start is answered
+// before the process is spawned (a spawn that fails is the session's exit,
+// 126 or 127), so that the host goes on with its side of the exec while
+// the guest forks; input the host sends meanwhile waits in the stream.
 func (s *Server) startSession(st sessionStream, req proto.Request) {
 	opt := req.Session
 	if opt == nil {
@@ -196,6 +200,7 @@ func (s *Server) startSession(st sessionStream, req proto.Request) {
 		stdin:   opt.Stdin || req.Exec.TTY,
 		started: time.Now().UTC(),
 		maxRun:  opt.MaxRunAfterDisconnect,
+		spawned: make(chan struct{}),
 		dead:    make(chan struct{}),
 		out:     outbuf{max: proto.SessionKeep},
 	}
@@ -205,14 +210,21 @@ func (s *Server) startSession(st sessionStream, req proto.Request) {
 		return
 	}
 	a := ss.attach(st)
+	if !ss.answer(a) {
+		// The host did not get the session: it never starts.
+		close(ss.spawned)
+		close(ss.dead)
+		ss.table.remove(ss)
+		return
+	}
 	p, failed := s.startProcess(req.Exec, opt.Stdin)
 	if failed != nil {
+		close(ss.spawned)
 		close(ss.dead)
 		ss.setExit(*failed)
 	} else {
-		ss.mu.Lock()
-		ss.proc = p // under mu: the session is listed (and may be attached to) already
-		ss.mu.Unlock()
+		ss.proc = p
+		close(ss.spawned)
 		drain := p.output(sessionRead, ss.write)
 		go func() {
 			ws := <-p.waitc
@@ -221,7 +233,7 @@ func (s *Server) startSession(st sessionStream, req proto.Request) {
 		}()
 		s.Log.Info("session started", "session", ss.id, "pid", p.pid)
 	}
-	ss.serve(a)
+	ss.stream(a)
 }
 
 // attachSession serves OpSessionAttach.
@@ -235,7 +247,10 @@ func (s *Server) attachSession(st sessionStream, req proto.Request) {
 		proto.WriteJSON(st, proto.TResponse, errResponse(err))
 		return
 	}
-	ss.serve(ss.attach(st))
+	a := ss.attach(st)
+	if ss.answer(a) {
+		ss.stream(a)
+	}
 }
 
 // killSession serves OpSessionKill: a named signal goes to the session's
@@ -249,15 +264,14 @@ func (s *Server) killSession(req *proto.SessionRequest) error {
 	if err != nil {
 		return err
 	}
-	p := ss.process()
 	if req.Signal != "" {
-		if ss.running() && !p.signal(req.Signal) {
+		if ss.running() && !ss.proc.signal(req.Signal) {
 			return invalid("unknown signal %q", req.Signal)
 		}
 		return nil
 	}
 	if ss.running() {
-		endGroup(p.pid, ss.dead)
+		endGroup(ss.proc.pid, ss.dead)
 	}
 	ss.table.remove(ss)
 	return nil
@@ -276,18 +290,11 @@ func (ss *session) setExit(e proto.Exit) {
 	time.AfterFunc(proto.SessionLinger, func() { ss.table.remove(ss) })
 }
 
-// process returns the session's process; nil before it started, or
-// when it could not start.
-func (ss *session) process() *process {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.proc
-}
-
-// running reports whether the process has started and has not been
-// reaped yet.
+// running reports whether the process has not been reaped yet (waiting
+// for its spawn, which follows the answer to the start).
 func (ss *session) running() bool {
-	if ss.process() == nil {
+	<-ss.spawned
+	if ss.proc == nil {
 		return false
 	}
 	select {
@@ -374,28 +381,34 @@ func (ss *session) detach(a *attachment) {
 	ss.gen++
 	ss.cond.Broadcast()
 	a.st.SetWriteDeadline(time.Now()) // a follower blocked on the host
-	if ss.exit != nil || ss.maxRun == nil || ss.proc == nil {
-		return
+	if ss.exit != nil || ss.maxRun == nil {
+		return // (a session that could not start has its exit, or gets it)
 	}
-	gen, p := ss.gen, ss.proc
+	gen := ss.gen
 	ss.timer = time.AfterFunc(*ss.maxRun, func() {
 		ss.mu.Lock()
 		expired := ss.gen == gen && ss.att == nil && ss.exit == nil
 		ss.mu.Unlock()
 		if expired && ss.running() {
-			p.hangup()
+			ss.proc.hangup()
 		}
 	})
 }
 
-// serve answers an attach and serves the stream until the session ends
-// (then it is forgotten: its exit has been taken), the stream is taken
-// over, or the host closes it.
-func (ss *session) serve(a *attachment) {
+// answer tells the host of the session its stream is attached to; it
+// reports false (and detaches) if the stream broke.
+func (ss *session) answer(a *attachment) bool {
 	if proto.WriteJSON(a.st, proto.TResponse, proto.Response{Sessions: []proto.SessionInfo{ss.info()}}) != nil {
 		ss.detach(a)
-		return
+		return false
 	}
+	return true
+}
+
+// stream serves an answered stream until the session ends (then it is
+// forgotten: its exit has been taken), the stream is taken over, or the
+// host closes it.
+func (ss *session) stream(a *attachment) {
 	go func() {
 		for {
 			t, b, err := proto.ReadFrame(a.st, proto.MaxFrame)
@@ -406,8 +419,8 @@ func (ss *session) serve(a *attachment) {
 			ss.mu.Lock()
 			mine := ss.att == a
 			ss.mu.Unlock()
-			if p := ss.process(); mine && ss.running() {
-				p.input(t, b)
+			if mine && ss.running() {
+				ss.proc.input(t, b)
 			}
 		}
 	}()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -66,12 +67,14 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	be := s.execBackend()
+	t0 := time.Now()
 	var sess ExecSession
 	if req.ID != "" {
 		sess, err = be.Attach(r.Context(), name, req)
 	} else {
 		sess, err = be.Start(r.Context(), name, req)
 	}
+	tStart := time.Since(t0)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -89,6 +92,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	if err := conn.Write(ctx, websocket.MessageText, hello); err != nil {
 		return
 	}
+	tHello := time.Since(t0)
 	go func() {
 		// Client to command. A client that goes away or breaks the
 		// protocol detaches: Close unblocks Next below.
@@ -115,7 +119,9 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if stream == api.StreamExit {
+			tExit := time.Since(t0)
 			conn.Close(websocket.StatusNormalClosure, "")
+			s.Log.Debug("exec timing", sprite.LogSprite, name, "start", tStart, "hello", tHello, "exit", tExit, "closed", time.Since(t0))
 			return
 		}
 	}

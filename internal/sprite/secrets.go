@@ -142,7 +142,7 @@ func (m *Manager) editSecrets(name string, fn func(map[string]string) error) err
 // ExecEnv returns what every exec in sprite name gets added to its
 // environment: the sprite's Env, then its secrets.
 func (m *Manager) ExecEnv(name string) ([]string, error) {
-	rec, err := m.Get(name)
+	rec, err := m.Record(name) // not Get: its usage figures cost system calls
 	if err != nil {
 		return nil, err
 	}
