@@ -182,7 +182,7 @@ type Confinement struct {
 	// chrooted); in a mount namespace of its own, as the process sees it.
 	Root       string `json:"root"`
 	OwnMountNS bool   `json:"own_mount_ns"`
-	Seccomp    bool   `json:"seccomp"`     // a seccomp filter is installed
+	Seccomp    bool   `json:"seccomp"` // a seccomp filter is installed
 	NoNewPrivs bool   `json:"no_new_privs"`
 	// Cgroup is the process's cgroup path (of the pids controller);
 	// CgroupVersion 1 or 2.

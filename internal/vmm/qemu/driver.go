@@ -39,7 +39,7 @@ type Driver struct {
 	// Jail: a spec's UID is honoured (the daemon runs as root): its QEMU
 	// runs as that user, chrooted into an empty folder, once started.
 	Jail bool
-	Log          *slog.Logger
+	Log  *slog.Logger
 	// Clone copies a file (a memory file into or out of a checkpoint),
 	// creating dst; a reflink where the filesystem can. Nil:
 	// storage.CopyFile.
