@@ -314,6 +314,11 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	rec.SleptBoot, rec.SleepSynced = "", false
 	rec.URLPublic = false // a fork's URL is private until said otherwise
 
+	uidDone, err := m.allocUID(&rec)
+	if err != nil {
+		return Sprite{}, err
+	}
+	defer uidDone()
 	rec.Address = "" // a fork has an address of its own, and its parent's policy
 	if src.Address != "" {
 		if err := m.allocAddress(&rec); err != nil {
@@ -330,6 +335,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	m.mu.Lock()
 	m.sprites[newName] = ne
 	m.mu.Unlock()
+	uidDone()
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
 	defer cancel()

@@ -70,6 +70,8 @@ type Options struct {
 	Sync func(dirs ...string) error
 	// Net gives sprites their networks; nil: sprites have none.
 	Net Network
+	// UIDs are the host uids of sprites' VMMs, one each.
+	UIDs UIDRange
 }
 
 // CreateOptions is what a user asks for.
@@ -97,8 +99,9 @@ type Manager struct {
 	log   *slog.Logger
 	store *Store
 
-	mu      sync.Mutex
-	sprites map[string]*entry
+	mu          sync.Mutex
+	sprites     map[string]*entry
+	pendingUIDs map[int]bool // allocated to records not yet in sprites
 
 	tplMu       sync.Mutex
 	tplBuilding map[string]bool // warm snapshots being built
@@ -155,7 +158,7 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 		}
 		opt.BootID = strings.TrimSpace(string(b))
 	}
-	m := &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}, syncSlots: make(chan struct{}, 2)}
+	m := &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, pendingUIDs: map[int]bool{}, tplBuilding: map[string]bool{}, syncSlots: make(chan struct{}, 2)}
 	m.closing, m.close = context.WithCancel(context.Background())
 	m.cleanDisks()
 	return m, nil
@@ -320,6 +323,11 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		Env:    o.Env,
 		Policy: o.Policy,
 	}
+	uidDone, err := m.allocUID(&rec)
+	if err != nil {
+		return Sprite{}, err
+	}
+	defer uidDone()
 	if err := m.allocAddress(&rec); err != nil {
 		return Sprite{}, err
 	}
@@ -333,6 +341,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 	m.mu.Lock()
 	m.sprites[o.Name] = e
 	m.mu.Unlock()
+	uidDone()
 	log := m.log.With(LogSprite, o.Name)
 
 	// The sprite's life is not the request's.
@@ -388,7 +397,7 @@ func (m *Manager) spec(ctx context.Context, rec Sprite) (vmm.Spec, error) {
 	s := vmm.Spec{
 		ID: rec.ID, Name: rec.Name, Dir: m.dir(rec), CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
 		Disk: m.DiskPath(rec), DiskGiB: rec.DiskGiB, Agent: m.opt.AgentPath, MAC: rec.MAC, MachineID: rec.MachineID,
-		Pids: pidsOf(rec), LogDir: m.logDir(rec),
+		Pids: pidsOf(rec), LogDir: m.logDir(rec), UID: rec.HostUID,
 	}
 	if err := vmm.MountLogDir(s.LogDir); err != nil {
 		m.log.Warn("logs not bounded", LogSprite, rec.Name, LogErr, err)
@@ -667,11 +676,35 @@ func (m *Manager) Recover(ctx context.Context) error {
 			m.log.Warn("removing stale networks", LogErr, err)
 		}
 	}
+	m.mu.Lock()
+	for _, rec := range recs {
+		m.sprites[rec.Name] = &entry{rec: rec} // their uids are taken
+	}
+	m.mu.Unlock()
+	for i, rec := range recs {
+		if rec.HostUID != 0 || m.opt.UIDs.Count == 0 {
+			continue
+		}
+		// A record from before sprites had uids of their own: its next
+		// start runs as one.
+		done, err := m.allocUID(&recs[i])
+		if err == nil {
+			if err = m.store.Put(recs[i]); err == nil {
+				m.mu.Lock()
+				m.sprites[rec.Name].rec = recs[i]
+				m.mu.Unlock()
+			}
+			done()
+		}
+		if err != nil {
+			m.log.Warn("no host uid of its own", LogSprite, rec.Name, LogErr, err)
+			recs[i].HostUID = 0
+		}
+	}
 	var wg sync.WaitGroup
 	for _, rec := range recs {
-		e := &entry{rec: rec}
 		m.mu.Lock()
-		m.sprites[rec.Name] = e
+		e := m.sprites[rec.Name]
 		m.mu.Unlock()
 		wg.Add(1)
 		go func() {

@@ -71,6 +71,9 @@ type Sprite struct {
 	// Pids is the sprite's process limit; 0 (records made before it
 	// existed) means vmm.DefaultPids.
 	Pids int `json:"pids,omitempty"`
+	// HostUID is the host user (and group) the sprite's VMM runs as, its
+	// own (see UIDRange); 0: the backend's default.
+	HostUID int `json:"host_uid,omitempty"`
 	// Origin says how the sprite was made: "boot", "warm-snapshot" or
 	// "fork of NAME".
 	Origin string `json:"origin,omitempty"`

@@ -141,6 +141,7 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 	}
 	tpl := rec
 	tpl.ID, tpl.Name, tpl.MAC, tpl.MachineID = "t"+randHex(4), "wisp-template", newMAC(), randHex(16)
+	tpl.HostUID = m.opt.UIDs.builderUID() // not the sprite's: it runs beside its VM
 	// The throwaway VM has a network like any sprite's (the devices of the
 	// saved VM must match those of the sprites restored from it), on an
 	// address of its own for as long as it runs. A daemon that dies now
