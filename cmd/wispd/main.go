@@ -167,7 +167,14 @@ func run(log *slog.Logger, cfg config.Config) error {
 	srv := &server.Server{
 		Log: log, Sprites: mgr, Images: images, Version: version, FrontDoor: front.addr, URLKey: front.key, PortWait: cfg.URLWait,
 		Doctor: func(context.Context) any {
-			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo})
+			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo,
+				Jail: func() *doctor.JailInfo {
+					j := &doctor.JailInfo{VMMUIDs: cfg.VMMUIDs, Enforced: os.Getuid() == 0, Cgroups: map[string]int{}, Sprites: mgr.Confinements()}
+					for _, c := range []string{"pids", "memory", "cpu", "io"} {
+						j.Cgroups[c] = vmm.HostCgroups.Version(c)
+					}
+					return j
+				}})
 		},
 	}
 	hs := srv.HTTPServer()

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/wisp-sh/wisp/internal/doctor"
 )
 
 func newList(e *env) *cobra.Command {
@@ -90,6 +92,9 @@ func newInfo(e *env) *cobra.Command {
 			row("created", s.CreatedAt.Local().Format(time.RFC3339))
 			if s.Pid > 0 {
 				row("pid", s.Pid)
+			}
+			if s.Confinement != nil {
+				row("jail", doctor.Describe(*s.Confinement))
 			}
 			if s.State == "sleeping" {
 				durable := "on stable storage"

@@ -212,11 +212,38 @@ func (m *Manager) Get(name string) (Sprite, error) {
 		return Sprite{}, err
 	}
 	m.mu.Lock()
-	rec := e.rec
+	rec, inst := e.rec, e.inst
 	m.mu.Unlock()
 	rec.DiskUsedBytes, _ = storage.Usage(m.DiskPath(rec))
 	m.netStats(&rec)
+	if c, ok := inst.(vmm.Confined); ok && rec.State == Running {
+		if cf, err := c.Confinement(); err == nil {
+			rec.Confinement = &cf
+		}
+	}
 	return rec, nil
+}
+
+// Confinements reports what confines each running sprite's VMM or
+// sandbox now, by name.
+func (m *Manager) Confinements() map[string]vmm.Confinement {
+	m.mu.Lock()
+	insts := map[string]vmm.Instance{}
+	for name, e := range m.sprites {
+		if e.inst != nil && e.rec.State == Running {
+			insts[name] = e.inst
+		}
+	}
+	m.mu.Unlock()
+	out := map[string]vmm.Confinement{}
+	for name, inst := range insts {
+		if c, ok := inst.(vmm.Confined); ok {
+			if cf, err := c.Confinement(); err == nil {
+				out[name] = cf
+			}
+		}
+	}
+	return out
 }
 
 // List returns all sprites by name.
@@ -682,18 +709,20 @@ func (m *Manager) Recover(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	for i, rec := range recs {
-		if rec.HostUID != 0 || m.opt.UIDs.Count == 0 {
+		if rec.HostUID != 0 {
 			continue
 		}
 		// A record from before sprites had uids of their own: its next
 		// start runs as one.
 		done, err := m.allocUID(&recs[i])
-		if err == nil {
+		if err == nil && recs[i].HostUID != 0 {
 			if err = m.store.Put(recs[i]); err == nil {
 				m.mu.Lock()
 				m.sprites[rec.Name].rec = recs[i]
 				m.mu.Unlock()
 			}
+		}
+		if done != nil {
 			done()
 		}
 		if err != nil {

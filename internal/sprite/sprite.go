@@ -9,6 +9,7 @@ import (
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/network"
+	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
 // State is where a sprite is in its life.
@@ -107,6 +108,9 @@ type Sprite struct {
 	DiskUsedBytes int64  `json:"disk_used_bytes,omitempty"`
 	NetRxBytes    uint64 `json:"net_rx_bytes,omitempty"`
 	NetTxBytes    uint64 `json:"net_tx_bytes,omitempty"`
+	// Confinement is what confines its running VMM or sandbox now, as
+	// the kernel reports it; filled in by Get, not stored.
+	Confinement *vmm.Confinement `json:"confinement,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
 // UIDRange is the block of host uids whose users wisp's VMMs run as: the
@@ -25,15 +26,16 @@ func (r UIDRange) builderUID() int {
 	return r.First
 }
 
-// allocUID gives rec a host uid of its own: the lowest of the range that
+// allocUID gives rec, when its backend runs its VMM as a user of the
+// sprite's own, a host uid of its own: the lowest of the range that
 // no sprite holds and that names no user of the host. It is held as
 // pending until the record is in m.sprites; the caller calls done then,
 // or when the record was not made.
 func (m *Manager) allocUID(rec *Sprite) (done func(), err error) {
 	r := m.opt.UIDs
 	rec.HostUID = 0
-	if r.Count == 0 {
-		return func() {}, nil
+	if u, ok := m.opt.Drivers[rec.Backend].(vmm.UIDUser); r.Count == 0 || !ok || !u.UsesUID() {
+		return func() {}, nil // its backend runs no VMM as a user of the sprite's
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -19,7 +19,7 @@ import (
 func TestHostUIDs(t *testing.T) {
 	var mu sync.Mutex
 	got := map[string]int{}
-	d := &vmmtest.Driver{StartFunc: func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+	d := &vmmtest.Driver{UID: true, StartFunc: func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
 		mu.Lock()
 		got[spec.Name] = spec.UID
 		mu.Unlock()

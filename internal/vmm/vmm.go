@@ -51,6 +51,12 @@ type Net struct {
 	Gateway string `json:"gateway"` // the host's end; also the guest's DNS server
 }
 
+// UIDUser is implemented by drivers whose VMM runs as Spec.UID, a host
+// user of the sprite's own; UsesUID says whether it does on this host.
+type UIDUser interface {
+	UsesUID() bool
+}
+
 // TapUser is implemented by drivers whose guests have a NIC of their own
 // (VMs): their network is a tap, not a veth end.
 type TapUser interface {

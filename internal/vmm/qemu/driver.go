@@ -72,6 +72,11 @@ func (d *Driver) WantsTap() bool { return true }
 
 var _ vmm.TapUser = (*Driver)(nil)
 
+// UsesUID: a jailed QEMU runs as the sprite's own uid.
+func (d *Driver) UsesUID() bool { return d.Jail }
+
+var _ vmm.UIDUser = (*Driver)(nil)
+
 // errBootHang marks a boot the watchdog gave up on.
 var errBootHang = errors.New("boot watchdog: agent did not answer")
 

@@ -66,7 +66,8 @@ func fixture(tb testing.TB) (*Driver, func(tb testing.TB, name string, memMiB in
 			tb.Fatal(err)
 		}
 		return vmm.Spec{ID: fmt.Sprintf("t%d%d", os.Getpid(), n), Name: name, Dir: dir, CPUs: 1, MemoryMiB: memMiB,
-			Disk: disk, DiskGiB: 1, Kernel: fx.Kernel.Vmlinux, Initrd: fx.Initrd, MAC: fmt.Sprintf("52:54:00:12:34:%02x", n)}
+			Disk: disk, DiskGiB: 1, Kernel: fx.Kernel.Vmlinux, Initrd: fx.Initrd, MAC: fmt.Sprintf("52:54:00:12:34:%02x", n),
+			UID: 1879100000 + (os.Getpid()%1000)*100 + n} // jailed, as wispd runs them
 	}
 }
 
