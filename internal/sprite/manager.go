@@ -108,12 +108,31 @@ type Manager struct {
 
 	diskMu sync.Mutex // making base disks (disks.go)
 
-	// Background syncs of sleep state (see syncSleepLater): at most
-	// cap(syncSlots) at once; Close stops and waits for them.
-	syncs     sync.WaitGroup
-	syncSlots chan struct{}
+	// Goroutines the Manager started (instance watchers, warm snapshot
+	// builds, idle sleeps, background syncs of sleep state): Close ends
+	// and waits for them all; none starts once it began (see spawn).
+	bgMu      sync.Mutex
+	bg        sync.WaitGroup
+	syncSlots chan struct{} // at most cap() background syncs at once
 	closing   context.Context
 	close     context.CancelFunc
+}
+
+// spawn runs fn in a goroutine that Close waits for; fn must return soon
+// once m.closing is done. After Close began it does not run fn and
+// returns false.
+func (m *Manager) spawn(fn func()) bool {
+	m.bgMu.Lock()
+	defer m.bgMu.Unlock()
+	if m.closing.Err() != nil {
+		return false
+	}
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		fn()
+	}()
+	return true
 }
 
 // entry is one sprite in memory. op serialises state changes of the sprite;
@@ -184,8 +203,16 @@ func (m *Manager) removeLogs(s Sprite) {
 	}
 }
 
-// persist writes rec durably and then publishes it in memory.
+// persist writes rec durably and then publishes it in memory. It is the
+// one writer of a sprite's record, and so of its state: a change of state
+// must be a move of the transition table, or nothing is written.
 func (m *Manager) persist(e *entry, rec Sprite) error {
+	m.mu.Lock()
+	from := e.rec.State
+	m.mu.Unlock()
+	if rec.State != from && !CanMove(from, rec.State) {
+		return fmt.Errorf("sprite %q cannot move from state %s to %s: %w", rec.Name, from, rec.State, errdefs.ErrState)
+	}
 	if err := m.store.Put(rec); err != nil {
 		return fmt.Errorf("persist sprite %q: %w", rec.Name, err)
 	}
@@ -404,7 +431,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 			return fail(err)
 		}
 		if m.opt.WarmSnapshots[rec.Backend] {
-			go m.buildTemplate(rec, root)
+			m.spawn(func() { m.buildTemplate(rec, root) })
 		}
 	}
 	undo.push("instance", func() error { kill(inst); return nil })
@@ -475,7 +502,7 @@ func (m *Manager) running(e *entry, rec Sprite, inst vmm.Instance) error {
 	m.mu.Lock()
 	e.inst = inst
 	m.mu.Unlock()
-	go m.watch(e, inst)
+	m.spawn(func() { m.watch(e, inst) })
 	return nil
 }
 
@@ -499,9 +526,14 @@ func kill(inst vmm.Instance) {
 	inst.Close()
 }
 
-// watch marks the sprite stopped when its instance dies on its own.
+// watch marks the sprite stopped when its instance dies on its own. It
+// ends when the Manager closes (the instance runs on, for the next daemon).
 func (m *Manager) watch(e *entry, inst vmm.Instance) {
-	<-inst.Done()
+	select {
+	case <-inst.Done():
+	case <-m.closing.Done():
+		return
+	}
 	e.op.Lock()
 	defer e.op.Unlock()
 	m.mu.Lock()
@@ -530,14 +562,14 @@ func (m *Manager) Start(ctx context.Context, name string) (Sprite, error) {
 // start boots (or wakes) e, under e.op.
 func (m *Manager) start(ctx context.Context, e *entry) error {
 	rec := e.rec
+	if err := guard(OpStart, rec); err != nil {
+		return err
+	}
 	if rec.State == Running {
 		return nil
 	}
 	if rec.State == Sleeping {
 		return m.wake(ctx, e)
-	}
-	if !CanMove(rec.State, Starting) {
-		return stateError("start", rec)
 	}
 	rec.State = Starting
 	if err := m.persist(e, rec); err != nil {
@@ -562,6 +594,9 @@ func (m *Manager) start(ctx context.Context, e *entry) error {
 func (m *Manager) Stop(ctx context.Context, name string) (Sprite, error) {
 	return m.change(name, func(e *entry) error {
 		rec := e.rec
+		if err := guard(OpStop, rec); err != nil {
+			return err
+		}
 		if rec.State == Stopped {
 			return nil
 		}
@@ -573,9 +608,6 @@ func (m *Manager) Stop(ctx context.Context, name string) (Sprite, error) {
 			}
 			os.RemoveAll(m.sleepDir(rec))
 			return nil
-		}
-		if !CanMove(rec.State, Stopping) {
-			return stateError("stop", rec)
 		}
 		rec.State = Stopping
 		if err := m.persist(e, rec); err != nil {
@@ -604,8 +636,8 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 	e.op.Lock()
 	defer e.op.Unlock()
 	rec := e.rec
-	if !CanMove(rec.State, Destroying) {
-		return stateError("destroy", rec)
+	if err := guard(OpDestroy, rec); err != nil {
+		return err
 	}
 	rec.State = Destroying
 	if err := m.persist(e, rec); err != nil {
@@ -716,11 +748,10 @@ func (m *Manager) Recover(ctx context.Context) error {
 		// start runs as one.
 		done, err := m.allocUID(&recs[i])
 		if err == nil && recs[i].HostUID != 0 {
-			if err = m.store.Put(recs[i]); err == nil {
-				m.mu.Lock()
-				m.sprites[rec.Name].rec = recs[i]
-				m.mu.Unlock()
-			}
+			m.mu.Lock()
+			e := m.sprites[rec.Name]
+			m.mu.Unlock()
+			err = m.persist(e, recs[i])
 		}
 		if done != nil {
 			done()
@@ -861,8 +892,10 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 // Close lets go of every instance, leaving the VMs running for the next
 // daemon to adopt, and closes the store.
 func (m *Manager) Close() error {
+	m.bgMu.Lock()
 	m.close()
-	m.syncs.Wait()
+	m.bgMu.Unlock()
+	m.bg.Wait()
 	m.mu.Lock()
 	for _, e := range m.sprites {
 		if e.inst != nil {

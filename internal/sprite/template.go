@@ -127,7 +127,8 @@ func (m *Manager) buildTemplate(rec Sprite, root string) {
 }
 
 func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), m.opt.BootTimeout)
+	// Cut short when the Manager closes (Close waits for this).
+	ctx, cancel := context.WithTimeout(m.closing, m.opt.BootTimeout)
 	defer cancel()
 	tmp := final + ".tmp-" + randHex(3)
 	defer os.RemoveAll(tmp)
