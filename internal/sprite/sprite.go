@@ -61,12 +61,12 @@ func CanMove(from, to State) bool {
 type Op string
 
 const (
-	OpStart            Op = "start"            // a running sprite: nothing to do; a sleeping one wakes
-	OpStop             Op = "stop"             // a stopped sprite: nothing to do
-	OpDestroy          Op = "destroy"          //
-	OpUse              Op = "use"              // exec, console, cp, files, services, URL: wakes or starts; a change under way is waited for
-	OpSleep            Op = "sleep"            // a sleeping sprite: nothing to do
-	OpCheckpoint       Op = "checkpoint"       // the disk
+	OpStart            Op = "start"      // a running sprite: nothing to do; a sleeping one wakes
+	OpStop             Op = "stop"       // a stopped sprite: nothing to do
+	OpDestroy          Op = "destroy"    //
+	OpUse              Op = "use"        // exec, console, cp, files, services, URL: wakes or starts; a change under way is waited for
+	OpSleep            Op = "sleep"      // a sleeping sprite: nothing to do
+	OpCheckpoint       Op = "checkpoint" // the disk
 	OpMemoryCheckpoint Op = "take a memory checkpoint of"
 	OpDeleteCheckpoint Op = "delete a checkpoint of"
 	OpRestore          Op = "restore"

@@ -259,5 +259,3 @@ func goroutines() string {
 func watchers(m *Manager) int {
 	return strings.Count(goroutines(), fmt.Sprintf("sprite.(*Manager).watch(%p", m))
 }
-
-
