@@ -121,7 +121,10 @@ func run(log *slog.Logger, cfg config.Config) error {
 		return fmt.Errorf("backend %s is not available on this host: %s", choice.Auto, why)
 	}
 	opt := sprite.Options{
-		DataDir:     pool.Root,
+		DataDir: pool.Root,
+		// The records live outside the pool: a full pool must not stop
+		// the daemon from recording what it does.
+		StorePath:   filepath.Join(cfg.DataDir, "wisp.db"),
 		Clone:       pool.Clone,
 		AgentPath:   agentPath,
 		Backend:     choice.Auto,

@@ -318,6 +318,9 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	rec.SleptBoot, rec.SleepSynced = "", false
 	rec.URLPublic = false // a fork's URL is private until said otherwise
 
+	if err := m.checkSpace(rec); err != nil {
+		return Sprite{}, err
+	}
 	uidDone, err := m.allocUID(&rec)
 	if err != nil {
 		return Sprite{}, err

@@ -72,6 +72,13 @@ type Options struct {
 	Net Network
 	// UIDs are the host uids of sprites' VMMs, one each.
 	UIDs UIDRange
+	// StorePath is the records' file, outside the storage pool so that a
+	// full pool cannot stop the daemon from recording; "" means
+	// DataDir/wisp.db. A store found at DataDir/wisp.db is moved there.
+	StorePath string
+	// FreeBytes returns the free space of the filesystem holding path;
+	// nil: statfs.
+	FreeBytes func(path string) (int64, error)
 }
 
 // CreateOptions is what a user asks for.
@@ -156,7 +163,17 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	if err := os.MkdirAll(filepath.Join(opt.DataDir, "sprites"), 0o700); err != nil {
 		return nil, err
 	}
-	st, err := OpenStore(filepath.Join(opt.DataDir, "wisp.db"))
+	old := filepath.Join(opt.DataDir, "wisp.db")
+	if opt.StorePath == "" {
+		opt.StorePath = old
+	}
+	if err := moveStore(log, old, opt.StorePath); err != nil {
+		return nil, err
+	}
+	if opt.FreeBytes == nil {
+		opt.FreeBytes = storage.FreeBytes
+	}
+	st, err := OpenStore(opt.StorePath)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +198,50 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	m.closing, m.close = context.WithCancel(context.Background())
 	m.cleanDisks()
 	return m, nil
+}
+
+// moveStore moves a store at old (in the pool, where daemons kept it
+// before) to path, once: the move is durable before old goes. A store at
+// both is the leftover of a move cut short: path's is the one.
+func moveStore(log *slog.Logger, old, path string) error {
+	if old == path {
+		return nil
+	}
+	if _, err := os.Stat(old); err != nil {
+		return nil // nothing to move
+	}
+	if _, err := os.Stat(path); err == nil {
+		log.Warn("removing the records' old file, moved before", "old", old, "path", path)
+		return os.Remove(old)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	if err := storage.MoveFile(old, path); err != nil {
+		return fmt.Errorf("move the records from %s to %s: %w", old, path, err)
+	}
+	log.Info("moved the records out of the storage pool", "from", old, "to", path)
+	return nil
+}
+
+// createReserve is the room a create or fork wants in the pool beyond the
+// sprite's memory (its memory or sleep file): its disk's first writes,
+// its logs and records.
+const createReserve = 512 << 20
+
+// checkSpace fails with ErrNoSpace, before anything is made, when the pool
+// has no room for rec.
+func (m *Manager) checkSpace(rec Sprite) error {
+	free, err := m.opt.FreeBytes(filepath.Join(m.opt.DataDir, "sprites"))
+	if err != nil {
+		return nil // unknown: the writes themselves will tell
+	}
+	need := int64(rec.MemoryMiB)<<20 + createReserve
+	if free < need {
+		return errdefs.WithHint(fmt.Errorf("the storage pool has %d MiB free, sprite %q needs at least %d MiB: %w", free>>20, rec.Name, need>>20, errdefs.ErrNoSpace),
+			"free space in the pool (`wisp destroy`, `wisp checkpoint delete`, `wisp image rm`) or give wispd a larger --pool-size")
+	}
+	return nil
 }
 
 func (m *Manager) dir(s Sprite) string { return filepath.Join(m.opt.DataDir, "sprites", s.ID) }
@@ -376,6 +437,9 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (Sprite, error) {
 		MAC: newMAC(), MachineID: randHex(16), Pids: o.Pids, IdleSeconds: o.IdleSeconds, CreatedAt: time.Now().UTC(),
 		Env:    o.Env,
 		Policy: o.Policy,
+	}
+	if err := m.checkSpace(rec); err != nil {
+		return Sprite{}, err
 	}
 	uidDone, err := m.allocUID(&rec)
 	if err != nil {
