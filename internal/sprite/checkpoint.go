@@ -102,7 +102,16 @@ func (m *Manager) checkpoint(ctx context.Context, e *entry, comment string, memo
 		return ck, noSpace(fmt.Errorf("checkpoint %s of %s: %w", ck.ID, rec.Name, err))
 	}
 	tDone := time.Now()
-	if err := os.Rename(tmp, m.checkpointDir(rec, ck.ID)); err != nil {
+	// On stable storage before the record lists it (a gVisor memory
+	// image, a QEMU device state and memory copy, the disk's clone).
+	dirs := []string{tmp}
+	if memory {
+		dirs = append(dirs, filepath.Join(tmp, "state"))
+	}
+	if err := m.opt.Sync(dirs...); err != nil {
+		return ck, err
+	}
+	if err := storage.RenameDurable(tmp, m.checkpointDir(rec, ck.ID)); err != nil {
 		return ck, err
 	}
 	ok = true

@@ -114,7 +114,7 @@ func TestCheckpoint(t *testing.T) {
 	}
 	sh(t, inst.Agent(), "true")
 	disk := filepath.Join(t.TempDir(), "disk")
-	if err := d.Save(ctx, inst, snap, true, func() error { return d.clone(spec.Disk, disk) }); err != nil {
+	if err := d.Save(ctx, inst, snap, true, func() error { return d.clone(spec.Disk, disk, true) }); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := readState(snap); err != nil || st.Memory != memFile {
@@ -124,7 +124,7 @@ func TestCheckpoint(t *testing.T) {
 	inst.Kill()
 	<-inst.Done()
 	for range 2 {
-		if err := d.clone(disk, spec.Disk); err != nil {
+		if err := d.clone(disk, spec.Disk, false); err != nil {
 			t.Fatal(err)
 		}
 		woke, err := d.Restore(ctx, spec, snap)
