@@ -170,7 +170,7 @@ func (c *run) round(round int) error {
 	}
 	before := map[string][]string{} // sprite -> its checkpoints
 	for _, s := range list {
-		out, errOut, code := c.d.Wisp("exec", s.Name, "--", "sh", "-c", "echo "+mark+" > /home/mark && sync && cat /home/mark")
+		out, errOut, code := c.d.Wisp("exec", s.Name, "--user", "root", "--", "sh", "-c", "echo "+mark+" > /root/mark && sync && cat /root/mark")
 		if code != 0 || out != mark+"\n" {
 			return fmt.Errorf("round %d: %s cannot write its marker: exit %d %q %s", round, s.Name, code, out, errOut)
 		}
@@ -179,36 +179,45 @@ func (c *run) round(round int) error {
 	var wg sync.WaitGroup
 	var ops, failed atomic.Int64
 	restored := map[string]bool{} // their marker goes back to v1's (none)
-	for _, s := range list {
-		n := s.Name
-		var op []string
+	var mu sync.Mutex // c.n, restored
+	pick := func(n string) []string {
+		mu.Lock()
+		defer mu.Unlock()
 		switch rand.IntN(8) {
 		case 0:
-			op = []string{"checkpoint", "create", n}
+			return []string{"checkpoint", "create", n}
 		case 1:
-			op = []string{"restore", n, "v1"}
 			restored[n] = true
+			return []string{"restore", n, "v1"}
 		case 2:
 			c.n++
-			op = []string{"fork", n, "--from", "v1", fmt.Sprintf("f%d", c.n)}
+			return []string{"fork", n, "--from", "v1", fmt.Sprintf("f%d", c.n)}
 		case 3:
-			op = []string{"sleep", n}
+			return []string{"sleep", n}
 		case 4:
-			op = []string{"exec", n, "--", "true"} // wakes or starts it
+			return []string{"exec", n, "--", "true"} // wakes or starts it
 		case 5:
-			op = []string{"stop", n}
+			return []string{"stop", n}
 		case 6:
-			op = []string{"start", n}
-		case 7:
+			return []string{"start", n}
+		default:
 			c.n++
-			op = []string{"create", fmt.Sprintf("n%d", c.n)}
+			return []string{"create", fmt.Sprintf("n%d", c.n)}
 		}
+	}
+	for _, s := range list {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ops.Add(1)
-			if _, _, code := c.d.Wisp(op...); code != 0 {
-				failed.Add(1)
+			// A few operations one after another: the kill meets one of
+			// them at a random point.
+			for range opsPerSprite {
+				op := pick(s.Name)
+				ops.Add(1)
+				if _, _, code := c.d.Wisp(op...); code != 0 {
+					failed.Add(1)
+					return // the daemon is gone, or the op was refused
+				}
 			}
 		}()
 	}
@@ -246,7 +255,7 @@ func (c *run) round(round int) error {
 		}
 	}
 	for _, s := range now {
-		out, errOut, code := c.d.Wisp("exec", s.Name, "--", "sh", "-c", "cat /home/mark 2>/dev/null; true")
+		out, errOut, code := c.d.Wisp("exec", s.Name, "--user", "root", "--", "sh", "-c", "cat /root/mark 2>/dev/null; true")
 		switch {
 		case code != 0:
 			c.problem("round %d: %s (%s) is not usable after the restart: exit %d %q %s", round, s.Name, s.State, code, out, errOut)
@@ -267,6 +276,9 @@ func (c *run) round(round int) error {
 	}
 	return nil
 }
+
+// opsPerSprite is how many operations each sprite goes through in a round.
+const opsPerSprite = 3
 
 var vmmID = regexp.MustCompile(`wisp-([0-9a-f]{10})\b`)
 

@@ -60,6 +60,9 @@ func TestJail(t *testing.T) {
 		}
 	}
 	check(inst)
+	if b, err := os.ReadFile(filepath.Join(vmm.HostCgroups.Open(cgroupOf(spec)).Dir("cpu"), "cpu.stat")); err == nil {
+		t.Logf("cpu.stat after boot: %q", b)
+	}
 
 	out := sh(t, inst.Agent(), "sh -c 'for i in $(seq 40); do sleep 1000 & done' 2>&1; cat /run/wisp/pids/sprite/pids.max; pkill sleep; true")
 	if !strings.Contains(out, "Resource temporarily unavailable") || !strings.Contains(out, "32\n") {
