@@ -179,7 +179,7 @@ func (c *run) round(round int) error {
 	var wg sync.WaitGroup
 	var ops, failed atomic.Int64
 	restored := map[string]bool{} // their marker goes back to v1's (none)
-	var mu sync.Mutex // c.n, restored
+	var mu sync.Mutex             // c.n, restored
 	pick := func(n string) []string {
 		mu.Lock()
 		defer mu.Unlock()

@@ -122,7 +122,7 @@ func (d *chaosDaemon) start() error {
 	first := 2140000000 + (os.Getpid()%100)*1024
 	d.cmd = exec.Command(d.wispd, "--data-dir", filepath.Join(d.dir, "data"), "--socket", d.sock,
 		"--backend", d.backend, "--allow-tcg", "--idle", "0s", "--default-image", "minimal", "--default-memory", "256",
-		"--default-disk", "2", "--pool-size", "20", "--net-name", d.netName, "--net-cidr", "10.231.0.0/16",
+		"--default-disk", "2", "--pool-size", "20", "--net-name", d.netName, "--net-cidr", fmt.Sprintf("10.%d.0.0/16", 100+os.Getpid()%30),
 		"--http-addr", "127.0.0.1:0", "--dns-upstream", "127.0.0.1:9", "--vmm-uids", fmt.Sprintf("%d-%d", first, first+1023))
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
