@@ -168,7 +168,6 @@ func (d *chaosDaemon) NetName() string { return d.netName }
 func (d *chaosDaemon) stop() {
 	d.cmd.Process.Signal(os.Interrupt)
 	d.cmd.Wait()
-	// The pool is a loop-mounted file below the data dir.
-	exec.Command("umount", "-l", filepath.Join(d.dir, "data", "pool")).Run()
+	unmountUnder(d.dir) // the pool is a loop-mounted file below it
 	os.RemoveAll(d.dir)
 }
