@@ -64,10 +64,10 @@ func (r Report) String() string {
 // Run makes sprites sprites, then runs rounds rounds of random operations
 // and kills, then destroys every sprite and checks nothing is left. It
 // stops early when ctx ends. logf, if set, hears each problem.
-func Run(ctx context.Context, d Daemon, backend string, sprites, rounds int, logf func(format string, a ...any)) (Report, error) {
+func Run(ctx context.Context, d Daemon, backend string, sprites, rounds int, logf func(format string, a ...any)) (rep Report, err error) {
 	c := &run{d: d, rep: Report{Backend: backend}, logf: logf}
 	t0 := time.Now()
-	defer func() { c.rep.Seconds = time.Since(t0).Seconds() }()
+	defer func() { rep.Seconds = time.Since(t0).Seconds() }()
 	for i := range sprites {
 		if err := c.ok("create", fmt.Sprintf("c%d", i)); err != nil {
 			return c.rep, err
