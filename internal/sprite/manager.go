@@ -238,7 +238,7 @@ func (m *Manager) checkSpace(rec Sprite) error {
 	}
 	need := int64(rec.MemoryMiB)<<20 + createReserve
 	if free < need {
-		return errdefs.WithHint(fmt.Errorf("the storage pool has %d MiB free, sprite %q needs at least %d MiB: %w", free>>20, rec.Name, need>>20, errdefs.ErrNoSpace),
+		return errdefs.WithHint(fmt.Errorf("the storage pool is too full for sprite %q: %d MiB free, it needs at least %d MiB: %w", rec.Name, free>>20, need>>20, errdefs.ErrNoSpace),
 			"free space in the pool (`wisp destroy`, `wisp checkpoint delete`, `wisp image rm`) or give wispd a larger --pool-size")
 	}
 	return nil
