@@ -144,7 +144,9 @@ type Freezer interface {
 // capability; sleep/wake and memory checkpoints use it).
 //
 // Save pauses the instance and writes its state into dir (files of the
-// backend's choosing; the disk is not among them). The state in dir is
+// backend's choosing; the disk is not among them). dir appears whole or
+// not at all (made aside and renamed into place): a dir that exists holds
+// a whole state, also after a crash in the middle of a Save. The state in dir is
 // self-contained (a checkpoint may be restored into another sprite), except
 // in SleepDir(spec), where a backend may leave memory where it is. While the instance is
 // still paused it calls during (may be nil), where the caller clones the

@@ -15,7 +15,8 @@ import (
 // into an empty folder, under seccomp, in a cgroup of its own whose task,
 // memory and CPU limits follow the sprite's size; the guest meets its own
 // process limit with EAGAIN; the jail holds across a sleep and wake (save
-// and restore); and the cgroup goes with the VM.
+// and restore, whose state appears whole or not at all); and the cgroup goes
+// with the VM.
 func TestJail(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("jails need root")
@@ -72,8 +73,20 @@ func TestJail(t *testing.T) {
 	// Sleep and wake: the migration stream goes through descriptors, so
 	// neither end needs a path inside the jail.
 	sh(t, inst.Agent(), "echo before > /tmp/mark")
-	if err := d.Save(ctx, inst, vmm.SleepDir(spec), false, nil); err != nil {
+	// The sleep state appears whole or not at all: while the save is
+	// under way (during), its folder is not there yet (a daemon killed
+	// now must not take a half-written state for a sleep).
+	during := func() error {
+		if _, err := os.Stat(vmm.SleepDir(spec)); err == nil {
+			t.Error("the sleep folder exists before its state is whole")
+		}
+		return nil
+	}
+	if err := d.Save(ctx, inst, vmm.SleepDir(spec), false, during); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(vmm.SleepDir(spec), stateFile)); err != nil {
+		t.Errorf("after the save: %v", err)
 	}
 	inst, err = d.Restore(ctx, spec, vmm.SleepDir(spec))
 	if err != nil {

@@ -191,14 +191,23 @@ func (d *Driver) Save(ctx context.Context, vi vmm.Instance, dir string, keep boo
 	}
 	ctx, cancel := context.WithTimeout(ctx, saveTimeout)
 	defer cancel()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// The state is made in a folder of its own and renamed to dir once
+	// whole: a dir that exists holds a whole state (a daemon killed
+	// during a sleep finds either none or all of it). An earlier state in
+	// dir goes first, so a Save killed half-way leaves none, not a mix.
+	dir = filepath.Clean(dir)
+	work := dir + ".tmp"
+	if err := errors.Join(os.RemoveAll(dir), os.RemoveAll(work)); err != nil {
 		return err
 	}
-	// Uncommit an earlier state in dir first: a Save killed half-way then
-	// leaves no state rather than a mix of two.
-	if err := os.Remove(filepath.Join(dir, stateFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.MkdirAll(work, 0o700); err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(work)
+		}
+	}()
 	mon, err := dialMonitor(ctx, filepath.Join(spec.Dir, qmpSock), inst.done)
 	if err != nil {
 		return err
@@ -224,12 +233,12 @@ func (d *Driver) Save(ctx context.Context, vi vmm.Instance, dir string, keep boo
 	}()
 
 	st := d.newState(spec, mon.version, "")
-	if err := d.migrateOut(ctx, mon, filepath.Join(dir, st.Device)); err != nil {
+	if err := d.migrateOut(ctx, mon, filepath.Join(work, st.Device)); err != nil {
 		return fmt.Errorf("%w%s", err, d.diagnose(spec))
 	}
-	if filepath.Clean(dir) != vmm.SleepDir(spec) {
+	if dir != vmm.SleepDir(spec) {
 		st.Memory = memFile
-		if err := d.clone(filepath.Join(spec.Dir, memFile), filepath.Join(dir, st.Memory), true); err != nil {
+		if err := d.clone(filepath.Join(spec.Dir, memFile), filepath.Join(work, st.Memory), true); err != nil {
 			return err
 		}
 	}
@@ -238,7 +247,10 @@ func (d *Driver) Save(ctx context.Context, vi vmm.Instance, dir string, keep boo
 			return fmt.Errorf("during: %w", err)
 		}
 	}
-	if err := writeState(dir, st); err != nil {
+	if err := writeState(work, st); err != nil {
+		return err
+	}
+	if err := storage.RenameDurable(work, dir); err != nil {
 		return err
 	}
 	committed = true
