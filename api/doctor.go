@@ -16,6 +16,7 @@ type DoctorReport struct {
 	Pool          *DoctorPool    `json:"pool,omitempty"`
 	WarmSnapshots []string       `json:"warm_snapshots,omitempty"`
 	Network       *DoctorNetwork `json:"network,omitempty"`
+	Jail          *DoctorJail    `json:"jail,omitempty"`
 	Text          string         `json:"text,omitempty"`
 }
 

@@ -60,6 +60,10 @@ type Sprite struct {
 	Pending *Size `json:"pending,omitempty"`
 	// Capped says why it is held asleep at its cap ("" it is not).
 	Capped string `json:"capped,omitempty"`
+	// HostUID is the host user its VMM runs as (0: none of its own, as
+	// for a gVisor sandbox); Confinement what confines it while it runs.
+	HostUID     int          `json:"host_uid,omitempty"`
+	Confinement *Confinement `json:"confinement,omitempty"`
 }
 
 // Size is a sprite's CPUs, memory and disk; in a request, zero fields

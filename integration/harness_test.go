@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -62,6 +63,7 @@ type daemon struct {
 	// --build-dir, --cache, default image or disk): only its own data dir
 	// and socket, as a user would.
 	defaults bool
+	uidRange string // --vmm-uids (see uids)
 }
 
 // newDaemon starts wispd with a fresh data dir whose images come from the
@@ -116,6 +118,19 @@ func startDaemon(t *testing.T, d *daemon) *daemon {
 	return d
 }
 
+// uidBlocks counts the uid blocks this test process handed out.
+var uidBlocks atomic.Int32
+
+// uids returns this daemon's --vmm-uids: a block of 512 of its own (kept
+// across its restarts), per test process and daemon.
+func (d *daemon) uids() string {
+	if d.uidRange == "" {
+		first := 2100000000 + ((os.Getpid()%1000)*64+int(uidBlocks.Add(1))%64)*512
+		d.uidRange = fmt.Sprintf("%d-%d", first, first+511)
+	}
+	return d.uidRange
+}
+
 func (d *daemon) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(filepath.Join(binDir, "wispd"), "--data-dir", filepath.Join(d.dir, "data"), "--socket", d.sock,
@@ -130,6 +145,11 @@ func (d *daemon) start() {
 	if !slices.Contains(d.args, "--dns-upstream") {
 		// Sprites' DNS goes nowhere but loopback (nothing answers there).
 		d.cmd.Args = append(d.cmd.Args, "--dns-upstream", "127.0.0.1:9")
+	}
+	if !slices.Contains(d.args, "--vmm-uids") {
+		// Host uids of its own, apart from a real wispd's and from the
+		// other daemons of this and other test processes.
+		d.cmd.Args = append(d.cmd.Args, "--vmm-uids", d.uids())
 	}
 	if !slices.Contains(d.args, "--http-addr") {
 		// A front door on a port of its own, not a real wispd's 7780

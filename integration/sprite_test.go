@@ -3,6 +3,7 @@ package integration
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -174,4 +175,45 @@ func TestWarmSnapshotCrash(t *testing.T) {
 		}
 	}
 	d.ok("exec", "w1", "--", "true")
+}
+
+// TestWarmSnapshotChecked: a create after the first restores the warm
+// snapshot the first built; a snapshot damaged on disk (its device state
+// cut short) is refused by its manifest check before use: the create boots
+// cold, and the snapshot is removed to be built again.
+func TestWarmSnapshotChecked(t *testing.T) {
+	d := newDaemon(t, "qemu")
+	d.ok("create", "w1")
+	tpl := filepath.Join(d.dir, "data", "pool", "templates")
+	var snap string
+	waitFor(t, 3*time.Minute, "the warm snapshot", func() bool {
+		m, _ := filepath.Glob(filepath.Join(tpl, "qemu-*", "manifest.json"))
+		for _, f := range m {
+			if !strings.Contains(f, ".tmp-") {
+				snap = filepath.Dir(f)
+				return true
+			}
+		}
+		return false
+	})
+	origin := func(name string) string {
+		var s struct{ Origin string }
+		json.Unmarshal([]byte(d.ok("info", name, "--json")), &s)
+		return s.Origin
+	}
+	d.ok("create", "w2")
+	if o := origin("w2"); o != "warm-snapshot" {
+		t.Errorf("second create: origin %q, want warm-snapshot", o)
+	}
+	if err := os.Truncate(filepath.Join(snap, "state", "device"), 100); err != nil {
+		t.Fatal(err)
+	}
+	d.ok("create", "w3")
+	if o := origin("w3"); o != "boot" {
+		t.Errorf("create from a damaged snapshot: origin %q, want boot", o)
+	}
+	if b, err := os.ReadFile(filepath.Join(snap, "state", "device")); err == nil && len(b) == 100 {
+		t.Error("the damaged snapshot is still there")
+	}
+	d.ok("exec", "w3", "--", "true")
 }

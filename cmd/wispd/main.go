@@ -43,7 +43,8 @@ func main() {
 	flag.StringVar(&cfg.Backend, "backend", cfg.Backend, "default isolation backend: auto, qemu or gvisor")
 	flag.StringVar(&cfg.QEMU, "qemu", cfg.QEMU, "qemu-system-x86_64 binary")
 	flag.BoolVar(&cfg.AllowTCG, "allow-tcg", cfg.AllowTCG, "offer QEMU on a host without hardware KVM (TCG emulation: slow, and not a security boundary)")
-	flag.StringVar(&cfg.QEMUUser, "qemu-user", cfg.QEMUUser, "unprivileged user QEMU drops to when wispd runs as root")
+	flag.StringVar(&cfg.QEMUUser, "qemu-user", cfg.QEMUUser, "unprivileged user QEMU drops to when wispd runs as root and a sprite has no uid of its own")
+	flag.StringVar(&cfg.VMMUIDs, "vmm-uids", cfg.VMMUIDs, "FIRST-LAST: host uids given to sprites' VMMs, one of its own each (the first: warm snapshot builds); a range no user of the host and no other wispd uses")
 	flag.StringVar(&cfg.Runsc, "runsc", cfg.Runsc, "runsc binary (default: $WISP_RUNSC or /usr/local/libexec/wisp/runsc)")
 	flag.StringVar(&cfg.Agent, "agent", cfg.Agent, "wisp-agent binary (default: beside wispd)")
 	flag.StringVar(&cfg.Images, "images", cfg.Images, "image directory (default: in the storage pool; elsewhere, each image is copied into the pool once)")
@@ -131,7 +132,10 @@ func run(log *slog.Logger, cfg config.Config) error {
 		return fmt.Errorf("backend %s is not available on this host: %s", choice.Auto, why)
 	}
 	opt := sprite.Options{
-		DataDir:     pool.Root,
+		DataDir: pool.Root,
+		// The records live outside the pool: a full pool must not stop
+		// the daemon from recording what it does.
+		StorePath:   filepath.Join(cfg.DataDir, "wisp.db"),
 		Clone:       pool.Clone,
 		AgentPath:   agentPath,
 		Backend:     choice.Auto,
@@ -145,6 +149,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 		// warm snapshots pay off for QEMU only, where they replace a boot.
 		WarmSnapshots: map[string]bool{"qemu": cfg.WarmSnapshots},
 	}
+	opt.UIDs.First, opt.UIDs.Count, _ = cfg.UIDRange() // checked by Validate
 	if nw != nil {
 		opt.Net = nw
 	}
@@ -207,7 +212,14 @@ func run(log *slog.Logger, cfg config.Config) error {
 		Log: log, Sprites: mgr, Images: images, Meter: mtr, Metrics: metrics, Version: version, FrontDoor: front.addr, URLKey: front.key, PortWait: cfg.URLWait,
 		Tokens: tokens,
 		Doctor: func(context.Context) any {
-			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo})
+			return doctor.Probe(doctor.Options{Version: version, DataDir: cfg.DataDir, Images: images, Choice: &choice, GVisor: gv, Pool: pool, Warm: mgr.WarmSnapshots, Network: netInfo,
+				Jail: func() *doctor.JailInfo {
+					j := &doctor.JailInfo{VMMUIDs: cfg.VMMUIDs, Enforced: os.Getuid() == 0, Cgroups: map[string]int{}, Sprites: mgr.Confinements()}
+					for _, c := range []string{"pids", "memory", "cpu", "io"} {
+						j.Cgroups[c] = vmm.HostCgroups.Version(c)
+					}
+					return j
+				}})
 		},
 	}
 	if cfg.Listen != "" {

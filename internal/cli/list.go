@@ -91,6 +91,9 @@ func newInfo(e *env) *cobra.Command {
 			if s.Pid > 0 {
 				row("pid", s.Pid)
 			}
+			if s.Confinement != nil {
+				row("jail", s.Confinement.Text)
+			}
 			if s.State == "sleeping" {
 				durable := "on stable storage"
 				if !s.SleepSynced {

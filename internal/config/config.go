@@ -23,7 +23,10 @@ type Config struct {
 	Socket   string // the API's unix socket
 	Backend  string // auto, qemu or gvisor
 	QEMU     string // the qemu-system-x86_64 binary
-	QEMUUser string // QEMU drops to this user after start-up when wispd is root
+	QEMUUser string // QEMU drops to this user after start-up when wispd is root and a sprite has no uid of its own
+	// VMMUIDs is "FIRST-LAST", the host uids (and gids) given to sprites'
+	// VMMs, one of its own each (the first: warm snapshot builds).
+	VMMUIDs string
 	// AllowTCG offers the QEMU backend on a host without hardware KVM,
 	// where QEMU emulates (TCG): slow, and not a security boundary.
 	AllowTCG bool
@@ -84,6 +87,21 @@ const (
 	DefaultSocket  = "/run/wisp/wisp.sock"
 )
 
+// DefaultVMMUIDs lies above systemd's container range (524288-1879048191)
+// and below 2^31, where no distribution allocates users.
+const DefaultVMMUIDs = "2000000000-2000065535"
+
+// UIDRange parses VMMUIDs into its first uid and how many there are.
+func (c *Config) UIDRange() (first, count int, err error) {
+	a, b, ok := strings.Cut(c.VMMUIDs, "-")
+	lo, err1 := strconv.Atoi(a)
+	hi, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || lo < 1000 || hi < lo+1 || hi >= 1<<31-1 {
+		return 0, 0, fmt.Errorf("vmm uids %q: want FIRST-LAST, 1000 <= FIRST < LAST < 2147483647", c.VMMUIDs)
+	}
+	return lo, hi - lo + 1, nil
+}
+
 // Default returns the configuration with every default filled in.
 func Default() Config {
 	return Config{
@@ -92,6 +110,7 @@ func Default() Config {
 		Backend:       "auto",
 		QEMU:          "qemu-system-x86_64",
 		QEMUUser:      "nobody",
+		VMMUIDs:       DefaultVMMUIDs,
 		PoolGiB:       200,
 		CPUs:          1,
 		MemoryMiB:     1024,
@@ -138,6 +157,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Pids < 16 || c.Pids > c.MaxPids {
 		errs = append(errs, fmt.Errorf("default pids %d out of range 16-%d", c.Pids, c.MaxPids))
+	}
+	if _, _, err := c.UIDRange(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.PoolGiB < 1 {
 		errs = append(errs, fmt.Errorf("pool size %d GiB: want at least 1", c.PoolGiB))

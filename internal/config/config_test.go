@@ -34,3 +34,29 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestVMMUIDs(t *testing.T) {
+	for _, tc := range []struct {
+		in           string
+		first, count int
+		ok           bool
+	}{
+		{DefaultVMMUIDs, 2000000000, 65536, true},
+		{"100000-100009", 100000, 10, true},
+		{"5-10", 0, 0, false},                  // system users
+		{"100000-100000", 0, 0, false},         // one uid: no room beside the builder's
+		{"100000", 0, 0, false},                // not a range
+		{"2147483000-2147483647", 0, 0, false}, // past 2^31-2
+		{"x-y", 0, 0, false},
+	} {
+		c := Default()
+		c.VMMUIDs = tc.in
+		first, count, err := c.UIDRange()
+		if (err == nil) != tc.ok || first != tc.first || count != tc.count {
+			t.Errorf("%q: %d %d %v, want %d %d ok=%v", tc.in, first, count, err, tc.first, tc.count, tc.ok)
+		}
+		if verr := c.Validate(); (verr == nil) != tc.ok && tc.ok {
+			t.Errorf("%q: Validate %v", tc.in, verr)
+		}
+	}
+}

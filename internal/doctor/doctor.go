@@ -28,6 +28,7 @@ type Report struct {
 	// WarmSnapshots are the saved, freshly booted sprites creates restore.
 	WarmSnapshots []string     `json:"warm_snapshots,omitempty"`
 	Network       *NetworkInfo `json:"network,omitempty"`
+	Jail          *JailInfo    `json:"jail,omitempty"`
 }
 
 // PoolInfo is the storage pool's kind and space.
@@ -65,6 +66,7 @@ type Options struct {
 	Pool    *storage.Pool
 	Warm    func() []string
 	Network *NetworkInfo
+	Jail    func() *JailInfo
 }
 
 // Probe inspects the host.
@@ -83,6 +85,9 @@ func Probe(o Options) Report {
 		r.WarmSnapshots = o.Warm()
 	}
 	r.Network = o.Network
+	if o.Jail != nil {
+		r.Jail = o.Jail()
+	}
 	if o.Pool != nil {
 		if st, err := o.Pool.Stats(); err == nil {
 			r.Pool = &PoolInfo{Root: st.Root, Kind: st.Kind, Warning: st.Warning, Size: st.Size, Used: st.Used, Free: st.Free}
@@ -148,6 +153,9 @@ func (r Report) String() string {
 	}
 	if r.Network != nil {
 		r.Network.lines(p)
+	}
+	if r.Jail != nil {
+		r.Jail.lines(p)
 	}
 	if r.Pool != nil {
 		p("storage pool:    %s (%s): %.1f of %.1f GiB used, %.1f GiB free", r.Pool.Root, r.Pool.Kind,

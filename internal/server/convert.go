@@ -8,6 +8,7 @@ import (
 
 	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/doctor"
 	"github.com/wisp-sh/wisp/internal/image"
 	"github.com/wisp-sh/wisp/internal/network"
 	"github.com/wisp-sh/wisp/internal/sprite"
@@ -24,6 +25,12 @@ func apiSprite(s sprite.Sprite) api.Sprite {
 		Pids: s.Pids, Origin: s.Origin, Env: s.Env, IdleSeconds: s.IdleSeconds, SleptAt: s.SleptAt,
 		SleepSynced: s.SleepSynced, Address: s.Address, Policy: apiPolicy(s.Policy, ""), URLPublic: s.URLPublic,
 		DiskUsedBytes: s.DiskUsedBytes, NetRxBytes: s.NetRxBytes, NetTxBytes: s.NetTxBytes,
+	}
+	out.HostUID = s.HostUID
+	if c := s.Confinement; c != nil {
+		out.Confinement = &api.Confinement{Pid: c.Pid, UID: c.UID, GID: c.GID, Root: c.Root, OwnMountNS: c.OwnMountNS,
+			Seccomp: c.Seccomp, NoNewPrivs: c.NoNewPrivs, Cgroup: c.Cgroup, CgroupVersion: c.CgroupVersion,
+			PidsMax: c.PidsMax, MemoryMax: c.MemoryMax, CPUMax: c.CPUMax, IOMax: c.IOMax, Text: doctor.Describe(*c)}
 	}
 	if p := s.Pending; p != nil {
 		out.Pending = &api.Size{CPUs: p.CPUs, MemoryMiB: p.MemoryMiB, DiskGiB: p.DiskGiB}

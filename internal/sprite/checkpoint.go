@@ -58,11 +58,12 @@ func (m *Manager) CreateCheckpoint(ctx context.Context, name, comment string, me
 
 func (m *Manager) checkpoint(ctx context.Context, e *entry, comment string, memory bool) (Checkpoint, error) {
 	rec := e.rec
-	switch {
-	case memory && rec.State != Running:
-		return Checkpoint{}, stateError("take a memory checkpoint of", rec)
-	case rec.State != Running && rec.State != Stopped && rec.State != Sleeping:
-		return Checkpoint{}, stateError("checkpoint", rec)
+	op := OpCheckpoint
+	if memory {
+		op = OpMemoryCheckpoint
+	}
+	if err := guard(op, rec); err != nil {
+		return Checkpoint{}, err
 	}
 	ck := Checkpoint{ID: fmt.Sprintf("v%d", rec.NextCheckpoint+1), CreatedAt: time.Now().UTC(), Comment: comment, Memory: memory}
 	tmp := filepath.Join(m.checkpointsDir(rec), ".tmp-"+ck.ID)
@@ -101,7 +102,16 @@ func (m *Manager) checkpoint(ctx context.Context, e *entry, comment string, memo
 		return ck, noSpace(fmt.Errorf("checkpoint %s of %s: %w", ck.ID, rec.Name, err))
 	}
 	tDone := time.Now()
-	if err := os.Rename(tmp, m.checkpointDir(rec, ck.ID)); err != nil {
+	// On stable storage before the record lists it (a gVisor memory
+	// image, a QEMU device state and memory copy, the disk's clone).
+	dirs := []string{tmp}
+	if memory {
+		dirs = append(dirs, filepath.Join(tmp, "state"))
+	}
+	if err := m.opt.Sync(dirs...); err != nil {
+		return ck, err
+	}
+	if err := storage.RenameDurable(tmp, m.checkpointDir(rec, ck.ID)); err != nil {
 		return ck, err
 	}
 	ok = true
@@ -201,8 +211,8 @@ func (m *Manager) DeleteCheckpoint(ctx context.Context, name, id string) error {
 		if _, ok := rec.checkpoint(id); !ok {
 			return notFoundCheckpoint(name, id)
 		}
-		if rec.State == Destroying || rec.State == Restoring {
-			return stateError("delete a checkpoint of", rec)
+		if err := guard(OpDeleteCheckpoint, rec); err != nil {
+			return err
 		}
 		kept := rec.Checkpoints[:0:0]
 		for _, c := range rec.Checkpoints {
@@ -229,8 +239,8 @@ func (m *Manager) Restore(ctx context.Context, name, id string) (Sprite, error) 
 		if !ok {
 			return notFoundCheckpoint(name, id)
 		}
-		if !CanMove(rec.State, Restoring) {
-			return stateError("restore", rec)
+		if err := guard(OpRestore, rec); err != nil {
+			return err
 		}
 		rec.State = Restoring
 		if err := m.persist(e, rec); err != nil {
@@ -300,6 +310,9 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	m.mu.Lock()
 	src := e.rec
 	m.mu.Unlock()
+	if err := guard(OpFork, src); err != nil {
+		return Sprite{}, err
+	}
 	var ck Checkpoint
 	if from != "" {
 		var ok bool
@@ -314,6 +327,14 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	rec.SleptBoot, rec.SleepSynced = "", false
 	rec.URLPublic = false // a fork's URL is private until said otherwise
 
+	if err := m.checkSpace(rec); err != nil {
+		return Sprite{}, err
+	}
+	uidDone, err := m.allocUID(&rec)
+	if err != nil {
+		return Sprite{}, err
+	}
+	defer uidDone()
 	rec.Address = "" // a fork has an address of its own, and its parent's policy
 	if src.Address != "" {
 		if err := m.allocAddress(&rec); err != nil {
@@ -330,6 +351,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	m.mu.Lock()
 	m.sprites[newName] = ne
 	m.mu.Unlock()
+	uidDone()
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opt.BootTimeout)
 	defer cancel()
@@ -348,7 +370,20 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	undo.push("folder", func() error { m.removeLogs(rec); return os.RemoveAll(m.dir(rec)) })
 	var inst vmm.Instance
 	if from != "" {
-		inst, err = m.fromCheckpoint(ctx, src, rec, ck)
+		// Under the parent's lock: a checkpoint delete must not remove
+		// the folder the fork clones and restores from.
+		err = m.withOp(e, func() error {
+			src := e.rec
+			if err := guard(OpFork, src); err != nil {
+				return err
+			}
+			if _, ok := src.checkpoint(from); !ok {
+				return notFoundCheckpoint(name, from)
+			}
+			var err error
+			inst, err = m.fromCheckpoint(ctx, src, rec, ck)
+			return err
+		})
 	} else {
 		err = m.withOp(e, func() error { return m.cloneCurrent(ctx, e, m.DiskPath(rec)) })
 		if err == nil {

@@ -39,7 +39,11 @@ func (m *Manager) baseDisk(ctx context.Context, img, root string, gib int) (stri
 	if err := storage.CreateDisk(ctx, root, tmp, gib); err != nil {
 		return "", err
 	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := storage.SyncFiles(filepath.Dir(tmp)); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := storage.RenameDurable(tmp, p); err != nil {
 		os.Remove(tmp)
 		return "", err
 	}

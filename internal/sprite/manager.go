@@ -76,6 +76,15 @@ type Options struct {
 	// Observe, when set, is told how long each create and wake took and
 	// whether it failed (the daemon's latency metrics).
 	Observe func(op string, took time.Duration, err error)
+	// UIDs are the host uids of sprites' VMMs, one each.
+	UIDs UIDRange
+	// StorePath is the records' file, outside the storage pool so that a
+	// full pool cannot stop the daemon from recording; "" means
+	// DataDir/wisp.db. A store found at DataDir/wisp.db is moved there.
+	StorePath string
+	// FreeBytes returns the free space of the filesystem holding path;
+	// nil: statfs.
+	FreeBytes func(path string) (int64, error)
 }
 
 func (m *Manager) observe(op string, t0 time.Time, err error) {
@@ -109,20 +118,40 @@ type Manager struct {
 	log   *slog.Logger
 	store *Store
 
-	mu      sync.Mutex
-	sprites map[string]*entry
+	mu          sync.Mutex
+	sprites     map[string]*entry
+	pendingUIDs map[int]bool // allocated to records not yet in sprites
 
 	tplMu       sync.Mutex
 	tplBuilding map[string]bool // warm snapshots being built
 
 	diskMu sync.Mutex // making base disks (disks.go)
 
-	// Background syncs of sleep state (see syncSleepLater): at most
-	// cap(syncSlots) at once; Close stops and waits for them.
-	syncs     sync.WaitGroup
-	syncSlots chan struct{}
+	// Goroutines the Manager started (instance watchers, warm snapshot
+	// builds, idle sleeps, background syncs of sleep state): Close ends
+	// and waits for them all; none starts once it began (see spawn).
+	bgMu      sync.Mutex
+	bg        sync.WaitGroup
+	syncSlots chan struct{} // at most cap() background syncs at once
 	closing   context.Context
 	close     context.CancelFunc
+}
+
+// spawn runs fn in a goroutine that Close waits for; fn must return soon
+// once m.closing is done. After Close began it does not run fn and
+// returns false.
+func (m *Manager) spawn(fn func()) bool {
+	m.bgMu.Lock()
+	defer m.bgMu.Unlock()
+	if m.closing.Err() != nil {
+		return false
+	}
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		fn()
+	}()
+	return true
 }
 
 // entry is one sprite in memory. op serialises state changes of the sprite;
@@ -146,7 +175,17 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 	if err := os.MkdirAll(filepath.Join(opt.DataDir, "sprites"), 0o700); err != nil {
 		return nil, err
 	}
-	st, err := OpenStore(filepath.Join(opt.DataDir, "wisp.db"))
+	old := filepath.Join(opt.DataDir, "wisp.db")
+	if opt.StorePath == "" {
+		opt.StorePath = old
+	}
+	if err := moveStore(log, old, opt.StorePath); err != nil {
+		return nil, err
+	}
+	if opt.FreeBytes == nil {
+		opt.FreeBytes = storage.FreeBytes
+	}
+	st, err := OpenStore(opt.StorePath)
 	if err != nil {
 		return nil, err
 	}
@@ -167,10 +206,54 @@ func NewManager(log *slog.Logger, opt Options) (*Manager, error) {
 		}
 		opt.BootID = strings.TrimSpace(string(b))
 	}
-	m := &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, tplBuilding: map[string]bool{}, syncSlots: make(chan struct{}, 2)}
+	m := &Manager{opt: opt, log: log, store: st, sprites: map[string]*entry{}, pendingUIDs: map[int]bool{}, tplBuilding: map[string]bool{}, syncSlots: make(chan struct{}, 2)}
 	m.closing, m.close = context.WithCancel(context.Background())
 	m.cleanDisks()
 	return m, nil
+}
+
+// moveStore moves a store at old (in the pool, where daemons kept it
+// before) to path, once: the move is durable before old goes. A store at
+// both is the leftover of a move cut short: path's is the one.
+func moveStore(log *slog.Logger, old, path string) error {
+	if old == path {
+		return nil
+	}
+	if _, err := os.Stat(old); err != nil {
+		return nil // nothing to move
+	}
+	if _, err := os.Stat(path); err == nil {
+		log.Warn("removing the records' old file, moved before", "old", old, "path", path)
+		return os.Remove(old)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	if err := storage.MoveFile(old, path); err != nil {
+		return fmt.Errorf("move the records from %s to %s: %w", old, path, err)
+	}
+	log.Info("moved the records out of the storage pool", "from", old, "to", path)
+	return nil
+}
+
+// createReserve is the room a create or fork wants in the pool beyond the
+// sprite's memory (its memory or sleep file): its disk's first writes,
+// its logs and records.
+const createReserve = 512 << 20
+
+// checkSpace fails with ErrNoSpace, before anything is made, when the pool
+// has no room for rec.
+func (m *Manager) checkSpace(rec Sprite) error {
+	free, err := m.opt.FreeBytes(filepath.Join(m.opt.DataDir, "sprites"))
+	if err != nil {
+		return nil // unknown: the writes themselves will tell
+	}
+	need := int64(rec.MemoryMiB)<<20 + createReserve
+	if free < need {
+		return errdefs.WithHint(fmt.Errorf("the storage pool is too full for sprite %q: %d MiB free, it needs at least %d MiB: %w", rec.Name, free>>20, need>>20, errdefs.ErrNoSpace),
+			"free space in the pool (`wisp destroy`, `wisp checkpoint delete`, `wisp image rm`) or give wispd a larger --pool-size")
+	}
+	return nil
 }
 
 func (m *Manager) dir(s Sprite) string { return filepath.Join(m.opt.DataDir, "sprites", s.ID) }
@@ -193,8 +276,16 @@ func (m *Manager) removeLogs(s Sprite) {
 	}
 }
 
-// persist writes rec durably and then publishes it in memory.
+// persist writes rec durably and then publishes it in memory. It is the
+// one writer of a sprite's record, and so of its state: a change of state
+// must be a move of the transition table, or nothing is written.
 func (m *Manager) persist(e *entry, rec Sprite) error {
+	m.mu.Lock()
+	from := e.rec.State
+	m.mu.Unlock()
+	if rec.State != from && !CanMove(from, rec.State) {
+		return fmt.Errorf("sprite %q cannot move from state %s to %s: %w", rec.Name, from, rec.State, errdefs.ErrState)
+	}
 	if err := m.store.Put(rec); err != nil {
 		return fmt.Errorf("persist sprite %q: %w", rec.Name, err)
 	}
@@ -221,11 +312,38 @@ func (m *Manager) Get(name string) (Sprite, error) {
 		return Sprite{}, err
 	}
 	m.mu.Lock()
-	rec := e.rec
+	rec, inst := e.rec, e.inst
 	m.mu.Unlock()
 	rec.DiskUsedBytes, _ = storage.Usage(m.DiskPath(rec))
 	m.netStats(&rec)
+	if c, ok := inst.(vmm.Confined); ok && rec.State == Running {
+		if cf, err := c.Confinement(); err == nil {
+			rec.Confinement = &cf
+		}
+	}
 	return rec, nil
+}
+
+// Confinements reports what confines each running sprite's VMM or
+// sandbox now, by name.
+func (m *Manager) Confinements() map[string]vmm.Confinement {
+	m.mu.Lock()
+	insts := map[string]vmm.Instance{}
+	for name, e := range m.sprites {
+		if e.inst != nil && e.rec.State == Running {
+			insts[name] = e.inst
+		}
+	}
+	m.mu.Unlock()
+	out := map[string]vmm.Confinement{}
+	for name, inst := range insts {
+		if c, ok := inst.(vmm.Confined); ok {
+			if cf, err := c.Confinement(); err == nil {
+				out[name] = cf
+			}
+		}
+	}
+	return out
 }
 
 // List returns all sprites by name.
@@ -325,6 +443,14 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ Sprite, err er
 		Env:    o.Env,
 		Policy: o.Policy,
 	}
+	if err := m.checkSpace(rec); err != nil {
+		return Sprite{}, err
+	}
+	uidDone, err := m.allocUID(&rec)
+	if err != nil {
+		return Sprite{}, err
+	}
+	defer uidDone()
 	if err := m.allocAddress(&rec); err != nil {
 		return Sprite{}, err
 	}
@@ -338,6 +464,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ Sprite, err er
 	m.mu.Lock()
 	m.sprites[o.Name] = e
 	m.mu.Unlock()
+	uidDone()
 	log := m.log.With(LogSprite, o.Name)
 
 	// The sprite's life is not the request's.
@@ -373,7 +500,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ Sprite, err er
 			return fail(err)
 		}
 		if m.opt.WarmSnapshots[rec.Backend] {
-			go m.buildTemplate(rec, root)
+			m.spawn(func() { m.buildTemplate(rec, root) })
 		}
 	}
 	undo.push("instance", func() error { kill(inst); return nil })
@@ -393,7 +520,7 @@ func (m *Manager) spec(ctx context.Context, rec Sprite) (vmm.Spec, error) {
 	s := vmm.Spec{
 		ID: rec.ID, Name: rec.Name, Dir: m.dir(rec), CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
 		Disk: m.DiskPath(rec), DiskGiB: rec.DiskGiB, Agent: m.opt.AgentPath, MAC: rec.MAC, MachineID: rec.MachineID,
-		Pids: pidsOf(rec), LogDir: m.logDir(rec),
+		Pids: pidsOf(rec), LogDir: m.logDir(rec), UID: rec.HostUID,
 	}
 	if err := vmm.MountLogDir(s.LogDir); err != nil {
 		m.log.Warn("logs not bounded", LogSprite, rec.Name, LogErr, err)
@@ -444,7 +571,7 @@ func (m *Manager) running(e *entry, rec Sprite, inst vmm.Instance) error {
 	m.mu.Lock()
 	e.inst = inst
 	m.mu.Unlock()
-	go m.watch(e, inst)
+	m.spawn(func() { m.watch(e, inst) })
 	return nil
 }
 
@@ -468,9 +595,14 @@ func kill(inst vmm.Instance) {
 	inst.Close()
 }
 
-// watch marks the sprite stopped when its instance dies on its own.
+// watch marks the sprite stopped when its instance dies on its own. It
+// ends when the Manager closes (the instance runs on, for the next daemon).
 func (m *Manager) watch(e *entry, inst vmm.Instance) {
-	<-inst.Done()
+	select {
+	case <-inst.Done():
+	case <-m.closing.Done():
+		return
+	}
 	e.op.Lock()
 	defer e.op.Unlock()
 	m.mu.Lock()
@@ -499,6 +631,9 @@ func (m *Manager) Start(ctx context.Context, name string) (Sprite, error) {
 // start boots (or wakes) e, under e.op.
 func (m *Manager) start(ctx context.Context, e *entry) error {
 	rec := e.rec
+	if err := guard(OpStart, rec); err != nil {
+		return err
+	}
 	if rec.State == Running {
 		return nil
 	}
@@ -507,9 +642,6 @@ func (m *Manager) start(ctx context.Context, e *entry) error {
 		err := m.wake(ctx, e)
 		m.observe("wake", t0, err)
 		return err
-	}
-	if !CanMove(rec.State, Starting) {
-		return stateError("start", rec)
 	}
 	if m.opt.Allow != nil {
 		if err := m.opt.Allow(rec); err != nil {
@@ -545,6 +677,9 @@ func (m *Manager) start(ctx context.Context, e *entry) error {
 func (m *Manager) Stop(ctx context.Context, name string) (Sprite, error) {
 	return m.change(name, func(e *entry) error {
 		rec := e.rec
+		if err := guard(OpStop, rec); err != nil {
+			return err
+		}
 		if rec.State == Stopped {
 			return nil
 		}
@@ -556,9 +691,6 @@ func (m *Manager) Stop(ctx context.Context, name string) (Sprite, error) {
 			}
 			os.RemoveAll(m.sleepDir(rec))
 			return nil
-		}
-		if !CanMove(rec.State, Stopping) {
-			return stateError("stop", rec)
 		}
 		rec.State = Stopping
 		if err := m.persist(e, rec); err != nil {
@@ -587,8 +719,8 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 	e.op.Lock()
 	defer e.op.Unlock()
 	rec := e.rec
-	if !CanMove(rec.State, Destroying) {
-		return stateError("destroy", rec)
+	if err := guard(OpDestroy, rec); err != nil {
+		return err
 	}
 	rec.State = Destroying
 	if err := m.persist(e, rec); err != nil {
@@ -686,11 +818,36 @@ func (m *Manager) Recover(ctx context.Context) error {
 			m.log.Warn("removing stale networks", LogErr, err)
 		}
 	}
+	m.mu.Lock()
+	for _, rec := range recs {
+		m.sprites[rec.Name] = &entry{rec: rec} // their uids are taken
+	}
+	m.mu.Unlock()
+	for i, rec := range recs {
+		if rec.HostUID != 0 {
+			continue
+		}
+		// A record from before sprites had uids of their own: its next
+		// start runs as one.
+		done, err := m.allocUID(&recs[i])
+		if err == nil && recs[i].HostUID != 0 {
+			m.mu.Lock()
+			e := m.sprites[rec.Name]
+			m.mu.Unlock()
+			err = m.persist(e, recs[i])
+		}
+		if done != nil {
+			done()
+		}
+		if err != nil {
+			m.log.Warn("no host uid of its own", LogSprite, rec.Name, LogErr, err)
+			recs[i].HostUID = 0
+		}
+	}
 	var wg sync.WaitGroup
 	for _, rec := range recs {
-		e := &entry{rec: rec}
 		m.mu.Lock()
-		m.sprites[rec.Name] = e
+		e := m.sprites[rec.Name]
 		m.mu.Unlock()
 		wg.Add(1)
 		go func() {
@@ -818,8 +975,10 @@ func (m *Manager) recover(ctx context.Context, e *entry) error {
 // Close lets go of every instance, leaving the VMs running for the next
 // daemon to adopt, and closes the store.
 func (m *Manager) Close() error {
+	m.bgMu.Lock()
 	m.close()
-	m.syncs.Wait()
+	m.bgMu.Unlock()
+	m.bg.Wait()
 	m.mu.Lock()
 	for _, e := range m.sprites {
 		if e.inst != nil {

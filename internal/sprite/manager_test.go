@@ -31,7 +31,7 @@ func (f fakeImages) Root(name string) (string, error) {
 }
 func (f fakeImages) Boot(context.Context) (string, string, error) { return "/k", "/i", nil }
 
-func newManager(t *testing.T, dir string, d *vmmtest.Driver) *Manager {
+func newManager(t *testing.T, dir string, d *vmmtest.Driver, set ...func(*Options)) *Manager {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "root.ext4")
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
@@ -40,11 +40,15 @@ func newManager(t *testing.T, dir string, d *vmmtest.Driver) *Manager {
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs: %v %s", err, out)
 	}
-	m, err := NewManager(slog.New(slog.DiscardHandler), Options{
+	opt := Options{
 		DataDir: dir, Backend: "fake", Drivers: map[string]vmm.Driver{"fake": d}, Images: fakeImages{img},
 		Defaults: CreateOptions{CPUs: 1, MemoryMiB: 256, DiskGiB: 1, Image: "minimal"},
 		Limits:   Limits{MaxCPUs: 4, MaxMemoryMiB: 4096, MaxDiskGiB: 100},
-	})
+	}
+	for _, f := range set {
+		f(&opt)
+	}
+	m, err := NewManager(slog.New(slog.DiscardHandler), opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,8 +78,8 @@ func (m *Manager) SetPolicy(ctx context.Context, name string, p network.Policy) 
 	}
 	return m.change(name, func(e *entry) error {
 		rec := e.rec
-		if rec.State == Destroying || rec.State == Creating {
-			return stateError("set the policy of", rec)
+		if err := guard(OpSetPolicy, rec); err != nil {
+			return err
 		}
 		if m.opt.Net == nil {
 			return errdefs.WithHint(fmt.Errorf("this daemon has no sprite networking: %w", errdefs.ErrUnavailable), "see `wisp doctor`")

@@ -18,8 +18,8 @@ func (m *Manager) SaveDisk(ctx context.Context, name, dst string) (Sprite, error
 		m.mu.Lock()
 		rec = e.rec
 		m.mu.Unlock()
-		if rec.State != Running && rec.State != Stopped && rec.State != Sleeping {
-			return stateError("save the disk of", rec)
+		if err := guard(OpSaveDisk, rec); err != nil {
+			return err
 		}
 		return m.cloneCurrent(ctx, e, dst)
 	})

@@ -121,8 +121,8 @@ func (m *Manager) editSecrets(name string, fn func(map[string]string) error) err
 		m.mu.Lock()
 		rec := e.rec
 		m.mu.Unlock()
-		if rec.State == Creating || rec.State == Destroying {
-			return stateError("change the secrets of", rec)
+		if err := guard(OpEditSecrets, rec); err != nil {
+			return err
 		}
 		sec, err := m.readSecrets(rec)
 		if err != nil {

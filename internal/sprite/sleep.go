@@ -36,11 +36,11 @@ func (m *Manager) Sleep(ctx context.Context, name string) (Sprite, error) {
 // sleep runs under e.op.
 func (m *Manager) sleep(ctx context.Context, e *entry) error {
 	rec := e.rec
+	if err := guard(OpSleep, rec); err != nil {
+		return err
+	}
 	if rec.State == Sleeping {
 		return nil
-	}
-	if !CanMove(rec.State, Suspending) {
-		return stateError("sleep", rec)
 	}
 	sv, err := m.saver(rec)
 	if err != nil {
@@ -87,9 +87,7 @@ func (m *Manager) syncSleepLater(e *entry, rec Sprite) {
 		return
 	}
 	dirs, slept := []string{m.dir(rec), m.sleepDir(rec)}, rec.SleptAt
-	m.syncs.Add(1)
-	go func() {
-		defer m.syncs.Done()
+	m.spawn(func() {
 		select {
 		case m.syncSlots <- struct{}{}:
 			defer func() { <-m.syncSlots }()
@@ -116,7 +114,7 @@ func (m *Manager) syncSleepLater(e *entry, rec Sprite) {
 			return
 		}
 		m.log.Debug("sleep state synced", LogSprite, rec.Name, "took", time.Since(t0).Round(time.Millisecond))
-	}()
+	})
 }
 
 // wake restores a sleeping sprite, under e.op. A wake that fails leaves the
@@ -210,7 +208,7 @@ func (m *Manager) IdleLoop(ctx context.Context, every time.Duration) {
 		case now := <-t.C:
 			m.boundLogs()
 			for _, e := range m.idle(now) {
-				go func() {
+				m.spawn(func() {
 					// Check again under the lock: a request may have come.
 					err := m.withOp(e, func() error {
 						if !m.isIdle(e, time.Now()) {
@@ -227,7 +225,7 @@ func (m *Manager) IdleLoop(ctx context.Context, every time.Duration) {
 					if err != nil {
 						m.log.Warn("idle sleep", LogSprite, e.rec.Name, LogErr, err)
 					}
-				}()
+				})
 			}
 		}
 	}

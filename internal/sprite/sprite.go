@@ -9,6 +9,7 @@ import (
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/network"
+	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
 // State is where a sprite is in its life.
@@ -27,7 +28,8 @@ const (
 	Restoring  State = "restoring"  // its disk (and memory) are being replaced by a checkpoint's
 )
 
-// transitions lists, for each state, the states it may move to.
+// transitions lists, for each state, the states it may move to. Manager
+// persist, the one writer of records, refuses any other move.
 var transitions = map[State][]State{
 	Creating:   {Running, Destroying},
 	Starting:   {Running, Stopped},
@@ -36,7 +38,11 @@ var transitions = map[State][]State{
 	Stopped:    {Starting, Destroying, Restoring},
 	Suspending: {Sleeping, Running, Stopped},
 	Sleeping:   {Waking, Stopped, Destroying, Restoring},
-	Waking:     {Running, Stopped},
+	// Waking -> Sleeping: a daemon that died during a wake leaves the
+	// sleep state whole (a wake removes it only once the sprite runs),
+	// so recovery puts the sprite back to sleep rather than lose its
+	// processes.
+	Waking:     {Running, Stopped, Sleeping},
 	Restoring:  {Running, Stopped},
 	Destroying: {},
 }
@@ -49,6 +55,73 @@ func CanMove(from, to State) bool {
 		}
 	}
 	return false
+}
+
+// Op is something done to a sprite that its state may forbid.
+type Op string
+
+const (
+	OpStart            Op = "start"      // a running sprite: nothing to do; a sleeping one wakes
+	OpStop             Op = "stop"       // a stopped sprite: nothing to do
+	OpDestroy          Op = "destroy"    //
+	OpUse              Op = "use"        // exec, console, cp, files, services, URL: wakes or starts; a change under way is waited for
+	OpSleep            Op = "sleep"      // a sleeping sprite: nothing to do
+	OpCheckpoint       Op = "checkpoint" // the disk
+	OpMemoryCheckpoint Op = "take a memory checkpoint of"
+	OpDeleteCheckpoint Op = "delete a checkpoint of"
+	OpRestore          Op = "restore"
+	OpFork             Op = "fork"
+	OpSaveDisk         Op = "save the disk of" // wisp image save
+	OpSetPolicy        Op = "set the policy of"
+	OpEditSecrets      Op = "change the secrets of"
+)
+
+// Ops lists every Op.
+var Ops = []Op{OpStart, OpStop, OpDestroy, OpUse, OpSleep, OpCheckpoint, OpMemoryCheckpoint,
+	OpDeleteCheckpoint, OpRestore, OpFork, OpSaveDisk, OpSetPolicy, OpEditSecrets}
+
+// States lists every State.
+var States = []State{Creating, Starting, Running, Stopping, Stopped, Destroying, Suspending, Sleeping, Waking, Restoring}
+
+// settled are the states a sprite rests in; the others last only while an
+// operation holds the sprite (or until recovery, after a crash).
+var settled = []State{Running, Stopped, Sleeping}
+
+// allowed says in which states each Op may be done. An Op waits for the
+// operation under way on the sprite first, so it meets a passing state
+// only after a crash, before recovery.
+var allowed = map[Op][]State{
+	OpStart:            settled,
+	OpStop:             settled,
+	OpDestroy:          settled,
+	OpUse:              {Running, Stopped, Sleeping, Starting, Stopping, Suspending, Waking, Restoring},
+	OpSleep:            {Running, Sleeping},
+	OpCheckpoint:       settled,
+	OpMemoryCheckpoint: {Running, Sleeping}, // a sleeping sprite is woken first
+	OpDeleteCheckpoint: settled,
+	OpRestore:          settled,
+	OpFork:             settled,
+	OpSaveDisk:         settled,
+	OpSetPolicy:        settled,
+	OpEditSecrets:      settled,
+}
+
+// Allows reports whether op may be done to a sprite in state s.
+func Allows(s State, op Op) bool {
+	for _, a := range allowed[op] {
+		if a == s {
+			return true
+		}
+	}
+	return false
+}
+
+// guard fails with a state error unless op may be done to s.
+func guard(op Op, s Sprite) error {
+	if Allows(s.State, op) {
+		return nil
+	}
+	return stateError(string(op), s)
 }
 
 // Sprite is the persisted record of one sprite.
@@ -71,6 +144,9 @@ type Sprite struct {
 	// Pids is the sprite's process limit; 0 (records made before it
 	// existed) means vmm.DefaultPids.
 	Pids int `json:"pids,omitempty"`
+	// HostUID is the host user (and group) the sprite's VMM runs as, its
+	// own (see UIDRange); 0: the backend's default.
+	HostUID int `json:"host_uid,omitempty"`
 	// Origin says how the sprite was made: "boot", "warm-snapshot" or
 	// "fork of NAME".
 	Origin string `json:"origin,omitempty"`
@@ -107,6 +183,9 @@ type Sprite struct {
 	DiskUsedBytes int64  `json:"disk_used_bytes,omitempty"`
 	NetRxBytes    uint64 `json:"net_rx_bytes,omitempty"`
 	NetTxBytes    uint64 `json:"net_tx_bytes,omitempty"`
+	// Confinement is what confines its running VMM or sandbox now, as
+	// the kernel reports it; filled in by Get, not stored.
+	Confinement *vmm.Confinement `json:"confinement,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)

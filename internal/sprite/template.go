@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
@@ -68,6 +68,9 @@ func (m *Manager) fromTemplate(ctx context.Context, rec Sprite, root string) (in
 		os.Remove(m.DiskPath(rec))
 		os.RemoveAll(dir)
 		return nil, false
+	}
+	if err := checkManifest(dir); err != nil {
+		return fail(err)
 	}
 	if err := m.opt.Clone(filepath.Join(dir, "disk.img"), m.DiskPath(rec)); err != nil {
 		return fail(err)
@@ -127,7 +130,8 @@ func (m *Manager) buildTemplate(rec Sprite, root string) {
 }
 
 func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), m.opt.BootTimeout)
+	// Cut short when the Manager closes (Close waits for this).
+	ctx, cancel := context.WithTimeout(m.closing, m.opt.BootTimeout)
 	defer cancel()
 	tmp := final + ".tmp-" + randHex(3)
 	defer os.RemoveAll(tmp)
@@ -141,6 +145,7 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 	}
 	tpl := rec
 	tpl.ID, tpl.Name, tpl.MAC, tpl.MachineID = "t"+randHex(4), "wisp-template", newMAC(), randHex(16)
+	tpl.HostUID = m.opt.UIDs.builderUID() // not the sprite's: it runs beside its VM
 	// The throwaway VM has a network like any sprite's (the devices of the
 	// saved VM must match those of the sprites restored from it), on an
 	// address of its own for as long as it runs. A daemon that dies now
@@ -179,7 +184,102 @@ func (m *Manager) saveTemplate(rec Sprite, root, final string) error {
 	if err := os.RemoveAll(vmDir); err != nil {
 		return err
 	}
-	return errors.Join(os.Rename(tmp, final))
+	// Durable before it is published, and checked before each use.
+	if err := writeManifest(tmp); err != nil {
+		return err
+	}
+	if err := storage.SyncFiles(tmp, filepath.Join(tmp, "state")); err != nil {
+		return err
+	}
+	return storage.RenameDurable(tmp, final)
+}
+
+// manifestFile lists a warm snapshot's files, written last when it is
+// built and checked before it is used.
+const manifestFile = "manifest.json"
+
+// manifest is each file's size and, for files up to manifestHashMax, its
+// SHA-256 (the device state and descriptions; the disk and memory are too
+// large to hash at every create).
+type manifest map[string]manifestEntry
+
+type manifestEntry struct {
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+const manifestHashMax = 16 << 20
+
+// scanManifest describes the regular files below dir (manifestFile and
+// the builder's spec.json aside).
+func scanManifest(dir string) (manifest, error) {
+	mf := manifest{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == manifestFile || rel == tplSpecFile || !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		e := manifestEntry{Size: fi.Size()}
+		if fi.Size() <= manifestHashMax {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.Sum256(b)
+			e.SHA256 = hex.EncodeToString(h[:])
+		}
+		mf[filepath.ToSlash(rel)] = e
+		return nil
+	})
+	return mf, err
+}
+
+// writeManifest records dir's files in dir/manifest.json.
+func writeManifest(dir string) error {
+	mf, err := scanManifest(dir)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(mf)
+	if err != nil {
+		return err
+	}
+	return storage.WriteFileAtomic(filepath.Join(dir, manifestFile), b, 0o600)
+}
+
+// checkManifest fails unless dir holds exactly the files its manifest
+// lists, of their sizes and contents.
+func checkManifest(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, manifestFile))
+	if err != nil {
+		return fmt.Errorf("warm snapshot %s: %w", dir, err)
+	}
+	var want manifest
+	if err := json.Unmarshal(b, &want); err != nil {
+		return fmt.Errorf("warm snapshot %s: manifest: %w", dir, err)
+	}
+	got, err := scanManifest(dir)
+	if err != nil {
+		return fmt.Errorf("warm snapshot %s: %w", dir, err)
+	}
+	for name, w := range want {
+		if g, ok := got[name]; !ok || g != w {
+			return fmt.Errorf("warm snapshot %s: %s is %+v, its manifest says %+v", dir, name, g, w)
+		}
+	}
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			return fmt.Errorf("warm snapshot %s: %s is not in its manifest", dir, name)
+		}
+	}
+	return nil
 }
 
 // WarmSnapshots lists the warm snapshots ready for use, by key
@@ -209,7 +309,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o600)
+	return storage.WriteFileAtomic(path, b, 0o600)
 }
 
 // cleanTemplates removes warm snapshots that were being built when the

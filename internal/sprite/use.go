@@ -58,7 +58,7 @@ func (m *Manager) ready(ctx context.Context, e *entry, cold bool) (inst vmm.Inst
 		case rec.State == Running:
 			err = m.withOp(e, func() error { return nil })
 		default:
-			err = errdefs.WithHint(stateError("use", rec), "start it with `wisp start "+rec.Name+"`")
+			err = errdefs.WithHint(stateError(string(OpUse), rec), "start it with `wisp start "+rec.Name+"`")
 		}
 		if err != nil {
 			return nil, changed, err

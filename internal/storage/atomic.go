@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -38,4 +39,78 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// SyncDir writes a folder's entries (names made, renamed or removed in
+// it) to stable storage.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// RenameDurable renames old to new and syncs the folders of both, so the
+// rename survives a crash once it returns. The caller has synced what old
+// holds (see SyncFiles, WriteFileAtomic).
+func RenameDurable(old, new string) error {
+	if err := os.Rename(old, new); err != nil {
+		return err
+	}
+	if err := SyncDir(filepath.Dir(new)); err != nil {
+		return err
+	}
+	if filepath.Dir(old) != filepath.Dir(new) {
+		return SyncDir(filepath.Dir(old))
+	}
+	return nil
+}
+
+// MoveFile moves the file src to dst, also across filesystems: a rename
+// where it can, else a copy made durable under a temporary name, renamed
+// into place, and only then src removed. A crash leaves dst whole or
+// absent, and src in place until dst is whole.
+func MoveFile(src, dst string) error {
+	if err := RenameDurable(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(tmp, in)
+	if err == nil {
+		err = tmp.Chmod(fi.Mode().Perm())
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = RenameDurable(tmp.Name(), dst)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("move %s to %s: %w", src, dst, err)
+	}
+	if err := os.Remove(src); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(src))
 }

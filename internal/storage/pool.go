@@ -251,3 +251,13 @@ func emptyDir(dir string) bool {
 	_, err = f.Readdirnames(1)
 	return err == io.EOF
 }
+
+// FreeBytes returns the space an unprivileged writer has left on the
+// filesystem holding path.
+func FreeBytes(path string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}

@@ -34,6 +34,10 @@ type Spec struct {
 	Net    *Net   `json:",omitempty"`
 	Pids   int    // the guest's process limit; 0 means DefaultPids
 	LogDir string // where the backend writes its logs (see MountLogDir); "" means Dir
+	// UID is the host user (and group) of the sprite's own that its VMM
+	// runs as once started (a VM backend run by root); 0: the driver's
+	// default.
+	UID int `json:",omitempty"`
 }
 
 // Net is a sprite's network on the host: a namespace holding the link its
@@ -45,6 +49,12 @@ type Net struct {
 	Link    string `json:"link"`    // the tap or veth in it
 	Address string `json:"address"` // the guest's address, with prefix ("10.229.0.2/30")
 	Gateway string `json:"gateway"` // the host's end; also the guest's DNS server
+}
+
+// UIDUser is implemented by drivers whose VMM runs as Spec.UID, a host
+// user of the sprite's own; UsesUID says whether it does on this host.
+type UIDUser interface {
+	UsesUID() bool
 }
 
 // TapUser is implemented by drivers whose guests have a NIC of their own
@@ -141,7 +151,9 @@ type Freezer interface {
 // capability; sleep/wake and memory checkpoints use it).
 //
 // Save pauses the instance and writes its state into dir (files of the
-// backend's choosing; the disk is not among them). The state in dir is
+// backend's choosing; the disk is not among them). dir appears whole or
+// not at all (made aside and renamed into place): a dir that exists holds
+// a whole state, also after a crash in the middle of a Save. The state in dir is
 // self-contained (a checkpoint may be restored into another sprite), except
 // in SleepDir(spec), where a backend may leave memory where it is. While the instance is
 // still paused it calls during (may be nil), where the caller clones the
@@ -172,4 +184,33 @@ func FlushGuest(ctx context.Context, log *slog.Logger, name string, ag *agent.Cl
 	if err := ag.Shutdown(ctx); err != nil {
 		log.Warn("guest shutdown", "sprite", name, "err", err)
 	}
+}
+
+// Confinement is what confines a running VMM or sandbox process, as the
+// kernel reports it (read from /proc and the cgroup files, not from what
+// the daemon asked for).
+type Confinement struct {
+	Pid int `json:"pid"`
+	UID int `json:"uid"` // effective
+	GID int `json:"gid"`
+	// Root is the process's root folder as the daemon sees it ("/": not
+	// chrooted); in a mount namespace of its own, as the process sees it.
+	Root       string `json:"root"`
+	OwnMountNS bool   `json:"own_mount_ns"`
+	Seccomp    bool   `json:"seccomp"` // a seccomp filter is installed
+	NoNewPrivs bool   `json:"no_new_privs"`
+	// Cgroup is the process's cgroup path (of the pids controller);
+	// CgroupVersion 1 or 2.
+	Cgroup        string `json:"cgroup"`
+	CgroupVersion int    `json:"cgroup_version"`
+	// Limits in force in that cgroup: 0 or "" means none.
+	PidsMax   int64    `json:"pids_max,omitempty"`
+	MemoryMax int64    `json:"memory_max_bytes,omitempty"`
+	CPUMax    string   `json:"cpu_max,omitempty"` // "QUOTA PERIOD" in µs
+	IOMax     []string `json:"io_max,omitempty"`  // "MAJ:MIN rbps=N wbps=N riops=N wiops=N"
+}
+
+// Confined is implemented by instances that can report their confinement.
+type Confined interface {
+	Confinement() (Confinement, error)
 }

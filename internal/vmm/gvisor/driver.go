@@ -181,7 +181,8 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec, image string) (_ *Inst
 			return nil, err
 		}
 	}
-	if err := mountDisk(spec.Disk, rootfs); err != nil {
+	diskIO, err := mountDisk(spec.Disk, rootfs)
+	if err != nil {
 		return nil, err
 	}
 	undo = append(undo, cleanup)
@@ -198,7 +199,7 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec, image string) (_ *Inst
 	}
 	undo = append(undo, func() error { ln.Close(); return nil }) // attach may have closed it
 
-	cfg, err := json.MarshalIndent(ociConfig(spec, rootfs, filepath.Dir(sock)), "", "\t")
+	cfg, err := json.MarshalIndent(ociConfig(spec, rootfs, filepath.Dir(sock), diskIO), "", "\t")
 	if err != nil {
 		return nil, err
 	}
@@ -472,6 +473,11 @@ func (i *Instance) connect(ctx context.Context) error {
 func (i *Instance) Info() vmm.Info {
 	return vmm.Info{Backend: "gvisor", Accel: i.d.Platform, Pid: i.pid}
 }
+
+// Confinement reports what confines the sandbox process now.
+func (i *Instance) Confinement() (vmm.Confinement, error) { return vmm.Inspect(i.pid) }
+
+var _ vmm.Confined = (*Instance)(nil)
 
 func (i *Instance) Agent() *agent.Client {
 	i.mu.Lock()

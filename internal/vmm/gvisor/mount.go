@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wisp-sh/wisp/internal/storage"
+	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
 // mountDisk attaches the ext4 image disk to a free loop device and mounts
@@ -24,10 +25,30 @@ import (
 // This uses the loop ioctls rather than `mount -o loop`: no external
 // binary, the autoclear flag is set atomically with the backing file, and
 // errors come back as errnos.
-func mountDisk(disk, dir string) error {
-	_, err := storage.MountLoop(disk, dir, "ext4", unix.MS_NODEV|unix.MS_NOSUID)
-	return err
+//
+// It returns the loop device's throttle: the sandbox's I/O to its disk
+// goes through that device, and its cgroup bounds it (see diskIO).
+func mountDisk(disk, dir string) (vmm.DeviceIO, error) {
+	dev, err := storage.MountLoop(disk, dir, "ext4", unix.MS_NODEV|unix.MS_NOSUID)
+	if err != nil {
+		return vmm.DeviceIO{}, err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		return vmm.DeviceIO{}, fmt.Errorf("disk %s on %s: %w", disk, dev, err)
+	}
+	return vmm.DeviceIO{Major: unix.Major(uint64(st.Rdev)), Minor: unix.Minor(uint64(st.Rdev)),
+		ReadBps: diskBps, WriteBps: diskBps, ReadIOPS: diskIOPS, WriteIOPS: diskIOPS}, nil
 }
+
+// A sandbox's I/O to its disk, at most: one sprite cannot take the whole
+// of the host's disk from the others. (Under cgroup v1 only I/O the
+// sandbox submits itself is counted, which covers reads and synced
+// writes; buffered writes reach the disk through the host's writeback.)
+const (
+	diskBps  = 256 << 20
+	diskIOPS = 8000
+)
 
 // unmountDisk unmounts everything stacked on dir (a crash may leave more
 // than one mount) and waits until no loop device is backed by disk any

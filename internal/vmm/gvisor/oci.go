@@ -68,7 +68,21 @@ type ociLinux struct {
 		Pids struct {
 			Limit int64 `json:"limit,omitempty"`
 		} `json:"pids"`
+		BlockIO ociBlockIO `json:"blockIO"`
 	} `json:"resources"`
+}
+
+type ociBlockIO struct {
+	ReadBps   []ociThrottle `json:"throttleReadBpsDevice,omitempty"`
+	WriteBps  []ociThrottle `json:"throttleWriteBpsDevice,omitempty"`
+	ReadIOPS  []ociThrottle `json:"throttleReadIOPSDevice,omitempty"`
+	WriteIOPS []ociThrottle `json:"throttleWriteIOPSDevice,omitempty"`
+}
+
+type ociThrottle struct {
+	Major int64  `json:"major"`
+	Minor int64  `json:"minor"`
+	Rate  uint64 `json:"rate"`
 }
 
 // caps is what the agent (root, PID 1) holds inside the sandbox: it
@@ -84,8 +98,9 @@ var caps = []string{
 }
 
 // ociConfig is the bundle's config.json for spec: the mounted disk as a
-// writable root, the agent and its socket folder bound in, the agent as PID 1.
-func ociConfig(spec vmm.Spec, rootfs, sockDir string) ociSpec {
+// writable root, the agent and its socket folder bound in, the agent as PID 1;
+// its cgroup limits memory, CPU, tasks and the I/O to its disk (io).
+func ociConfig(spec vmm.Spec, rootfs, sockDir string, io vmm.DeviceIO) ociSpec {
 	s := ociSpec{
 		Version: "1.0.0",
 		Process: ociProcess{
@@ -133,6 +148,15 @@ func ociConfig(spec vmm.Spec, rootfs, sockDir string) ociSpec {
 		s.Linux.Resources.Memory.Limit = int64(spec.MemoryMiB) << 20
 	}
 	s.Linux.Resources.Pids.Limit = hostPids(spec.GuestPids())
+	if io.Major != 0 || io.Minor != 0 {
+		t := func(rate uint64) []ociThrottle {
+			if rate == 0 {
+				return nil
+			}
+			return []ociThrottle{{Major: int64(io.Major), Minor: int64(io.Minor), Rate: rate}}
+		}
+		s.Linux.Resources.BlockIO = ociBlockIO{ReadBps: t(io.ReadBps), WriteBps: t(io.WriteBps), ReadIOPS: t(io.ReadIOPS), WriteIOPS: t(io.WriteIOPS)}
+	}
 	if spec.CPUs > 0 {
 		s.Linux.Resources.CPU.Quota = int64(spec.CPUs) * cpuPeriod
 		s.Linux.Resources.CPU.Period = cpuPeriod

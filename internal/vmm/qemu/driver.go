@@ -35,8 +35,11 @@ type Driver struct {
 	BootTimeout  time.Duration // watchdog: a boot whose agent has not answered by then is retried
 	BootAttempts int
 	TSCKHz       int    // see Argv
-	RunAs        string // drop to this user after start-up (-runas); empty: stay
-	Log          *slog.Logger
+	RunAs        string // drop to this user after start-up (-runas) when the spec has no UID; empty: stay
+	// Jail: a spec's UID is honoured (the daemon runs as root): its QEMU
+	// runs as that user, chrooted into an empty folder, once started.
+	Jail bool
+	Log  *slog.Logger
 	// Clone copies a file (a memory file into or out of a checkpoint),
 	// creating dst; a reflink where the filesystem can. Nil:
 	// storage.CopyFile.
@@ -51,6 +54,7 @@ var _ vmm.Driver = (*Driver)(nil)
 func New(log *slog.Logger, h HostInfo, runAs string) *Driver {
 	d := &Driver{Binary: h.Binary, Accel: h.Accel, Sandbox: h.Sandbox, TSCKHz: h.TSCKHz,
 		BootTimeout: 20 * time.Second, BootAttempts: 3, Log: log}
+	d.Jail = os.Getuid() == 0
 	if os.Getuid() == 0 && runAs != "" {
 		if _, err := user.Lookup(runAs); err == nil {
 			d.RunAs = runAs
@@ -72,6 +76,11 @@ var _ vmm.MemoryFiler = (*Driver)(nil)
 func (d *Driver) WantsTap() bool { return true }
 
 var _ vmm.TapUser = (*Driver)(nil)
+
+// UsesUID: a jailed QEMU runs as the sprite's own uid.
+func (d *Driver) UsesUID() bool { return d.Jail }
+
+var _ vmm.UIDUser = (*Driver)(nil)
 
 // errBootHang marks a boot the watchdog gave up on.
 var errBootHang = errors.New("boot watchdog: agent did not answer")
@@ -137,7 +146,12 @@ func (d *Driver) spawn(spec vmm.Spec, extra ...string) (*Instance, error) {
 		cmd.ExtraFiles = []*os.File{tap}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cg, cgErr := vmm.NewTaskCgroup(taskCgroup(spec), qemuTasks)
+	if d.jailed(spec) {
+		if err := makeJail(filepath.Join(spec.Dir, jailDir)); err != nil {
+			return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+		}
+	}
+	cg, cgErr := vmm.HostCgroups.Make(cgroupOf(spec), d.limits(spec))
 	if cgErr != nil && os.Getuid() == 0 {
 		return nil, fmt.Errorf("start %s: %w", spec.Name, cgErr)
 	}
@@ -147,7 +161,7 @@ func (d *Driver) spawn(spec vmm.Spec, extra ...string) (*Instance, error) {
 	done := make(chan struct{})
 	go func() {
 		cmd.Wait()
-		vmm.RemoveTaskCgroup(taskCgroup(spec))
+		removeCgroup(spec)
 		close(done)
 	}()
 	if cg != nil {
@@ -166,8 +180,52 @@ func (d *Driver) spawn(spec vmm.Spec, extra ...string) (*Instance, error) {
 // guest must not make QEMU spawn threads without end.
 const qemuTasks = 256
 
-// taskCgroup names the pids cgroup of spec's QEMU (below vmm.CgroupParent).
-func taskCgroup(spec vmm.Spec) string { return "qemu-" + spec.ID }
+// Host memory a QEMU may use beyond its guest's RAM: its own heap, device
+// buffers, and under TCG the translated-code cache, which QEMU 7.2 sizes
+// at 1 GiB for system emulation and fills as the guest runs new code.
+const (
+	overheadMiB    = 256
+	tcgOverheadMiB = 1024 + overheadMiB
+)
+
+// cpuPeriod is the cgroup CPU period (µs); a QEMU gets its vCPUs' worth
+// of it and half a CPU more for its main loop (virtio, the agent's
+// channel, migration), which under TCG runs beside busy vCPU threads.
+const cpuPeriod = 100000
+
+// limits are the host resources of spec's QEMU, from the sprite's size.
+func (d *Driver) limits(spec vmm.Spec) vmm.Limits {
+	over := int64(overheadMiB)
+	if d.Accel != "kvm" {
+		over = tcgOverheadMiB
+	}
+	l := vmm.Limits{Tasks: qemuTasks}
+	if spec.MemoryMiB > 0 {
+		l.MemoryBytes = (int64(spec.MemoryMiB) + over) << 20
+	}
+	if spec.CPUs > 0 {
+		l.CPUQuota, l.CPUPeriod = int64(spec.CPUs)*cpuPeriod+cpuPeriod/2, cpuPeriod
+	}
+	return l
+}
+
+// cgroupOf names the cgroup of spec's QEMU.
+func cgroupOf(spec vmm.Spec) string { return vmm.CgroupParent + "/qemu-" + spec.ID }
+
+// removeCgroup removes spec's cgroup once its QEMU is gone.
+func removeCgroup(spec vmm.Spec) { vmm.HostCgroups.Open(cgroupOf(spec)).Remove() }
+
+// makeJail makes dir the empty, root-owned, read-only folder a jailed
+// QEMU chroots into: everything it uses is open before it gets there.
+func makeJail(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("jail %s: %w", dir, err)
+	}
+	if err := os.Mkdir(dir, 0o555); err != nil {
+		return fmt.Errorf("jail %s: %w", dir, err)
+	}
+	return os.Chmod(dir, 0o555) // whatever the umask
+}
 
 // diagnose returns the tails of QEMU's log and the console for an error.
 func (d *Driver) diagnose(spec vmm.Spec) string {
@@ -193,7 +251,7 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 		return nil, fmt.Errorf("%w: %w", vmm.ErrNotRunning, err)
 	}
 	inst := &Instance{spec: spec, d: d, pid: pid, done: done}
-	go func() { <-done; vmm.RemoveTaskCgroup(taskCgroup(spec)) }()
+	go func() { <-done; removeCgroup(spec) }()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// A daemon that died in the middle of a save leaves the VM paused: its
@@ -233,7 +291,7 @@ func (d *Driver) Reap(ctx context.Context, spec vmm.Spec) error {
 	select {
 	case <-done:
 		d.Log.Info("ended a VM the daemon could not reach", "sprite", spec.Name, "pid", pid)
-		vmm.RemoveTaskCgroup(taskCgroup(spec))
+		removeCgroup(spec)
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("reap %s (pid %d): %w", spec.Name, pid, context.Cause(ctx))
@@ -349,6 +407,11 @@ func (i *Instance) connectEvery(ctx context.Context, resend time.Duration) error
 func (i *Instance) Info() vmm.Info {
 	return vmm.Info{Backend: "qemu", Accel: i.d.Accel, Pid: i.pid}
 }
+
+// Confinement reports what confines the QEMU process now.
+func (i *Instance) Confinement() (vmm.Confinement, error) { return vmm.Inspect(i.pid) }
+
+var _ vmm.Confined = (*Instance)(nil)
 
 func (i *Instance) Agent() *agent.Client {
 	i.mu.Lock()

@@ -66,7 +66,8 @@ func fixture(tb testing.TB) (*Driver, func(tb testing.TB, name string, memMiB in
 			tb.Fatal(err)
 		}
 		return vmm.Spec{ID: fmt.Sprintf("t%d%d", os.Getpid(), n), Name: name, Dir: dir, CPUs: 1, MemoryMiB: memMiB,
-			Disk: disk, DiskGiB: 1, Kernel: fx.Kernel.Vmlinux, Initrd: fx.Initrd, MAC: fmt.Sprintf("52:54:00:12:34:%02x", n)}
+			Disk: disk, DiskGiB: 1, Kernel: fx.Kernel.Vmlinux, Initrd: fx.Initrd, MAC: fmt.Sprintf("52:54:00:12:34:%02x", n),
+			UID: 1879100000 + (os.Getpid()%1000)*100 + n} // jailed, as wispd runs them
 	}
 }
 
@@ -113,7 +114,7 @@ func TestCheckpoint(t *testing.T) {
 	}
 	sh(t, inst.Agent(), "true")
 	disk := filepath.Join(t.TempDir(), "disk")
-	if err := d.Save(ctx, inst, snap, true, func() error { return d.clone(spec.Disk, disk) }); err != nil {
+	if err := d.Save(ctx, inst, snap, true, func() error { return d.clone(spec.Disk, disk, true) }); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := readState(snap); err != nil || st.Memory != memFile {
@@ -123,7 +124,7 @@ func TestCheckpoint(t *testing.T) {
 	inst.Kill()
 	<-inst.Done()
 	for range 2 {
-		if err := d.clone(disk, spec.Disk); err != nil {
+		if err := d.clone(disk, spec.Disk, false); err != nil {
 			t.Fatal(err)
 		}
 		woke, err := d.Restore(ctx, spec, snap)

@@ -132,8 +132,9 @@ func readState(dir string) (savedState, error) {
 }
 
 // clone copies src to dst (reflink where the filesystem can), through a
-// temporary name so dst is whole or absent.
-func (d *Driver) clone(src, dst string) error {
+// temporary name so dst is whole or absent; durable: on stable storage
+// when it returns (a checkpoint's copy, not a running sprite's memory).
+func (d *Driver) clone(src, dst string, durable bool) error {
 	tmp := dst + ".tmp"
 	os.Remove(tmp)
 	clone := d.Clone
@@ -141,7 +142,12 @@ func (d *Driver) clone(src, dst string) error {
 		clone = storage.CopyFile
 	}
 	err := clone(src, tmp)
-	if err == nil {
+	if err == nil && durable {
+		err = syncFile(tmp)
+	}
+	if err == nil && durable {
+		err = storage.RenameDurable(tmp, dst)
+	} else if err == nil {
 		err = os.Rename(tmp, dst)
 	}
 	if err != nil {
@@ -149,6 +155,17 @@ func (d *Driver) clone(src, dst string) error {
 		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}
 	return nil
+}
+
+// syncFile writes a file's data and metadata (a clone's extents) to
+// stable storage.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // Save pauses inst and writes its device state (and, when dir is not
@@ -174,14 +191,23 @@ func (d *Driver) Save(ctx context.Context, vi vmm.Instance, dir string, keep boo
 	}
 	ctx, cancel := context.WithTimeout(ctx, saveTimeout)
 	defer cancel()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// The state is made in a folder of its own and renamed to dir once
+	// whole: a dir that exists holds a whole state (a daemon killed
+	// during a sleep finds either none or all of it). An earlier state in
+	// dir goes first, so a Save killed half-way leaves none, not a mix.
+	dir = filepath.Clean(dir)
+	work := dir + ".tmp"
+	if err := errors.Join(os.RemoveAll(dir), os.RemoveAll(work)); err != nil {
 		return err
 	}
-	// Uncommit an earlier state in dir first: a Save killed half-way then
-	// leaves no state rather than a mix of two.
-	if err := os.Remove(filepath.Join(dir, stateFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.MkdirAll(work, 0o700); err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(work)
+		}
+	}()
 	mon, err := dialMonitor(ctx, filepath.Join(spec.Dir, qmpSock), inst.done)
 	if err != nil {
 		return err
@@ -207,12 +233,12 @@ func (d *Driver) Save(ctx context.Context, vi vmm.Instance, dir string, keep boo
 	}()
 
 	st := d.newState(spec, mon.version, "")
-	if err := d.migrateOut(ctx, mon, filepath.Join(dir, st.Device)); err != nil {
+	if err := d.migrateOut(ctx, mon, filepath.Join(work, st.Device)); err != nil {
 		return fmt.Errorf("%w%s", err, d.diagnose(spec))
 	}
-	if filepath.Clean(dir) != vmm.SleepDir(spec) {
+	if dir != vmm.SleepDir(spec) {
 		st.Memory = memFile
-		if err := d.clone(filepath.Join(spec.Dir, memFile), filepath.Join(dir, st.Memory)); err != nil {
+		if err := d.clone(filepath.Join(spec.Dir, memFile), filepath.Join(work, st.Memory), true); err != nil {
 			return err
 		}
 	}
@@ -221,7 +247,10 @@ func (d *Driver) Save(ctx context.Context, vi vmm.Instance, dir string, keep boo
 			return fmt.Errorf("during: %w", err)
 		}
 	}
-	if err := writeState(dir, st); err != nil {
+	if err := writeState(work, st); err != nil {
+		return err
+	}
+	if err := storage.RenameDurable(work, dir); err != nil {
 		return err
 	}
 	committed = true
@@ -281,20 +310,16 @@ func (d *Driver) migrateOut(ctx context.Context, mon *monitor, path string) erro
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	return os.Rename(f.Name(), path)
+	return storage.RenameDurable(f.Name(), path)
 }
 
-// writeState writes dir/state.json atomically.
+// writeState writes dir/state.json atomically and durably.
 func writeState(dir string, st savedState) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, stateFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, stateFile))
+	return storage.WriteFileAtomic(filepath.Join(dir, stateFile), append(b, '\n'), 0o600)
 }
 
 // Restore starts spec's QEMU waiting for a migration stream, feeds it
@@ -315,7 +340,7 @@ func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, dir string) (_ vmm.
 	}
 	mem := filepath.Join(spec.Dir, memFile)
 	if st.Memory != "" {
-		if err := d.clone(filepath.Join(dir, st.Memory), mem); err != nil {
+		if err := d.clone(filepath.Join(dir, st.Memory), mem, false); err != nil {
 			return nil, err
 		}
 	}

@@ -15,7 +15,10 @@ type Driver struct {
 	StartFunc func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 	AdoptFunc func(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 	ReapFunc  func(ctx context.Context, spec vmm.Spec) error
+	UID       bool // UsesUID's answer
 }
+
+func (d *Driver) UsesUID() bool { return d.UID }
 
 var _ vmm.Driver = (*Driver)(nil)
 
