@@ -39,12 +39,43 @@ func Process(pid int, parent string) (cpu time.Duration, mem int64, epoch string
 		stime, _ := strconv.ParseInt(f[12], 10, 64)
 		cpu = time.Duration(utime+stime) * time.Second / clockTicks
 	}
-	if m, ok := cgroupMemory(groups, parent); ok {
-		mem = m
-	} else {
-		mem, err = processRSS(pid)
+	// Memory is what the instance's processes hold resident, summed over
+	// its own cgroup (a sandbox's sentry and gofer): not the cgroup's
+	// charge, which also holds the host's page cache of the sprite's disk
+	// writes.
+	mem, err = processRSS(pid)
+	if pids, ok := cgroupProcs(groups, parent); ok {
+		mem = 0
+		for _, p := range pids {
+			if n, err := processRSS(p); err == nil {
+				mem += n
+			}
+		}
 	}
 	return cpu, mem, epoch, err
+}
+
+// cgroupProcs lists the processes of pid's own cgroup below parent (of the
+// pids controller, or v2's), at most 64.
+func cgroupProcs(groups []byte, parent string) ([]int, bool) {
+	for _, dir := range []string{"pids", ""} {
+		p, ok := cgroupPath(groups, dir, parent)
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(cgroupRoot, dir, p, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		var out []int
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil && len(out) < 64 {
+				out = append(out, n)
+			}
+		}
+		return out, len(out) > 0
+	}
+	return nil, false
 }
 
 // clockTicks is USER_HZ, which Linux fixes at 100 for /proc.
@@ -99,27 +130,6 @@ func cgroupCPU(groups []byte, parent string) (time.Duration, bool) {
 	if p, ok := cgroupPath(groups, "", parent); ok {
 		if v, ok := statValue(filepath.Join(cgroupRoot, p, "cpu.stat"), "usage_usec"); ok {
 			return time.Duration(v) * time.Microsecond, true
-		}
-	}
-	return 0, false
-}
-
-// cgroupMemory is the cgroup's working set: its charge less the page
-// cache it could drop at once (inactive file pages), as container tools
-// count it.
-func cgroupMemory(groups []byte, parent string) (int64, bool) {
-	if p, ok := cgroupPath(groups, "memory", parent); ok {
-		dir := filepath.Join(cgroupRoot, "memory", p)
-		if v, err := readInt(filepath.Join(dir, "memory.usage_in_bytes")); err == nil {
-			inactive, _ := statValue(filepath.Join(dir, "memory.stat"), "total_inactive_file")
-			return max(v-inactive, 0), true
-		}
-	}
-	if p, ok := cgroupPath(groups, "", parent); ok {
-		dir := filepath.Join(cgroupRoot, p)
-		if v, err := readInt(filepath.Join(dir, "memory.current")); err == nil {
-			inactive, _ := statValue(filepath.Join(dir, "memory.stat"), "inactive_file")
-			return max(v-inactive, 0), true
 		}
 	}
 	return 0, false
