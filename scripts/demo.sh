@@ -34,7 +34,9 @@ cleanup() {
 trap cleanup EXIT
 
 start_daemon() {
-  "$BIN/wispd" --data-dir "$DATA" --socket "$WISP_SOCKET" --allow-tcg >>"$DEMO/wispd.log" 2>&1 &
+  # The API over TCP on a port of the demo's own (a real wispd may hold
+  # the default 7781).
+  "$BIN/wispd" --data-dir "$DATA" --socket "$WISP_SOCKET" --allow-tcg --listen 127.0.0.1:7791 --meter-interval 2s >>"$DEMO/wispd.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 500); do [ -S "$WISP_SOCKET" ] && "$BIN/wisp" list >/dev/null 2>&1 && return; sleep 0.02; done
   echo "wispd did not start:"; cat "$DEMO/wispd.log"; exit 1
@@ -141,6 +143,24 @@ step "stop and start: the disk keeps everything"
 "$BIN/wisp" stop vm
 tic; "$BIN/wisp" start vm; toc "start vm (qemu cold boot)"
 "$BIN/wisp" exec vm -- cat /home/sprite/note
+
+step "sessions: a command that outlives its client"
+SID=$("$BIN/wisp" exec dev --detach -- sh -c 'for i in 1 2 3; do echo "tick $i"; sleep 1; done')
+echo "   detached session $SID"
+"$BIN/wisp" sessions dev
+"$BIN/wisp" attach dev "$SID"
+
+step "the API over TCP with a token, as a remote agent or an SDK uses it"
+TOKEN=$("$BIN/wisp" token create --name demo --sprite dev --json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
+echo "   a token scoped to dev: ${TOKEN:0:12}..."
+"$BIN/wisp" --host http://127.0.0.1:7791 --token "$TOKEN" list
+"$BIN/wisp" --host http://127.0.0.1:7791 --token "$TOKEN" exec dev -- uname -sr
+"$BIN/wisp" --host http://127.0.0.1:7791 --token "$TOKEN" info vm 2>&1 | sed 's/^/   (another sprite) /' || true
+"$BIN/wisp" token revoke demo
+
+step "usage: what each sprite used, and what it would cost"
+"$BIN/wisp" usage
+"$BIN/wisp" top --once
 
 step "benchmark (both backends, dev and minimal images)"
 "$BIN/wisp" bench --runs 3 --backend both --out "$DEMO/bench.json" 2>/dev/null
