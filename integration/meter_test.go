@@ -154,12 +154,12 @@ func TestMeter(t *testing.T) {
 			d.ok("exec", "m", "--user", "root", "--", "rm", "/dev/shm/hold")
 
 			// Storage: 100 MB written and synced, then a checkpoint.
-			d.waitTicks("m", 7) // a storage walk (every 6 samples) before
+			d.waitTicks("m", 4) // a storage walk (every 3 samples) before
 			s0 := d.live("m").StorageBytes
 			d.ok("exec", "m", "--", "sh", "-c", "head -c 100000000 /dev/urandom > /var/tmp/big && sync")
 			var s1 int64
 			waitFor(t, 60*time.Second, "storage to grow", func() bool { s1 = d.live("m").StorageBytes; return s1 > s0+50e6 })
-			d.waitTicks("m", 7) // and one more walk, after writeback
+			d.waitTicks("m", 4) // and one more walk, after writeback
 			s1 = d.live("m").StorageBytes
 			t.Logf("%s: storage %d -> %d bytes after 100 MB", backend, s0, s1)
 			if grew := float64(s1-s0) / 1e6; grew < 90 || grew > 110 {
@@ -167,7 +167,7 @@ func TestMeter(t *testing.T) {
 				t.Errorf("storage: 100 MB written raised it by %.1f MB (want 100 +/- 10); the data dir:\n%s", grew, du)
 			}
 			d.ok("checkpoint", "create", "m")
-			d.waitTicks("m", 7)
+			d.waitTicks("m", 4)
 			s2 := d.live("m").StorageBytes
 			t.Logf("%s: a checkpoint added %d bytes", backend, s2-s1)
 			if s2-s1 > 1<<20 {

@@ -58,7 +58,7 @@ type Enforcer interface {
 type Options struct {
 	Path         string        // the usage database
 	Interval     time.Duration // between samples; default 10 s
-	StorageEvery time.Duration // between storage walks; default 6 intervals
+	StorageEvery time.Duration // between storage walks; default 3 intervals
 	Prices       Prices
 	Log          *slog.Logger
 	Now          func() time.Time // for tests; default time.Now
@@ -125,7 +125,7 @@ func Open(opt Options) (*Meter, error) {
 		opt.Interval = 10 * time.Second
 	}
 	if opt.StorageEvery <= 0 {
-		opt.StorageEvery = 6 * opt.Interval
+		opt.StorageEvery = 3 * opt.Interval
 	}
 	if opt.Prices == (Prices{}) {
 		opt.Prices = DefaultPrices
