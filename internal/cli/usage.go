@@ -50,7 +50,7 @@ func printUsage(w io.Writer, rep api.UsageReport) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "SPRITE\tCPU-s\tMEM GiB-s\tSTORAGE GiB-h\tNET IN\tNET OUT\tCOST (%s)\t\n", rep.Currency)
 	row := func(name string, u api.Usage) {
-		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.3f\t%s\t%s\t%.4f\t\n", name, u.CPUSeconds, u.MemoryGiBSeconds, u.StorageGiBHours,
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.4f\t%s\t%s\t%.4f\t\n", name, u.CPUSeconds, u.MemoryGiBSeconds, u.StorageGiBHours,
 			bytesString(u.NetRxBytes), bytesString(u.NetTxBytes), u.Cost)
 	}
 	for _, u := range rep.Sprites {
