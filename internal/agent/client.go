@@ -167,14 +167,14 @@ type Stream struct {
 //
 // At most MaxStreams streams are open at once, counting those the host
 // closed but the guest has not (for up to StreamCloseTimeout): beyond, Open
-// fails with errdefs.ErrUnavailable.
+// waits up to streamWait for one to go, then fails with
+// errdefs.ErrUnavailable.
 func (c *Client) Open(ctx context.Context, req proto.Request) (*Stream, error) {
 	if err := c.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAgent, err)
 	}
-	if n := c.sess.NumStreams(); n >= MaxStreams {
-		return nil, errdefs.WithHint(fmt.Errorf("%w: %d streams open, the most a sprite may hold: %w", ErrAgent, n, errdefs.ErrUnavailable),
-			"wait for running execs and copies to end; a stream the host closed is dropped after "+StreamCloseTimeout.String())
+	if err := c.waitForRoom(ctx); err != nil {
+		return nil, err
 	}
 	s, err := c.sess.OpenStream()
 	if err != nil {
@@ -189,6 +189,37 @@ func (c *Client) Open(ctx context.Context, req proto.Request) (*Stream, error) {
 	}
 	s.SetWriteDeadline(time.Time{})
 	return &Stream{s: s, br: bufio.NewReaderSize(s, 64<<10)}, nil
+}
+
+// streamWait is how long Open waits at MaxStreams for a stream to go: a
+// burst of short calls finds some whose close is still in flight (the
+// guest's half lags on a busy host).
+const streamWait = 2 * time.Second
+
+// waitForRoom returns once fewer than MaxStreams streams are open, or
+// fails with ErrUnavailable after streamWait (or when ctx ends first).
+func (c *Client) waitForRoom(ctx context.Context) error {
+	if c.sess.NumStreams() < MaxStreams {
+		return nil
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	limit := time.NewTimer(streamWait)
+	defer limit.Stop()
+	for {
+		select {
+		case <-t.C:
+			if c.sess.NumStreams() < MaxStreams {
+				return nil
+			}
+			continue
+		case <-ctx.Done():
+		case <-limit.C:
+		case <-c.sess.CloseChan():
+		}
+		return errdefs.WithHint(fmt.Errorf("%w: %d streams open, the most a sprite may hold: %w", ErrAgent, c.sess.NumStreams(), errdefs.ErrUnavailable),
+			"wait for running execs and copies to end; a stream the host closed is dropped after "+StreamCloseTimeout.String())
+	}
 }
 
 // ReadFrame reads the next frame (payload at most proto.MaxFrame).
