@@ -30,4 +30,5 @@ const (
 	CodeGuestError   = "guest_error"
 	CodeAgentError   = "agent_error"
 	CodeInternal     = "internal"
+	CodeConflict     = "conflict" // another host holds the sprite, or it changed meanwhile
 )

@@ -20,6 +20,7 @@ var (
 	ErrState       = errdefs.ErrState
 	ErrUnavailable = errdefs.ErrUnavailable
 	ErrNoSpace     = errdefs.ErrNoSpace
+	ErrConflict    = errdefs.ErrConflict
 )
 
 // kinds maps the API's error codes to kinds.
@@ -30,6 +31,7 @@ var kinds = map[string]error{
 	api.CodeWrongState:  ErrState,
 	api.CodeUnavailable: ErrUnavailable,
 	api.CodeNoSpace:     ErrNoSpace,
+	api.CodeConflict:    ErrConflict,
 }
 
 // Error is an error the API returned.

@@ -12,11 +12,14 @@ var (
 	ErrState       = errors.New("wrong state")
 	ErrUnavailable = errors.New("unavailable")
 	ErrNoSpace     = errors.New("no space left")
+	// ErrConflict: another party changed or holds the thing meanwhile
+	// (another host owns the sprite; a fence or a conditional write lost).
+	ErrConflict = errors.New("conflict")
 )
 
 // Kind returns the sentinel err wraps, or nil.
 func Kind(err error) error {
-	for _, k := range []error{ErrNotFound, ErrExists, ErrInvalid, ErrState, ErrUnavailable, ErrNoSpace} {
+	for _, k := range []error{ErrNotFound, ErrExists, ErrInvalid, ErrState, ErrUnavailable, ErrNoSpace, ErrConflict} {
 		if errors.Is(err, k) {
 			return k
 		}

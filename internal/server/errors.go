@@ -43,6 +43,8 @@ func status(err error) (int, string) {
 		return http.StatusServiceUnavailable, api.CodeUnavailable
 	case errdefs.ErrNoSpace:
 		return http.StatusInsufficientStorage, api.CodeNoSpace
+	case errdefs.ErrConflict:
+		return http.StatusConflict, api.CodeConflict
 	}
 	if errors.Is(err, agent.ErrAgent) {
 		return http.StatusBadGateway, api.CodeAgentError

@@ -330,19 +330,26 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 	if err := m.checkSpace(rec); err != nil {
 		return Sprite{}, err
 	}
+	unreserve, err := m.reserve(ctx, newName)
+	if err != nil {
+		return Sprite{}, err
+	}
 	uidDone, err := m.allocUID(&rec)
 	if err != nil {
+		unreserve()
 		return Sprite{}, err
 	}
 	defer uidDone()
 	rec.Address = "" // a fork has an address of its own, and its parent's policy
 	if src.Address != "" {
 		if err := m.allocAddress(&rec); err != nil {
+			unreserve()
 			return Sprite{}, err
 		}
 	}
 	if err := m.store.Insert(rec); err != nil {
 		m.dropNetwork(rec)
+		unreserve()
 		return Sprite{}, errdefs.WithHint(err, "choose another name for the fork")
 	}
 	ne := &entry{rec: rec}
@@ -363,6 +370,7 @@ func (m *Manager) Fork(ctx context.Context, name, from, newName string) (Sprite,
 		return m.store.Delete(newName)
 	})
 	undo.push("network", func() error { return m.dropNetwork(rec) })
+	undo.push("reservation", func() error { unreserve(); return nil })
 	fail := func(err error) (Sprite, error) { return Sprite{}, errors.Join(noSpace(err), undo.run()) }
 	if err := os.MkdirAll(m.dir(rec), 0o700); err != nil {
 		return fail(err)

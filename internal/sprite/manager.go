@@ -85,6 +85,9 @@ type Options struct {
 	// FreeBytes returns the free space of the filesystem holding path;
 	// nil: statfs.
 	FreeBytes func(path string) (int64, error)
+	// Placement, in cluster mode, reserves names across hosts and is told
+	// of sprites at rest and destroyed; nil: this host alone.
+	Placement Placement
 }
 
 func (m *Manager) observe(op string, t0 time.Time, err error) {
@@ -168,6 +171,9 @@ type entry struct {
 	// failed is the last wake or start that failed, for ready's callers
 	// that waited for it (under op).
 	failed attempt
+	// gone: the sprite left this host (Park) while callers held the
+	// entry; written under op and Manager.mu.
+	gone bool
 }
 
 // NewManager opens the store in opt.DataDir.
@@ -446,16 +452,23 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ Sprite, err er
 	if err := m.checkSpace(rec); err != nil {
 		return Sprite{}, err
 	}
+	unreserve, err := m.reserve(ctx, o.Name)
+	if err != nil {
+		return Sprite{}, err
+	}
 	uidDone, err := m.allocUID(&rec)
 	if err != nil {
+		unreserve()
 		return Sprite{}, err
 	}
 	defer uidDone()
 	if err := m.allocAddress(&rec); err != nil {
+		unreserve()
 		return Sprite{}, err
 	}
 	if err := m.store.Insert(rec); err != nil {
 		m.dropNetwork(rec)
+		unreserve()
 		return Sprite{}, errdefs.WithHint(err, "choose another name, or `wisp destroy "+o.Name+"` first")
 	}
 	e := &entry{rec: rec}
@@ -478,6 +491,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (_ Sprite, err er
 		return m.store.Delete(o.Name)
 	})
 	undo.push("network", func() error { return m.dropNetwork(rec) })
+	undo.push("reservation", func() error { unreserve(); return nil })
 	fail := func(err error) (Sprite, error) {
 		log.Warn("create failed", LogErr, err)
 		return Sprite{}, errors.Join(noSpace(err), undo.run())
@@ -690,6 +704,7 @@ func (m *Manager) Stop(ctx context.Context, name string) (Sprite, error) {
 				return err
 			}
 			os.RemoveAll(m.sleepDir(rec))
+			m.atRest(name)
 			return nil
 		}
 		rec.State = Stopping
@@ -706,6 +721,7 @@ func (m *Manager) Stop(ctx context.Context, name string) (Sprite, error) {
 			return err
 		}
 		m.log.Info("sprite stopped", LogSprite, name)
+		m.atRest(name)
 		return nil
 	})
 }
@@ -716,22 +732,25 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	e.op.Lock()
-	defer e.op.Unlock()
-	rec := e.rec
-	if err := guard(OpDestroy, rec); err != nil {
-		return err
-	}
-	rec.State = Destroying
-	if err := m.persist(e, rec); err != nil {
-		return err
-	}
-	inst := m.takeInstance(e)
-	if err := m.remove(e, inst); err != nil {
-		return err
-	}
-	m.log.Info("sprite destroyed", LogSprite, name)
-	return nil
+	return m.withOp(e, func() error {
+		rec := e.rec
+		if err := guard(OpDestroy, rec); err != nil {
+			return err
+		}
+		rec.State = Destroying
+		if err := m.persist(e, rec); err != nil {
+			return err
+		}
+		inst := m.takeInstance(e)
+		if err := m.remove(e, inst); err != nil {
+			return err
+		}
+		m.log.Info("sprite destroyed", LogSprite, name)
+		if m.opt.Placement != nil {
+			m.opt.Placement.Removed(context.WithoutCancel(ctx), rec)
+		}
+		return nil
+	})
 }
 
 // remove ends inst, deletes the network and the folder and then the record.
@@ -779,6 +798,9 @@ func (m *Manager) agent(ctx context.Context, name string, cold bool) (ag *agent.
 func (m *Manager) withOp(e *entry, fn func() error) error {
 	e.op.Lock()
 	defer e.op.Unlock()
+	if e.gone {
+		return errMoved(e.rec.Name)
+	}
 	return fn()
 }
 

@@ -73,6 +73,7 @@ func (m *Manager) sleep(ctx context.Context, e *entry) error {
 		return err
 	}
 	m.syncSleepLater(e, rec)
+	m.atRest(rec.Name)
 	return nil
 }
 
