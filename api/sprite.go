@@ -64,6 +64,12 @@ type Sprite struct {
 	// for a gVisor sandbox); Confinement what confines it while it runs.
 	HostUID     int          `json:"host_uid,omitempty"`
 	Confinement *Confinement `json:"confinement,omitempty"`
+
+	// In cluster mode: Host is the host that has the sprite now (empty:
+	// at rest, on none), Generation the last state it published (0:
+	// never).
+	Host       string `json:"host,omitempty"`
+	Generation uint64 `json:"generation,omitempty"`
 }
 
 // Size is a sprite's CPUs, memory and disk; in a request, zero fields

@@ -92,7 +92,10 @@ func (s *Server) RemoteHandler() http.Handler {
 			s.E2B.ServeHTTP(w, r)
 			return
 		}
-		t, ok := s.bearer(r)
+		t, ok := s.forwarded(r)
+		if !ok {
+			t, ok = s.bearer(r)
+		}
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="wisp"`)
 			writeAPIError(w, http.StatusUnauthorized, api.CodeUnauthorized,

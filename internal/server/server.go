@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wisp-sh/wisp/api"
@@ -61,6 +63,9 @@ type Server struct {
 	live liveTokens // requests in flight over TCP, ended by a revoke
 	// Exec runs the commands of exec WebSockets; nil: SessionExec.
 	Exec ExecBackend
+	// Fleet, in cluster mode, sends requests for sprites on other hosts
+	// there and serves the cluster's routes; nil: this host alone.
+	Fleet Fleet
 }
 
 // Bounds of the API's and the front door's connections: a request's
@@ -143,7 +148,8 @@ func (s *Server) routes() (http.Handler, []string) {
 	s.tokenRoutes(mux)
 	s.usageRoutes(mux)
 	s.metricsRoutes(mux)
-	return s.countRequests(s.logRequests(mux)), mux.patterns
+	s.clusterRoutes(mux)
+	return s.countRequests(s.logRequests(s.routeCluster(mux))), mux.patterns
 }
 
 func (s *Server) logRequests(h http.Handler) http.Handler {
@@ -176,7 +182,22 @@ func (s *Server) doctor(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, apiSprites(visible(r, s.Sprites.List(), func(sp sprite.Sprite) string { return sp.Name })))
+	out := apiSprites(visible(r, s.Sprites.List(), func(sp sprite.Sprite) string { return sp.Name }))
+	if s.Fleet != nil {
+		for i := range out {
+			s.placed(r.Context(), &out[i])
+		}
+		if _, fwd := s.forwarded(r); !fwd || r.Header.Get(headerLocal) == "" {
+			more, err := s.Fleet.Sprites(r.Context(), callerJSON(r))
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			out = append(out, visible(r, more, func(sp api.Sprite) string { return sp.Name })...)
+			slices.SortFunc(out, func(a, b api.Sprite) int { return strings.Compare(a.Name, b.Name) })
+		}
+	}
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request) {
@@ -203,6 +224,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	if s.Meter != nil {
 		out.Capped = s.Meter.Capped(sp.ID)
 	}
+	s.placed(r.Context(), &out)
 	writeJSON(w, 200, out)
 }
 

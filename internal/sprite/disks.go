@@ -84,3 +84,14 @@ func (m *Manager) ForgetImage(img string) {
 		os.Remove(o)
 	}
 }
+
+// BaseDisk returns the sized base disk of image img at gib GiB, the file
+// a new sprite's disk is cloned from (made first if need be): what
+// another host's copy of a sprite's disk is compared against.
+func (m *Manager) BaseDisk(ctx context.Context, img string, gib int) (string, error) {
+	root, err := m.opt.Images.Root(img)
+	if err != nil {
+		return "", err
+	}
+	return m.baseDisk(ctx, img, root, gib)
+}

@@ -268,3 +268,22 @@ func (m *Manager) reserve(ctx context.Context, name string) (func(), error) {
 	}
 	return sync.OnceFunc(release), nil
 }
+
+// Fence ends a sprite's VM at once and marks it stopped, why recorded: this
+// host lost its claim on it (its cluster lease), so another host may wake
+// its last published state and this copy must not run on.
+func (m *Manager) Fence(name, why string) error {
+	e, err := m.lookup(name)
+	if err != nil {
+		return err
+	}
+	return m.withOp(e, func() error {
+		rec := e.rec
+		kill(m.takeInstance(e))
+		if rec.State == Stopped {
+			return nil
+		}
+		rec.State, rec.Pid, rec.LastError = Stopped, 0, why
+		return m.persist(e, rec)
+	})
+}
