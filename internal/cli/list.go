@@ -4,10 +4,13 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/wisp-sh/wisp/api"
 )
 
 func newList(e *env) *cobra.Command {
@@ -25,11 +28,20 @@ func newList(e *env) *cobra.Command {
 			if asJSON {
 				return printJSON(e.stdout, list)
 			}
+			clustered := slices.ContainsFunc(list, func(s api.Sprite) bool { return s.Host != "" || s.Generation > 0 })
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tBACKEND\tCPUS\tMEMORY\tDISK\tIMAGE\tCREATED")
+			head := "NAME\tSTATE\tBACKEND\tCPUS\tMEMORY\tDISK\tIMAGE\tCREATED"
+			if clustered {
+				head += "\tHOST"
+			}
+			fmt.Fprintln(tw, head)
 			for _, s := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%d\t%d MiB\t%d GiB\t%s\t%s\n", s.Name, s.State, s.Backend, s.Accel,
+				fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%d\t%d MiB\t%d GiB\t%s\t%s", s.Name, s.State, s.Backend, s.Accel,
 					s.CPUs, s.MemoryMiB, s.DiskGiB, s.Image, s.CreatedAt.Local().Format(time.DateTime))
+				if clustered {
+					fmt.Fprintf(tw, "\t%s", cmp.Or(s.Host, "-"))
+				}
+				fmt.Fprintln(tw)
 			}
 			return tw.Flush()
 		},
@@ -103,6 +115,14 @@ func newInfo(e *env) *cobra.Command {
 			}
 			if p := s.Pending; p != nil {
 				row("pending size", fmt.Sprintf("%d CPUs, %d MiB, %d GiB at the next cold boot (wisp stop, wisp start)", p.CPUs, p.MemoryMiB, p.DiskGiB))
+			}
+			if s.Host != "" || s.Generation > 0 {
+				host := s.Host
+				if host == "" {
+					host = "none (at rest: the next use wakes it on a host)"
+				}
+				row("host", host)
+				row("generation", fmt.Sprintf("%d (last published state)", s.Generation))
 			}
 			if s.Capped != "" {
 				row("capped", s.Capped+" (asleep until the cap is raised or the period rolls over)")

@@ -97,6 +97,7 @@ func newRoot(e *env) *cobra.Command {
 		newCheckpoint(e), newRestore(e), newFork(e), newSleep(e), newSet(e), newPolicy(e),
 		newURL(e), newProxy(e), newService(e),
 		newSecret(e), newToken(e), newMCP(e), newSessions(e), newAttach(e), newUsage(e), newTop(e),
+		newHosts(e), newMove(e), newDrain(e),
 	)
 	return root
 }

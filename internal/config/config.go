@@ -74,6 +74,18 @@ type Config struct {
 	// bearer token ("" off).
 	Listen string
 
+	// Cluster mode (off when Etcd is empty): etcd endpoints for
+	// membership and ownership, an S3-compatible store for sprite state
+	// (credentials from the environment or S3Credentials, never flags),
+	// this host's id (default: the hostname), and the URL other hosts
+	// reach this host's API at (default: http://Listen).
+	Etcd          []string
+	S3            string
+	S3Bucket      string
+	S3Credentials string
+	HostID        string
+	Advertise     string
+
 	// Limits for wisp create.
 	MaxCPUs      int
 	MaxMemoryMiB int
@@ -137,6 +149,16 @@ func Default() Config {
 // Validate checks the configuration.
 func (c *Config) Validate() error {
 	var errs []error
+	if len(c.Etcd) > 0 {
+		if c.S3 == "" || c.S3Bucket == "" {
+			errs = append(errs, errors.New("cluster mode needs an object store: --s3 URL and --s3-bucket NAME"))
+		}
+		if c.Listen == "" && c.Advertise == "" {
+			errs = append(errs, errors.New("cluster mode needs the API over TCP (--listen) for the other hosts"))
+		}
+	} else if c.S3 != "" || c.HostID != "" {
+		errs = append(errs, errors.New("--s3 and --host-id are for cluster mode: add --cluster etcd=URL"))
+	}
 	if !filepath.IsAbs(c.DataDir) {
 		errs = append(errs, fmt.Errorf("data dir %q must be absolute", c.DataDir))
 	}

@@ -287,3 +287,8 @@ func (m *Manager) Fence(name, why string) error {
 		return m.persist(e, rec)
 	})
 }
+
+// SetPlacement puts the Manager in cluster mode: p reserves names and is
+// told of sprites at rest and destroyed. Call it before Recover's sprites
+// are used (before serving and before the idle loop).
+func (m *Manager) SetPlacement(p Placement) { m.opt.Placement = p }
