@@ -150,7 +150,7 @@ func (m *Manager) Park(name, dst string, unchanged func(Sprite) bool) error {
 		e.gone = true
 		m.mu.Unlock()
 		var errs []error
-		errs = append(errs, m.dropNetwork(rec))
+		errs = append(errs, m.leaveNetwork(rec))
 		m.removeLogs(rec)
 		if dst == "" {
 			errs = append(errs, os.RemoveAll(m.dir(rec)))
@@ -292,3 +292,22 @@ func (m *Manager) Fence(name, why string) error {
 // told of sprites at rest and destroyed. Call it before Recover's sprites
 // are used (before serving and before the idle loop).
 func (m *Manager) SetPlacement(p Placement) { m.opt.Placement = p }
+
+// localReleaser is a Network whose addresses are unique across hosts: a
+// sprite that leaves this host keeps its address (ReleaseLocal), one
+// destroyed frees it everywhere (Release).
+type localReleaser interface{ ReleaseLocal(netip.Addr) }
+
+// leaveNetwork removes the network of a sprite leaving this host; it
+// keeps its address in the cluster.
+func (m *Manager) leaveNetwork(rec Sprite) error {
+	lr, ok := m.opt.Net.(localReleaser)
+	if !ok || rec.Address == "" {
+		return m.dropNetwork(rec)
+	}
+	err := m.opt.Net.Detach(rec.ID)
+	if a, perr := netip.ParseAddr(rec.Address); perr == nil {
+		lr.ReleaseLocal(a)
+	}
+	return err
+}
