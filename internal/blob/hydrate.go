@@ -43,6 +43,7 @@ func (s *Store) Hydrate(ctx context.Context, m Manifest, dir string, bases map[s
 	// Local sources of chunks: the bases, then chunks this Hydrate wrote.
 	var mu sync.Mutex
 	local := map[string]source{}
+	pending := map[string]chan struct{}{} // chunks being fetched
 	for name, p := range bases {
 		if p == "" {
 			continue
@@ -113,9 +114,25 @@ func (s *Store) Hydrate(ctx context.Context, m Manifest, dir string, bases map[s
 					defer s.bufs.Put(pb)
 					buf = (*pb)[:n]
 				}
+				// One worker fetches a chunk; others wanting the same
+				// chunk wait for it and copy it locally.
 				mu.Lock()
 				src, ok := local[h]
+				wait, owner := pending[h], false
+				if !ok && wait == nil {
+					pending[h], owner = make(chan struct{}), true
+				}
 				mu.Unlock()
+				if !ok && !owner {
+					select {
+					case <-wait:
+					case <-gctx.Done():
+						return gctx.Err()
+					}
+					mu.Lock()
+					src, ok = local[h]
+					mu.Unlock()
+				}
 				if ok && s.readLocal(src, buf, h) {
 					st.reused.Add(1)
 				} else if err := s.download(gctx, h, buf, &st); err != nil {
@@ -129,6 +146,10 @@ func (s *Store) Hydrate(ctx context.Context, m Manifest, dir string, bases map[s
 				mu.Lock()
 				if _, ok := local[h]; !ok {
 					local[h] = source{t, off}
+				}
+				if owner {
+					close(pending[h])
+					delete(pending, h)
 				}
 				mu.Unlock()
 				return nil

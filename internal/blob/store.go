@@ -133,13 +133,13 @@ func (s *Store) scanChunks(ctx context.Context, f *os.File, size int64, cs int, 
 	if err != nil {
 		return fmt.Errorf("%s: find data: %w", f.Name(), err)
 	}
-	g, ctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.parallel())
 	next := int64(0) // first chunk index not yet scheduled
 	for _, e := range exts {
 		first, last := max(e[0]/int64(cs), next), (e[1]-1)/int64(cs)
 		for i := first; i <= last; i++ {
-			if ctx.Err() != nil {
+			if gctx.Err() != nil {
 				break
 			}
 			g.Go(func() error {
