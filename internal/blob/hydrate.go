@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"golang.org/x/sync/errgroup"
@@ -30,14 +31,14 @@ import (
 // missing from the store or corrupt fails the Hydrate with an error that
 // wraps errdefs.ErrUnavailable and names the chunk.
 func (s *Store) Hydrate(ctx context.Context, m Manifest, dir string, bases map[string]string) (Stats, error) {
-	start := s.now()
+	begin := time.Now()
 	if err := m.Validate(); err != nil {
 		return Stats{}, fmt.Errorf("hydrate: %w", err)
 	}
 	cs := m.ChunkSize
 	var st counters
 	fail := func(err error) (Stats, error) {
-		return st.stats(len(m.Files), s.now().Sub(start)), fmt.Errorf("hydrate %s gen %d: %w", m.Sprite, m.Generation, err)
+		return st.stats(len(m.Files), time.Since(begin)), fmt.Errorf("hydrate %s gen %d: %w", m.Sprite, m.Generation, err)
 	}
 
 	// Local sources of chunks: the bases, then chunks this Hydrate wrote.
@@ -187,7 +188,7 @@ func (s *Store) Hydrate(ctx context.Context, m Manifest, dir string, bases map[s
 			return fail(err)
 		}
 	}
-	stats := st.stats(len(m.Files), s.now().Sub(start))
+	stats := st.stats(len(m.Files), time.Since(begin))
 	s.log.Debug("hydrated", "sprite", m.Sprite, "generation", m.Generation, "stats", stats.String())
 	return stats, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
 )
@@ -27,7 +28,7 @@ import (
 // The files must not change while they are published (the sprite is asleep
 // or stopped).
 func (s *Store) Publish(ctx context.Context, sprite string, gen uint64, host string, files []File, meta []byte, prev *Manifest) (Manifest, Stats, error) {
-	start := s.now()
+	start, begin := s.now(), time.Now()
 	if err := checkSprite(sprite); err != nil {
 		return Manifest{}, Stats{}, fmt.Errorf("publish: %w", err)
 	}
@@ -60,7 +61,7 @@ func (s *Store) Publish(ctx context.Context, sprite string, gen uint64, host str
 	var st counters
 	for i, file := range files {
 		if err := s.publishFile(ctx, file, &m.Files[i], known, &mu, &st); err != nil {
-			return Manifest{}, st.stats(i, s.now().Sub(start)), fmt.Errorf("publish %s gen %d: %w", sprite, gen, err)
+			return Manifest{}, st.stats(i, time.Since(begin)), fmt.Errorf("publish %s gen %d: %w", sprite, gen, err)
 		}
 	}
 	stats := st.stats(len(files), 0)
@@ -81,7 +82,7 @@ func (s *Store) Publish(ctx context.Context, sprite string, gen uint64, host str
 		}
 		return Manifest{}, stats, fmt.Errorf("publish %s gen %d: manifest: %w", sprite, gen, err)
 	}
-	stats.Took = s.now().Sub(start)
+	stats.Took = time.Since(begin)
 	s.log.Debug("published", "sprite", sprite, "generation", gen, "stats", stats.String())
 	return m, stats, nil
 }

@@ -54,9 +54,9 @@ func (st Stats) String() string {
 
 // counters is Stats under concurrent update.
 type counters struct {
-	bytesRead, bytesNonZero, chunks         atomic.Int64
-	uploaded, bytesUploaded, reused         atomic.Int64
-	downloaded, bytesDownloaded             atomic.Int64
+	bytesRead, bytesNonZero, chunks atomic.Int64
+	uploaded, bytesUploaded, reused atomic.Int64
+	downloaded, bytesDownloaded     atomic.Int64
 }
 
 func (c *counters) stats(files int, took time.Duration) Stats {

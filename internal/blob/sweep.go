@@ -30,8 +30,8 @@ type SweepStats struct {
 // flight keeps the chunks it uploaded; see Store.ReuseWindow). A root that
 // cannot be read stops the Sweep before it deletes any chunk.
 func (s *Store) Sweep(ctx context.Context, live func(sprite string) []uint64, grace time.Duration) (SweepStats, error) {
-	start := s.now()
-	cutoff := start.Add(-grace)
+	begin := time.Now()
+	cutoff := s.now().Add(-grace)
 	var st SweepStats
 
 	type man struct {
@@ -116,7 +116,7 @@ func (s *Store) Sweep(ctx context.Context, live func(sprite string) []uint64, gr
 	}
 	n, err = s.deleteAll(ctx, doomed)
 	st.ChunksDeleted = n
-	st.Took = s.now().Sub(start)
+	st.Took = time.Since(begin)
 	if err != nil {
 		return st, fmt.Errorf("sweep: delete chunks: %w", err)
 	}
