@@ -97,7 +97,7 @@ func New(b Bucket, cacheDir string, log *slog.Logger) *Store {
 		log = slog.New(slog.DiscardHandler)
 	}
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(1<<20))
+		zstd.WithWindowSize(1<<20), zstd.WithAllLitEntropyCompression(true))
 	if err != nil {
 		panic(err) // only on bad options
 	}
