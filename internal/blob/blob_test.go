@@ -107,7 +107,7 @@ func TestBucket(t *testing.T) {
 	if err := b.Put(ctx, "a/one", []byte("first")); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.PutIfAbsent(ctx, "a/one", []byte("second")); !errors.Is(err, errdefs.ErrExists) {
+	if err := b.PutIfAbsent(ctx, "a/one", []byte("second")); !errors.Is(err, ErrConflict) {
 		t.Fatalf("PutIfAbsent on an existing key = %v, want ErrExists", err)
 	}
 	if got := get(t, b, "a/one"); got != "first" {
@@ -116,7 +116,7 @@ func TestBucket(t *testing.T) {
 	if err := b.PutIfAbsent(ctx, "a/two", []byte("2")); err != nil {
 		t.Fatalf("PutIfAbsent on a new key: %v", err)
 	}
-	if err := b.PutIfAbsent(ctx, "a/two", []byte("again")); !errors.Is(err, errdefs.ErrExists) {
+	if err := b.PutIfAbsent(ctx, "a/two", []byte("again")); !errors.Is(err, ErrConflict) {
 		t.Fatalf("second PutIfAbsent = %v, want ErrExists", err)
 	}
 	if err := b.Put(ctx, "a/one", []byte("over")); err != nil || get(t, b, "a/one") != "over" {
@@ -331,7 +331,7 @@ func TestPublishTwice(t *testing.T) {
 	}
 	writeAt(t, p, 0, []byte("HELLO"))
 	_, _, err := s.Publish(ctx, "dev", 7, "b", []File{{"f", p}}, nil, nil)
-	if !errors.Is(err, errdefs.ErrExists) {
+	if !errors.Is(err, ErrConflict) {
 		t.Fatalf("second publish of gen 7 = %v, want ErrExists", err)
 	}
 	m, err := s.Manifest(ctx, "dev", 7)

@@ -25,7 +25,7 @@ import (
 // PUT is never split into a multipart upload that could ignore its condition.
 //
 // Errors: absent keys are errdefs.ErrNotFound (Get, Stat), an existing key
-// refused by PutIfAbsent is errdefs.ErrExists, a store that cannot be
+// refused by PutIfAbsent is ErrConflict, a store that cannot be
 // reached is errdefs.ErrUnavailable.
 type Bucket interface {
 	// Get opens the object; errdefs.ErrNotFound when absent.
@@ -33,7 +33,7 @@ type Bucket interface {
 	// Put writes the object with a single PUT, overwriting.
 	Put(ctx context.Context, key string, body []byte) error
 	// PutIfAbsent writes the object only if no object has the key (a PUT
-	// with If-None-Match: *); errdefs.ErrExists when the key exists.
+	// with If-None-Match: *); ErrConflict when the key exists.
 	PutIfAbsent(ctx context.Context, key string, body []byte) error
 	// Exists reports whether the key exists.
 	Exists(ctx context.Context, key string) (bool, error)
@@ -173,7 +173,7 @@ func (b *s3Bucket) err(op, key string, err error) error {
 	case resp.Code == minio.PreconditionFailed || resp.StatusCode == http.StatusPreconditionFailed ||
 		resp.StatusCode == http.StatusConflict:
 		// 409 is AWS's answer to two conditional writes of one key racing.
-		kind = errdefs.ErrExists
+		kind = ErrConflict
 	case resp.Code == "AccessDenied" || resp.Code == "InvalidAccessKeyId" || resp.Code == "SignatureDoesNotMatch":
 		return errdefs.WithHint(fmt.Errorf("s3 %s %s/%s: %w: %w", op, b.where, key, err, errdefs.ErrInvalid),
 			"check the S3 credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the credentials file)")

@@ -109,11 +109,13 @@ func (s *Store) Hydrate(ctx context.Context, m Manifest, dir string, bases map[s
 			off := int64(j) * int64(cs)
 			n := int(min(int64(cs), fe.Size-off))
 			g.Go(func() error {
-				buf := make([]byte, n)
+				var buf []byte
 				if cs == ChunkSize {
 					pb := s.bufs.Get().(*[]byte)
 					defer s.bufs.Put(pb)
 					buf = (*pb)[:n]
+				} else {
+					buf = make([]byte, n)
 				}
 				// One worker fetches a chunk; others wanting the same
 				// chunk wait for it and copy it locally.
@@ -189,7 +191,7 @@ func (s *Store) Hydrate(ctx context.Context, m Manifest, dir string, bases map[s
 		}
 	}
 	stats := st.stats(len(m.Files), time.Since(begin))
-	s.log.Debug("hydrated", "sprite", m.Sprite, "generation", m.Generation, "stats", stats.String())
+	s.log.Debug("hydrated", logSprite, m.Sprite, logGeneration, m.Generation, logStats, stats.String())
 	return stats, nil
 }
 

@@ -15,15 +15,16 @@ import (
 // Publish makes generation gen of sprite from files: it uploads every
 // non-zero chunk the store does not hold yet (zstd, fastest level, at
 // chunks/<hh>/<sha256>), skipping holes and chunks of zeros, chunks listed in
-// prev (the sprite's previous manifest, or nil) and chunks the store already
+// prev (the sprite's previous manifest, still live: its head or a
+// checkpoint; or nil) and chunks the store already
 // has (a HEAD; a chunk older than ReuseWindow is uploaded again so that a
 // Sweep in progress cannot take it), then writes the manifest with a
 // conditional PUT at ManifestKey(sprite, gen).
 //
 // A crash or error before the manifest leaves nothing referenced: the
 // chunks it uploaded are swept after the grace period. Publishing a
-// generation that exists fails with errdefs.ErrExists. meta, if not empty,
-// must be JSON; it is kept in the manifest as is.
+// generation that exists fails with ErrConflict. meta, if not empty, must
+// be JSON; it is kept in the manifest as is.
 //
 // The files must not change while they are published (the sprite is asleep
 // or stopped).
@@ -77,13 +78,13 @@ func (s *Store) Publish(ctx context.Context, sprite string, gen uint64, host str
 		return Manifest{}, stats, fmt.Errorf("publish %s gen %d: %w", sprite, gen, err)
 	}
 	if err := s.b.PutIfAbsent(ctx, ManifestKey(sprite, gen), body); err != nil {
-		if errors.Is(err, errdefs.ErrExists) {
+		if errors.Is(err, ErrConflict) {
 			return Manifest{}, stats, fmt.Errorf("publish %s: generation %d is already published: %w", sprite, gen, err)
 		}
 		return Manifest{}, stats, fmt.Errorf("publish %s gen %d: manifest: %w", sprite, gen, err)
 	}
 	stats.Took = time.Since(begin)
-	s.log.Debug("published", "sprite", sprite, "generation", gen, "stats", stats.String())
+	s.log.Debug("published", logSprite, sprite, logGeneration, gen, logStats, stats.String())
 	return m, stats, nil
 }
 
