@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -621,5 +623,58 @@ func TestSweep(t *testing.T) {
 	st, err = s.Sweep(ctx, live, 30*time.Minute)
 	if err != nil || st.ManifestsDeleted != 0 || st.ChunksDeleted != 0 {
 		t.Fatalf("sweep with a young gen 3: %+v %v", st, err)
+	}
+}
+
+// failingBucket fails the Put calls after the first okPuts.
+type failingBucket struct {
+	Bucket
+	okPuts atomic.Int64
+}
+
+func (b *failingBucket) Put(ctx context.Context, key string, body []byte) error {
+	if b.okPuts.Add(-1) < 0 {
+		return fmt.Errorf("put %s: injected: %w", key, errdefs.ErrUnavailable)
+	}
+	return b.Bucket.Put(ctx, key, body)
+}
+
+// TestPublishFailsMidway: a publish that fails before its manifest leaves
+// the previous generation whole and its own chunks to the sweep.
+func TestPublishFailsMidway(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeS3(t)
+	s := f.store(t)
+	r := rand.New(rand.NewPCG(13, 14))
+	p := filepath.Join(t.TempDir(), "disk")
+	writeAt(t, p, 0, randBytes(r, 20*ChunkSize))
+	m1, _, err := s.Publish(ctx, "dev", 1, "a", []File{{"disk.img", p}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(p)
+	writeAt(t, p, 0, randBytes(r, 10*ChunkSize))
+	fb := &failingBucket{Bucket: f.bucket}
+	fb.okPuts.Store(5)
+	bad := New(fb, "", nil)
+	bad.Now = f.clock.Now
+	_, st, err := bad.Publish(ctx, "dev", 2, "a", []File{{"disk.img", p}}, nil, &m1)
+	if !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("publish with failing puts = %v, want ErrUnavailable", err)
+	}
+	if _, err := s.Manifest(ctx, "dev", 2); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("a failed publish left a manifest: %v", err)
+	}
+	dst := t.TempDir()
+	if _, err := s.Hydrate(ctx, m1, dst, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst, "disk.img")); !bytes.Equal(got, want) {
+		t.Fatal("gen 1 is not whole after a failed publish of gen 2")
+	}
+	f.clock.Advance(time.Hour)
+	sw, err := s.Sweep(ctx, func(string) []uint64 { return []uint64{1} }, time.Minute)
+	if err != nil || sw.ChunksDeleted != 5 || st.ChunksUploaded != 5 || sw.ChunksKept != 20 {
+		t.Fatalf("sweep after a failed publish: %+v %v; want its 5 orphans gone, gen 1's 20 kept", sw, err)
 	}
 }
