@@ -678,3 +678,26 @@ func TestPublishFailsMidway(t *testing.T) {
 		t.Fatalf("sweep after a failed publish: %+v %v; want its 5 orphans gone, gen 1's 20 kept", sw, err)
 	}
 }
+
+// TestHydrateConfined: a symlink in dir does not take a write out of it.
+func TestHydrateConfined(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeS3(t)
+	s := f.store(t)
+	p := filepath.Join(t.TempDir(), "m")
+	writeAt(t, p, 0, []byte("memory"))
+	m, _, err := s.Publish(ctx, "dev", 1, "a", []File{{"sleep/memory", p}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, outside := t.TempDir(), t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(dst, "sleep")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Hydrate(ctx, m, dst, nil); err == nil {
+		t.Fatal("hydrate through a symlink out of dir succeeded")
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("hydrate wrote outside dir: %v", ents)
+	}
+}

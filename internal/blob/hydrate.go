@@ -2,12 +2,12 @@ package blob
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -66,26 +66,38 @@ func (s *Store) Hydrate(ctx context.Context, m Manifest, dir string, bases map[s
 		}
 	}
 
-	// Every file is made aside first.
+	// Every file is made aside first, confined to dir (os.Root: a symlink
+	// in dir cannot take a write elsewhere).
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fail(err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fail(err)
+	}
+	defer root.Close()
 	tmps := make([]*os.File, len(m.Files))
+	tmpNames := make([]string, len(m.Files))
 	done := false
 	defer func() {
 		if done {
 			return
 		}
-		for _, t := range tmps {
+		for i, t := range tmps {
 			if t != nil {
 				t.Close()
-				os.Remove(t.Name())
+				root.Remove(tmpNames[i])
 			}
 		}
 	}()
 	for i, fe := range m.Files {
-		target := filepath.Join(dir, filepath.FromSlash(fe.Name))
-		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			return fail(err)
+		if d := path.Dir(fe.Name); d != "." {
+			if err := root.MkdirAll(d, 0o755); err != nil {
+				return fail(err)
+			}
 		}
-		t, err := os.CreateTemp(filepath.Dir(target), "."+path.Base(fe.Name)+".hydrate-*")
+		tmpNames[i] = path.Join(path.Dir(fe.Name), "."+path.Base(fe.Name)+".hydrate-"+rand.Text()[:10])
+		t, err := root.OpenFile(tmpNames[i], os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return fail(err)
 		}
@@ -174,10 +186,10 @@ func (s *Store) Hydrate(ctx context.Context, m Manifest, dir string, bases map[s
 		if err := t.Sync(); err != nil {
 			return fail(err)
 		}
-		dirs[filepath.Dir(t.Name())] = true
+		dirs[path.Dir(fe.Name)] = true
 	}
 	for i, fe := range m.Files {
-		if err := os.Rename(tmps[i].Name(), filepath.Join(dir, filepath.FromSlash(fe.Name))); err != nil {
+		if err := root.Rename(tmpNames[i], fe.Name); err != nil {
 			// Files renamed before this one stay: they are whole.
 			return fail(err)
 		}
@@ -186,7 +198,7 @@ func (s *Store) Hydrate(ctx context.Context, m Manifest, dir string, bases map[s
 	}
 	done = true
 	for d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := syncDir(root, d); err != nil {
 			return fail(err)
 		}
 	}
@@ -258,8 +270,8 @@ func readAllInto(b []byte, r io.Reader) ([]byte, error) {
 	}
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+func syncDir(root *os.Root, dir string) error {
+	d, err := root.Open(dir)
 	if err != nil {
 		return err
 	}
