@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"math/rand/v2"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,13 +17,13 @@ import (
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"github.com/wisp-sh/wisp/internal/blob/blobtest"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
 )
 
-// fakeS3 is an S3 server in process (gofakes3 on a loopback httptest
-// server) reached through the real NewS3 (minio-go over HTTP).
+// fakeS3 is an S3 server in process (blobtest: gofakes3 on loopback)
+// reached through the real NewS3 (minio-go over HTTP).
 type fakeS3 struct {
 	bucket Bucket
 	clock  gofakes3.TimeSourceAdvancer // the objects' modified times
@@ -34,22 +32,12 @@ type fakeS3 struct {
 
 func newFakeS3(t testing.TB) *fakeS3 {
 	t.Helper()
-	clock := gofakes3.FixedTimeSource(time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC))
-	backend := s3mem.New(s3mem.WithTimeSource(clock))
-	if err := backend.CreateBucket("wisp"); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(gofakes3.New(backend).Server())
-	// gofakes3 writes a second status line on some errors (404 to a HEAD);
-	// net/http's complaint about it is noise here.
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.Start()
-	t.Cleanup(srv.Close)
-	b, err := NewS3(S3Config{Endpoint: srv.URL, Bucket: "wisp", Region: "us-east-1", AccessKey: "AK", SecretKey: "SK"})
+	srv := blobtest.New(t, "")
+	b, err := NewS3(S3Config{Endpoint: srv.URL, Bucket: srv.Bucket, Region: "us-east-1", AccessKey: "test", SecretKey: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fakeS3{bucket: b, clock: clock, url: srv.URL}
+	return &fakeS3{bucket: b, clock: srv.Clock, url: srv.URL}
 }
 
 // store returns a Store on the fake whose clock is the fake's.
@@ -345,6 +333,9 @@ func TestPublishTwice(t *testing.T) {
 			t.Errorf("publish of %v = %v, want ErrInvalid", bad, err)
 		}
 	}
+	if gens, err := s.Generations(ctx, "dev"); err != nil || len(gens) != 1 || gens[0] != 7 {
+		t.Errorf("generations: %v %v", gens, err)
+	}
 	if _, err := s.Manifest(ctx, "dev", 8); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("refused publishes wrote gen 8: %v", err)
 	}
@@ -614,6 +605,9 @@ func TestSweep(t *testing.T) {
 	st, err = s.Sweep(ctx, live, 0)
 	if err != nil || st.ChunksDeleted != 1 || st.ManifestsDeleted != 0 || exists(chunkKey(young)) {
 		t.Fatalf("sweep with grace 0: %+v %v", st, err)
+	}
+	if gens, err := s.Generations(ctx, "dev"); err != nil || len(gens) != 1 || gens[0] != 2 {
+		t.Fatalf("generations of dev after the sweep: %v %v", gens, err)
 	}
 	// A manifest younger than grace is a root even if live does not know it.
 	writeAt(t, p, 0, randBytes(r, ChunkSize))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -228,4 +229,24 @@ func (s *Store) Manifest(ctx context.Context, sprite string, gen uint64) (Manife
 		return Manifest{}, fmt.Errorf("%s: holds %s gen %d: %w", key, m.Sprite, m.Generation, errdefs.ErrInvalid)
 	}
 	return m, nil
+}
+
+// Generations lists the generations of sprite that have a manifest in the
+// store, oldest first.
+func (s *Store) Generations(ctx context.Context, sprite string) ([]uint64, error) {
+	if err := checkSprite(sprite); err != nil {
+		return nil, err
+	}
+	var gens []uint64
+	err := s.b.List(ctx, "sprites/"+sprite+"/gen/", func(key string, _ time.Time) error {
+		if sp, gen, ok := parseManifestKey(key); ok && sp == sprite {
+			gens = append(gens, gen)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("generations of %s: %w", sprite, err)
+	}
+	slices.Sort(gens)
+	return gens, nil
 }
