@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
 	"github.com/wisp-sh/wisp/internal/blob/blobtest"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
@@ -26,7 +25,7 @@ import (
 // reached through the real NewS3 (minio-go over HTTP).
 type fakeS3 struct {
 	bucket Bucket
-	clock  gofakes3.TimeSourceAdvancer // the objects' modified times
+	clock  *blobtest.Clock // the objects' modified times
 	url    string
 }
 

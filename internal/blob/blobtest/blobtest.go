@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,9 +23,9 @@ type Server struct {
 	// checks none): blob.S3Config{Endpoint: s.URL, Bucket: s.Bucket,
 	// AccessKey: "test", SecretKey: "test"}.
 	URL, Bucket string
-	// Clock sets the objects' modified times; it starts at the time the
-	// server was made and moves only when advanced.
-	Clock gofakes3.TimeSourceAdvancer
+	// Clock sets the objects' modified times: the wall clock, plus what a
+	// test advanced it by.
+	Clock *Clock
 	// Backend is the store itself, for a test to inspect.
 	Backend *s3mem.Backend
 }
@@ -36,7 +37,7 @@ func New(t testing.TB, addr string) *Server {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	clock := gofakes3.FixedTimeSource(time.Now().UTC().Truncate(time.Second))
+	clock := &Clock{}
 	backend := s3mem.New(s3mem.WithTimeSource(clock))
 	if err := backend.CreateBucket("wisp"); err != nil {
 		t.Fatal(err)
@@ -59,4 +60,30 @@ func New(t testing.TB, addr string) *Server {
 		Clock:   clock,
 		Backend: backend,
 	}
+}
+
+// Clock is the wall clock moved forward by Advance, so a test can make
+// objects old without waiting.
+type Clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+var _ gofakes3.TimeSourceAdvancer = (*Clock)(nil)
+
+// Now returns the wall clock plus the advance.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// Since returns c.Now().Sub(t).
+func (c *Clock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
 }
