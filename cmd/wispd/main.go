@@ -22,6 +22,7 @@ import (
 	"github.com/wisp-sh/wisp/internal/config"
 	"github.com/wisp-sh/wisp/internal/doctor"
 	"github.com/wisp-sh/wisp/internal/e2b"
+	"github.com/wisp-sh/wisp/internal/fleet"
 	"github.com/wisp-sh/wisp/internal/image"
 	"github.com/wisp-sh/wisp/internal/meter"
 	"github.com/wisp-sh/wisp/internal/network"
@@ -71,6 +72,18 @@ func main() {
 	flag.DurationVar(&cfg.URLWait, "url-wait", cfg.URLWait, "how long a URL request that wakes or starts a sprite waits for its port to listen")
 	flag.DurationVar(&cfg.MeterInterval, "meter-interval", cfg.MeterInterval, "how often each sprite's CPU, memory, storage and network use is sampled")
 	flag.StringVar(&cfg.Prices, "prices", cfg.Prices, "JSON file of the prices `wisp usage` shows costs in (see the README); empty: the defaults")
+	flag.Func("cluster", "cluster mode: etcd=URL[,URL] of the etcd that holds membership and ownership (off by default)", func(v string) error {
+		urls, ok := strings.CutPrefix(v, "etcd=")
+		if !ok {
+			return errors.New("want etcd=URL[,URL]")
+		}
+		return appendList(&cfg.Etcd)(urls)
+	})
+	flag.StringVar(&cfg.S3, "s3", cfg.S3, "cluster mode: URL of the S3-compatible store of sprite state (credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --s3-credentials)")
+	flag.StringVar(&cfg.S3Bucket, "s3-bucket", cfg.S3Bucket, "cluster mode: the bucket of sprite state")
+	flag.StringVar(&cfg.S3Credentials, "s3-credentials", cfg.S3Credentials, "cluster mode: file with the S3 access key and secret (two lines, or AWS_ACCESS_KEY_ID= / AWS_SECRET_ACCESS_KEY= lines)")
+	flag.StringVar(&cfg.HostID, "host-id", cfg.HostID, "cluster mode: this host's id (default: the hostname)")
+	flag.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "cluster mode: the URL other hosts reach this host's API at (default: http:// + --listen)")
 	debug := flag.Bool("debug", false, "log at debug level")
 	doctorOnly := flag.Bool("doctor", false, "print this host's report as JSON (what `wisp doctor` shows) without starting the daemon, and exit")
 	flag.Parse()
@@ -153,6 +166,28 @@ func run(log *slog.Logger, cfg config.Config) error {
 	if nw != nil {
 		opt.Net = nw
 	}
+	// The API over TCP listens before the cluster is joined (the other
+	// hosts are told its address) and serves once the sprites are ready.
+	remote, err := listenRemote(log, cfg)
+	if err != nil {
+		return err
+	}
+	var cl *clusterParts
+	var facts hostFacts
+	if len(cfg.Etcd) > 0 {
+		if remote != nil && cfg.Advertise == "" {
+			cfg.Advertise = "http://" + remote.Addr().String()
+		}
+		q := qemu.Detect(cfg.QEMU)
+		facts = hostFacts{CPUClass: cpuClass(), QEMU: q.Version, Accel: q.Accel, Runsc: gv.Version}
+		if cl, err = joinCluster(context.Background(), log, cfg, pool.Root, facts); err != nil {
+			return err
+		}
+		defer cl.Close()
+		if nw != nil {
+			opt.Net = &fleet.Addresses{Network: nw, Node: cl.node}
+		}
+	}
 	// The meter's database lives in the data dir, outside the pool: a
 	// full pool must not stop it from recording.
 	prices, err := meter.LoadPrices(cfg.Prices)
@@ -192,6 +227,13 @@ func run(log *slog.Logger, cfg config.Config) error {
 	}
 	log.Info("sprites recovered", "count", len(mgr.List()), "took", time.Since(t0).Round(time.Millisecond))
 
+	var fl *fleet.Fleet
+	if cl != nil {
+		if fl, err = cl.start(ctx, log, pool.Root, mgr, facts); err != nil {
+			return err
+		}
+	}
+
 	go mgr.IdleLoop(ctx, time.Second)
 	meterDone := make(chan struct{})
 	go func() { defer close(meterDone); mtr.Run(ctx, mgr, mgr) }()
@@ -222,6 +264,9 @@ func run(log *slog.Logger, cfg config.Config) error {
 				}})
 		},
 	}
+	if fl != nil {
+		srv.Fleet = fl
+	}
 	if cfg.Listen != "" {
 		e2bAPI, err := newE2B(log, cfg, mgr, images, mtr, tokens, front.addr)
 		if err != nil {
@@ -230,7 +275,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 		defer e2bAPI.Close()
 		srv.E2B, srv.E2BMatch = e2bAPI, e2b.IsE2B
 	}
-	if _, err := serveRemote(ctx, log, cfg, srv); err != nil {
+	if _, err := serveRemote(ctx, log, remote, srv); err != nil {
 		return err
 	}
 	hs := srv.HTTPServer()
@@ -244,6 +289,13 @@ func run(log *slog.Logger, cfg config.Config) error {
 	log.Info("wispd listening", "socket", cfg.Socket, "data_dir", cfg.DataDir, "backend", choice.Auto, "pool", pool.Kind)
 	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	if fl != nil {
+		// Leaving the cluster ends this host's claims: its sprites are put
+		// to rest and published first, so that none runs unowned.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		fl.Shutdown(sctx)
 	}
 	return nil
 }

@@ -13,23 +13,32 @@ import (
 	"github.com/wisp-sh/wisp/internal/server"
 )
 
-// serveRemote listens on cfg.Listen and serves the API over TCP, behind
-// tokens, until ctx ends. It returns the address it listens on ("" off).
-// srv must be complete: the handler is built once, here.
-func serveRemote(ctx context.Context, log *slog.Logger, cfg config.Config, srv *server.Server) (string, error) {
+// listenRemote opens the API's TCP listener on cfg.Listen (nil: off).
+func listenRemote(log *slog.Logger, cfg config.Config) (net.Listener, error) {
 	if cfg.Listen == "" {
 		log.Info("API over TCP off (--listen is empty)")
-		return "", nil
+		return nil, nil
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil && cfg.Listen == config.Default().Listen {
+	if err != nil && cfg.Listen == config.Default().Listen && len(cfg.Etcd) == 0 {
 		// Another wispd has the default port: run on without TCP rather
-		// than not at all (asked for explicitly, it is an error).
+		// than not at all (asked for explicitly, or in a cluster, it is an
+		// error).
 		log.Warn("API over TCP off: its default address is taken (choose one with --listen)", "addr", cfg.Listen, "err", err)
-		return "", nil
+		return nil, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("API over TCP: %w (choose another address with --listen, or --listen '' for none)", err)
+		return nil, fmt.Errorf("API over TCP: %w (choose another address with --listen, or --listen '' for none)", err)
+	}
+	return ln, nil
+}
+
+// serveRemote serves the API over TCP on ln, behind tokens, until ctx
+// ends. It returns the address it listens on ("" off). srv must be
+// complete: the handler is built once, here.
+func serveRemote(ctx context.Context, log *slog.Logger, ln net.Listener, srv *server.Server) (string, error) {
+	if ln == nil {
+		return "", nil
 	}
 	addr := ln.Addr().(*net.TCPAddr)
 	if !addr.IP.IsLoopback() {

@@ -4,11 +4,7 @@ import "github.com/wisp-sh/wisp/internal/errdefs"
 
 // ErrConflict is the kind of a conditional write that lost: PutIfAbsent on
 // a key that exists, Publish of a generation already published.
-//
-// Merge note: main's errdefs has gained ErrConflict since this branch was
-// cut; once merged, this becomes `var ErrConflict = errdefs.ErrConflict`,
-// the only change needed (blob and its tests use this name).
-var ErrConflict = errdefs.ErrExists
+var ErrConflict = errdefs.ErrConflict
 
 // Log keys.
 const (
