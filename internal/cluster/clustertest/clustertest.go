@@ -71,7 +71,7 @@ func (c *Cluster) Leader() int {
 			continue
 		default:
 		}
-		if m.Etcd.Server.Leader() == m.Etcd.Server.ID() {
+		if m.Etcd.Server.Leader() == m.Etcd.Server.MemberID() {
 			return i
 		}
 	}
