@@ -185,7 +185,7 @@ var (
 	// fence. It is an errdefs.ErrState.
 	ErrConflict error = &kind{"conflict", []error{errdefs.ErrState}}
 	// errTaken: a name taken; both ErrConflict and errdefs.ErrExists.
-	errTaken error = &kind{"name taken", []error{ErrConflict, errdefs.ErrExists}}
+	errTaken error = &kind{"the name is taken", []error{ErrConflict, errdefs.ErrExists}}
 )
 
 // HeldError says a sprite is owned live by a host (maybe this one), so it

@@ -104,6 +104,20 @@ func TestMembership(t *testing.T) {
 		t.Fatalf("hosts = %+v, want a and b", hosts)
 	}
 
+	// An etcd that does not answer is ErrUnavailable, within the bounds.
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.Close()
+	t0 := time.Now()
+	_, err = cluster.Join(ctx, cluster.Config{Endpoints: []string{"http://" + dead.Addr().String()}, Host: cluster.Host{ID: "z"},
+		DialTimeout: time.Second, RequestTimeout: time.Second})
+	if !errors.Is(err, errdefs.ErrUnavailable) || time.Since(t0) > 5*time.Second {
+		t.Fatalf("join with etcd down: %v after %v", err, time.Since(t0))
+	}
+	t.Logf("etcd down: %v", err)
+
 	// A second live host with the same id is refused.
 	_, err = cluster.Join(ctx, cluster.Config{Endpoints: []string{ep}, Host: cluster.Host{ID: "a"}, TTL: 3 * time.Second})
 	if !errors.Is(err, cluster.ErrConflict) || !strings.Contains(err.Error(), "already registered") {

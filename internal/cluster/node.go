@@ -276,7 +276,11 @@ func (n *Node) etcdErr(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("cluster: %s: %w", what, ctx.Err())
 	}
-	return fmt.Errorf("cluster: %s: etcd at %s: %v: %w", what, strings.Join(n.cfg.Endpoints, ","), err, errdefs.ErrUnavailable)
+	eps := strings.Join(n.cfg.Endpoints, ",")
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("cluster: %s: etcd at %s did not answer within %v: %w", what, eps, n.cfg.RequestTimeout, errdefs.ErrUnavailable)
+	}
+	return fmt.Errorf("cluster: %s: etcd at %s: %v: %w", what, eps, err, errdefs.ErrUnavailable)
 }
 
 // Hosts lists the live hosts, sorted by ID.
