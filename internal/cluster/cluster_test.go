@@ -656,3 +656,42 @@ func headHistory(t testing.TB, eps []string, name string, from int64) []uint64 {
 	t.Fatal("history watch ended early")
 	return nil
 }
+
+// A lease that etcd no longer has (revoked by an operator, or expired while
+// the host was stalled) is lost at the next keep-alive.
+func TestLeaseRevokedElsewhere(t *testing.T) {
+	ep := clustertest.StartEtcd(t, t.TempDir())
+	ctx := ctxT(t)
+	lost := make(chan struct{}, 4)
+	a := join(t, []string{ep}, "a", func(c *cluster.Config) {
+		c.OnLost = func() { lost <- struct{}{} }
+	})
+	f, err := a.Create(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	r, err := cli.Get(ctx, "wisp/hosts/a")
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("get host a: %v", err)
+	}
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(r.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnLost not called after the lease was revoked")
+	}
+	waitFor(t, 10*time.Second, "a to register again", a.Live)
+	if err := a.SetHead(ctx, "s", f, head(1)); !errors.Is(err, cluster.ErrConflict) {
+		t.Fatalf("set head on the revoked lease's fence: %v", err)
+	}
+	if hosts, err := a.Hosts(ctx); err != nil || len(hosts) != 1 {
+		t.Fatalf("hosts = %+v, %v", hosts, err)
+	}
+}

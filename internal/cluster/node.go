@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
 )
@@ -60,6 +62,12 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: cfg.DialTimeout,
 		Logger:      zap.NewNop(),
+		// gRPC's own reconnect backoff grows to 2 minutes: after a long
+		// partition the host would stay away that long once etcd is back.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			MinConnectTimeout: cfg.DialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: connect to etcd at %s: %v: %w", strings.Join(cfg.Endpoints, ","), err, errdefs.ErrUnavailable)
