@@ -92,6 +92,13 @@ type Sprite struct {
 type Config struct {
 	Endpoints []string
 	Host      Host
+	// Previous is the lease of this host's previous incarnation (Node.Lease
+	// as it was saved), or 0. If that lease still holds this host's entry
+	// (a daemon restarted after a crash, within the TTL), Join takes the
+	// entry over at once; the previous lease's owner keys stay until it
+	// expires, for Reclaim. Without it, Join waits for a held entry's
+	// lease to expire and refuses one that is kept alive.
+	Previous int64
 	// Prefix of every key; default "wisp/". Hosts sharing a cluster must
 	// use the same one.
 	Prefix string

@@ -96,23 +96,49 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 // ID is this host's id.
 func (n *Node) ID() string { return n.cfg.Host.ID }
 
-// register grants a new lease and puts the host entry on it if no live host
-// holds the id. It returns the time just before the grant was sent: the
-// lease cannot expire before that time plus the TTL.
+// Lease is the id of the lease the Node holds now. Keep it on local disk:
+// a daemon restarted after a crash passes it as Config.Previous to take
+// over its entry, and Reclaims its sprites before that lease expires.
+func (n *Node) Lease() int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return int64(n.lease)
+}
+
+// register grants a new lease and puts the host entry on it. An entry
+// held by another lease is taken over if that lease is Config.Previous;
+// otherwise register waits for that lease to expire (a crashed
+// predecessor's) and refuses a live one with ErrConflict. It returns the
+// time just before the grant was sent: the lease cannot expire before that
+// time plus the TTL.
 func (n *Node) register(ctx context.Context) (time.Time, clientv3.LeaseID, error) {
+	for {
+		t0, lease, holder, err := n.tryRegister(ctx)
+		if err != nil || lease != 0 {
+			return t0, lease, err
+		}
+		if err := n.waitExpiry(ctx, holder); err != nil {
+			return time.Time{}, 0, err
+		}
+	}
+}
+
+// tryRegister makes one attempt; a zero lease and no error means the entry
+// is held by the lease holder.
+func (n *Node) tryRegister(ctx context.Context) (t0 time.Time, lease clientv3.LeaseID, holder clientv3.LeaseID, err error) {
 	n.mu.Lock()
 	h := n.host
 	n.mu.Unlock()
 	data, err := json.Marshal(h)
 	if err != nil {
-		return time.Time{}, 0, err
+		return t0, 0, 0, err
 	}
 	rctx, cancel := n.req(ctx)
 	defer cancel()
-	t0 := time.Now()
+	t0 = time.Now()
 	g, err := n.cli.Grant(rctx, int64(math.Ceil(n.cfg.TTL.Seconds())))
 	if err != nil {
-		return time.Time{}, 0, n.etcdErr(ctx, "grant the host lease", err)
+		return t0, 0, 0, n.etcdErr(ctx, "grant the host lease", err)
 	}
 	key := n.k.host(h.ID)
 	resp, err := n.cli.Txn(rctx).
@@ -121,18 +147,73 @@ func (n *Node) register(ctx context.Context) (time.Time, clientv3.LeaseID, error
 		Else(clientv3.OpGet(key)).
 		Commit()
 	if err == nil && resp.Succeeded {
-		return t0, g.ID, nil
+		return t0, g.ID, 0, nil
+	}
+	if err == nil {
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			holder = clientv3.LeaseID(kvs[0].Lease)
+		}
+		if prev := clientv3.LeaseID(n.cfg.Previous); prev != 0 && holder == prev {
+			resp, err = n.cli.Txn(rctx).
+				If(clientv3.Compare(clientv3.LeaseValue(key), "=", prev)).
+				Then(clientv3.OpPut(key, string(data), clientv3.WithLease(g.ID))).
+				Commit()
+			if err == nil && resp.Succeeded {
+				n.cfg.Log.Info("cluster: took over the entry of this host's previous lease", logHost, h.ID,
+					logLease, fmt.Sprintf("%x", int64(prev)))
+				return t0, g.ID, 0, nil
+			}
+		}
 	}
 	n.revoke(g.ID)
 	if err != nil {
-		return time.Time{}, 0, n.etcdErr(ctx, "register host "+h.ID, err)
+		return t0, 0, 0, n.etcdErr(ctx, "register host "+h.ID, err)
 	}
-	var other Host
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		_ = json.Unmarshal(kvs[0].Value, &other)
+	return t0, 0, holder, nil
+}
+
+// waitExpiry waits for the lease that holds this host's entry to expire:
+// nil once it has (or the entry went), ErrConflict as soon as it is seen
+// renewed or when it outlives its TTL.
+func (n *Node) waitExpiry(ctx context.Context, holder clientv3.LeaseID) error {
+	key := n.k.host(n.ID())
+	live := func() error {
+		var other Host
+		rctx, cancel := n.req(ctx)
+		defer cancel()
+		if r, err := n.cli.Get(rctx, key); err == nil && len(r.Kvs) > 0 {
+			_ = json.Unmarshal(r.Kvs[0].Value, &other)
+		}
+		return fmt.Errorf("cluster: host id %s is already registered by a live host (API %s, started %s): %w",
+			n.ID(), other.API, other.Started.Format(time.RFC3339), ErrConflict)
 	}
-	return time.Time{}, 0, fmt.Errorf("cluster: host id %s is already registered by a live host (API %s, started %s): %w",
-		h.ID, other.API, other.Started.Format(time.RFC3339), ErrConflict)
+	var deadline time.Time
+	prev := int64(math.MaxInt64)
+	for {
+		rctx, cancel := n.req(ctx)
+		ttl, err := n.cli.TimeToLive(rctx, holder)
+		cancel()
+		switch {
+		case errors.Is(err, rpctypes.ErrLeaseNotFound) || err == nil && ttl.TTL <= 0:
+			return nil
+		case err != nil:
+			return n.etcdErr(ctx, "read the lease of host "+n.ID()+"'s entry", err)
+		case ttl.TTL > prev:
+			return live()
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(time.Duration(ttl.GrantedTTL)*time.Second + time.Second)
+			n.cfg.Log.Warn("cluster: this host's id is held by another lease; waiting for it to expire",
+				logHost, n.ID(), logLease, fmt.Sprintf("%x", int64(holder)), "ttl_s", ttl.TTL)
+		}
+		if time.Now().After(deadline) {
+			return live()
+		}
+		prev = ttl.TTL
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return fmt.Errorf("cluster: join as host %s: %w", n.ID(), ctx.Err())
+		}
+	}
 }
 
 // revoke revokes lease, best effort, bounded.
@@ -396,3 +477,5 @@ func earliest(a, b time.Time) time.Time {
 	}
 	return b
 }
+func (k keys) addr(a string) string { return string(k) + "addrs/" + a }
+func (k keys) secret() string       { return string(k) + "secret" }

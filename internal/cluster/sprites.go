@@ -219,6 +219,36 @@ func (n *Node) Delete(ctx context.Context, name string, f Fence) error {
 	return nil
 }
 
+// Reclaim binds to this Node's current lease the owner key this host put
+// under f on an earlier lease (a daemon restarted before its previous
+// lease expired: see Config.Previous). The fence stays f. ErrConflict when
+// that key is gone or is not this host's any more.
+func (n *Node) Reclaim(ctx context.Context, name string, f Fence) error {
+	if err := checkName("sprite name", name); err != nil {
+		return err
+	}
+	lease, err := n.current()
+	if err != nil {
+		return err
+	}
+	owner := n.k.owner(name)
+	rctx, cancel := n.req(ctx)
+	defer cancel()
+	resp, err := n.cli.Txn(rctx).
+		If(clientv3.Compare(clientv3.CreateRevision(owner), "=", int64(f)),
+			clientv3.Compare(clientv3.Value(owner), "=", n.ID())).
+		Then(clientv3.OpPut(owner, n.ID(), clientv3.WithLease(lease))).
+		Else(clientv3.OpGet(n.k.sprite(name), clientv3.WithPrefix())).
+		Commit()
+	if err != nil {
+		return n.etcdErr(ctx, fmt.Sprintf("reclaim sprite %q", name), err)
+	}
+	if !resp.Succeeded {
+		return n.fenced("reclaim", name, f, resp.Responses[0].GetResponseRange().Kvs)
+	}
+	return nil
+}
+
 // Get returns what etcd knows of a sprite; errdefs.ErrNotFound when it has
 // neither an owner nor a head.
 func (n *Node) Get(ctx context.Context, name string) (Sprite, error) {
