@@ -189,7 +189,12 @@ func (k *kind) Unwrap() []error { return k.bases }
 
 var (
 	// ErrConflict: a sprite held by another host, a name taken, a stale
-	// fence. It is an errdefs.ErrState.
+	// fence, a host id or an address taken.
+	//
+	// Merge note: this branch's errdefs has no ErrConflict yet, so this is
+	// an errdefs.ErrState; main's errdefs has ErrConflict: once merged,
+	// make it `ErrConflict = errdefs.ErrConflict` (the tests test
+	// cluster.ErrConflict and need no change).
 	ErrConflict error = &kind{"conflict", []error{errdefs.ErrState}}
 	// errTaken: a name taken; both ErrConflict and errdefs.ErrExists.
 	errTaken error = &kind{"the name is taken", []error{ErrConflict, errdefs.ErrExists}}

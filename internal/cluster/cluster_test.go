@@ -695,3 +695,92 @@ func TestLeaseRevokedElsewhere(t *testing.T) {
 		t.Fatalf("hosts = %+v, %v", hosts, err)
 	}
 }
+
+// A daemon restarted after a crash, while its previous lease lives: with
+// the previous lease it takes its entry over at once and reclaims its
+// sprites with their fences; without it, it waits for that lease to expire.
+func TestRestart(t *testing.T) {
+	ep := clustertest.StartEtcd(t, t.TempDir())
+	ctx := ctxT(t)
+	b := join(t, []string{ep}, "b")
+
+	p := newProxy(t, strings.TrimPrefix(ep, "http://"))
+	old := join(t, []string{p.Endpoint()}, "a", func(c *cluster.Config) { c.RequestTimeout = time.Second })
+	f, err := old.Create(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.SetHead(ctx, "s", f, head(1)); err != nil {
+		t.Fatal(err)
+	}
+	p.Cut() // the crash: the old process's lease is left to expire
+
+	t0 := time.Now()
+	a := join(t, []string{ep}, "a", func(c *cluster.Config) { c.Previous = old.Lease() })
+	t.Logf("took over in %v", time.Since(t0))
+	if err := a.Reclaim(ctx, "s", f); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetHead(ctx, "s", f, head(2)); err != nil {
+		t.Fatalf("set head on the reclaimed fence: %v", err)
+	}
+	if hosts, err := b.Hosts(ctx); err != nil || len(hosts) != 2 {
+		t.Fatalf("hosts = %+v, %v", hosts, err)
+	}
+	// The old lease expires: the entry and the sprite stay the new one's.
+	waitFor(t, 10*time.Second, "the old lease to expire", func() bool {
+		_, err := b.Create(ctx, "probe-"+fmt.Sprint(time.Now().UnixNano()))
+		return err == nil && !old.Live()
+	})
+	if s, err := b.Get(ctx, "s"); err != nil || s.Owner != "a" || s.Fence != f || s.Head.Generation != 2 {
+		t.Fatalf("s = %+v, %v", s, err)
+	}
+	if _, err := b.Claim(ctx, "s"); !errors.Is(err, cluster.ErrConflict) {
+		t.Fatalf("claim of the reclaimed sprite: %v", err)
+	}
+	if err := b.Reclaim(ctx, "s", f); !errors.Is(err, cluster.ErrConflict) {
+		t.Fatalf("reclaim by another host: %v", err)
+	}
+
+	// Without the previous lease: Join waits for it to expire.
+	p2 := newProxy(t, strings.TrimPrefix(ep, "http://"))
+	join(t, []string{p2.Endpoint()}, "c", func(c *cluster.Config) { c.RequestTimeout = time.Second })
+	p2.Cut()
+	t0 = time.Now()
+	join(t, []string{ep}, "c")
+	waited := time.Since(t0)
+	t.Logf("joined after the crashed predecessor's lease expired, in %v", waited)
+	if waited < 500*time.Millisecond {
+		t.Fatalf("joined in %v while the predecessor's lease was alive", waited)
+	}
+}
+
+func TestShared(t *testing.T) {
+	ep := clustertest.StartEtcd(t, t.TempDir())
+	ctx := ctxT(t)
+	a := join(t, []string{ep}, "a")
+	b := join(t, []string{ep}, "b")
+	sa, err := a.Secret(ctx)
+	if err != nil || len(sa) != 64 {
+		t.Fatalf("secret %q, %v", sa, err)
+	}
+	if sb, err := b.Secret(ctx); err != nil || sb != sa {
+		t.Fatalf("b's secret %q, %v; a's %q", sb, err, sa)
+	}
+	if err := a.ReserveAddr(ctx, "10.100.0.2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ReserveAddr(ctx, "10.100.0.2"); !errors.Is(err, cluster.ErrConflict) || !strings.Contains(err.Error(), "host a") {
+		t.Fatalf("second reservation: %v", err)
+	}
+	a.Close() // reservations outlive their host
+	if err := b.ReserveAddr(ctx, "10.100.0.2"); !errors.Is(err, cluster.ErrConflict) {
+		t.Fatalf("reservation after its host left: %v", err)
+	}
+	if err := b.ReleaseAddr(ctx, "10.100.0.2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ReserveAddr(ctx, "10.100.0.2"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -187,29 +187,28 @@ func (n *Node) waitExpiry(ctx context.Context, holder clientv3.LeaseID) error {
 		return fmt.Errorf("cluster: host id %s is already registered by a live host (API %s, started %s): %w",
 			n.ID(), other.API, other.Started.Format(time.RFC3339), ErrConflict)
 	}
-	var deadline time.Time
-	prev := int64(math.MaxInt64)
+	// etcd reports the remaining TTL in whole seconds (rounded up): a
+	// lease nobody renews shows at least one second less a second later.
+	var first time.Time
+	var firstTTL int64
 	for {
 		rctx, cancel := n.req(ctx)
 		ttl, err := n.cli.TimeToLive(rctx, holder)
 		cancel()
+		now := time.Now()
 		switch {
 		case errors.Is(err, rpctypes.ErrLeaseNotFound) || err == nil && ttl.TTL <= 0:
 			return nil
 		case err != nil:
 			return n.etcdErr(ctx, "read the lease of host "+n.ID()+"'s entry", err)
-		case ttl.TTL > prev:
-			return live()
-		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(time.Duration(ttl.GrantedTTL)*time.Second + time.Second)
+		case first.IsZero():
+			first, firstTTL = now, ttl.TTL
 			n.cfg.Log.Warn("cluster: this host's id is held by another lease; waiting for it to expire",
 				logHost, n.ID(), logLease, fmt.Sprintf("%x", int64(holder)), "ttl_s", ttl.TTL)
-		}
-		if time.Now().After(deadline) {
+		case now.Sub(first) > 1100*time.Millisecond && ttl.TTL >= firstTTL,
+			now.After(first.Add(time.Duration(firstTTL)*time.Second + time.Second)):
 			return live()
 		}
-		prev = ttl.TTL
 		if !sleepCtx(ctx, 250*time.Millisecond) {
 			return fmt.Errorf("cluster: join as host %s: %w", n.ID(), ctx.Err())
 		}
