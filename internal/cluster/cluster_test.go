@@ -545,8 +545,14 @@ func TestSelfFenceShortCut(t *testing.T) {
 }
 
 // A leader change in the middle of a run of SetHeads loses none that
-// succeeded and applies none twice.
+// succeeded and applies none twice: a leader stopped gracefully (it hands
+// leadership over) and one killed (the others elect a new one).
 func TestLeaderChange(t *testing.T) {
+	t.Run("stop", func(t *testing.T) { testLeaderChange(t, (*clustertest.Member).Stop) })
+	t.Run("kill", func(t *testing.T) { testLeaderChange(t, (*clustertest.Member).Kill) })
+}
+
+func testLeaderChange(t *testing.T, stop func(*clustertest.Member)) {
 	c := clustertest.StartEtcdCluster(t, 3)
 	ctx := ctxT(t)
 	lost := make(chan struct{}, 1)
@@ -559,19 +565,24 @@ func TestLeaderChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 60
+	// Publish generations 1, 2, ...; stop the leader at the 10th, and go on
+	// until a new leader has taken 10 more.
 	ok := map[uint64]bool{}
 	var stopped chan struct{}
-	var leader int
-	var failed int
-	for gen := uint64(1); gen <= n; gen++ {
+	var leader, failed, after int
+	var n uint64
+	limit := time.Now().Add(30 * time.Second)
+	for gen := uint64(1); after < 10; gen++ {
+		if time.Now().After(limit) {
+			t.Fatalf("no new leader 30 s after stopping the old one (generation %d)", gen)
+		}
 		if gen == 10 {
 			leader = c.Leader()
 			if leader < 0 {
 				t.Fatal("no leader")
 			}
 			stopped = make(chan struct{})
-			go func() { c.Members[leader].Stop(); close(stopped) }()
+			go func() { stop(c.Members[leader]); close(stopped) }()
 		}
 		err := a.SetHead(ctx, "l", f, head(gen))
 		switch {
@@ -583,9 +594,19 @@ func TestLeaderChange(t *testing.T) {
 		default:
 			t.Fatalf("generation %d: %v", gen, err)
 		}
+		if stopped != nil {
+			select {
+			case <-stopped:
+				if l := c.Leader(); l >= 0 && l != leader {
+					after++
+				}
+			default:
+			}
+		}
+		n = gen
 	}
-	<-stopped
-	t.Logf("stopped leader m%d; %d of %d set heads succeeded, %d failed", leader, len(ok), n, failed)
+	t.Logf("stopped leader m%d at generation 10, new leader m%d; %d of %d set heads succeeded, %d failed",
+		leader, c.Leader(), len(ok), n, failed)
 	select {
 	case <-lost:
 		t.Errorf("the lease was lost over a leader change")
@@ -611,7 +632,7 @@ func TestLeaderChange(t *testing.T) {
 			t.Errorf("generation %d succeeded but is not in the history %v", g, gens)
 		}
 	}
-	if len(gens) > n {
+	if uint64(len(gens)) > n {
 		t.Fatalf("history has %d writes for %d set heads", len(gens), n)
 	}
 	s, err := a.Get(ctx, "l")

@@ -34,7 +34,18 @@ type Member struct {
 	stop sync.Once
 }
 
-// Stop stops the member (idempotent).
+// Kill stops the member without handing leadership over (the others must
+// notice it is gone and elect a leader), then closes it (idempotent with
+// Stop).
+func (m *Member) Kill() {
+	m.stop.Do(func() {
+		m.Etcd.Server.HardStop()
+		m.Etcd.Close()
+	})
+}
+
+// Stop stops the member gracefully: a leader hands leadership over first
+// (idempotent).
 func (m *Member) Stop() {
 	m.stop.Do(func() {
 		m.Etcd.Close()
