@@ -21,7 +21,14 @@ import (
 // endpoint (http://127.0.0.1:PORT).
 func StartEtcd(t testing.TB, dir string) string {
 	t.Helper()
-	c := start(t, dir, 1)
+	return StartEtcdAt(t, dir, "127.0.0.1")
+}
+
+// StartEtcdAt is StartEtcd listening on ip (say, a bridge address that
+// daemons in network namespaces of their own can reach).
+func StartEtcdAt(t testing.TB, dir, ip string) string {
+	t.Helper()
+	c := start(t, dir, ip, 1)
 	return c.Members[0].Endpoint
 }
 
@@ -61,7 +68,7 @@ type Cluster struct {
 // t.TempDir(), stopped when the test ends.
 func StartEtcdCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	return start(t, t.TempDir(), n)
+	return start(t, t.TempDir(), "127.0.0.1", n)
 }
 
 // Endpoints returns every member's client URL.
@@ -91,11 +98,11 @@ func (c *Cluster) Leader() int {
 
 // start starts n members. Free ports are picked by binding port 0 and
 // releasing it; a lost race for a port is retried.
-func start(t testing.TB, dir string, n int) *Cluster {
+func start(t testing.TB, dir, ip string, n int) *Cluster {
 	t.Helper()
 	var lastErr error
 	for attempt := range 5 {
-		c, err := tryStart(filepath.Join(dir, fmt.Sprintf("etcd-%d", attempt)), n)
+		c, err := tryStart(filepath.Join(dir, fmt.Sprintf("etcd-%d", attempt)), ip, n)
 		if err == nil {
 			t.Cleanup(func() {
 				for _, m := range c.Members {
@@ -110,16 +117,16 @@ func start(t testing.TB, dir string, n int) *Cluster {
 	return nil
 }
 
-func tryStart(dir string, n int) (*Cluster, error) {
+func tryStart(dir, ip string, n int) (*Cluster, error) {
 	type ports struct{ client, peer url.URL }
 	ps := make([]ports, n)
 	var initial []string
 	for i := range ps {
-		cp, err := freePort()
+		cp, err := freePort(ip)
 		if err != nil {
 			return nil, err
 		}
-		pp, err := freePort()
+		pp, err := freePort(ip)
 		if err != nil {
 			return nil, err
 		}
@@ -175,8 +182,8 @@ func tryStart(dir string, n int) (*Cluster, error) {
 	return c, nil
 }
 
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(ip string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return "", err
 	}
