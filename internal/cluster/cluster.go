@@ -17,6 +17,9 @@
 //     ErrConflict ("fenced: owner changed").
 //   - The owner publishes a head, then Releases the owner key; the next user
 //     Claims it.
+//   - A daemon restarted after a crash, while its previous lease lives,
+//     joins with Config.Previous and Reclaims its sprites: their owner keys
+//     move to the new lease with their fences.
 //   - Self-fencing: when the lease's keep-alives have failed for TTL minus
 //     Margin, the Node calls Config.OnLost once (stop the VMs there) before
 //     etcd can expire the lease and anyone else can claim. It then refuses

@@ -23,7 +23,6 @@ import (
 // Log keys.
 const (
 	logHost   = "host"
-	logSprite = "sprite"
 	logLease  = "lease"
 	logErr    = "err"
 )
@@ -52,7 +51,10 @@ type Node struct {
 
 // Join connects to etcd, grants this host's lease, registers the host under
 // it and starts keeping it alive. A host id already registered by a live
-// lease is refused with ErrConflict. ctx bounds only the joining.
+// lease is refused with ErrConflict (in about a second); one registered by
+// a lease nobody renews (a crashed predecessor) is waited for, up to its
+// TTL, unless that lease is Config.Previous, which is taken over at once.
+// ctx bounds only the joining.
 func Join(ctx context.Context, cfg Config) (*Node, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -96,9 +98,11 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 // ID is this host's id.
 func (n *Node) ID() string { return n.cfg.Host.ID }
 
-// Lease is the id of the lease the Node holds now. Keep it on local disk:
-// a daemon restarted after a crash passes it as Config.Previous to take
-// over its entry, and Reclaims its sprites before that lease expires.
+// Lease is the id of the lease the Node holds now; it changes when the Node
+// registers again after a lost lease. Keep it on local disk: a daemon
+// restarted after a crash passes it as Config.Previous to take over its
+// entry, and Reclaims its sprites before that lease expires. A stale one
+// does no harm: Join then waits as without it.
 func (n *Node) Lease() int64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
