@@ -22,9 +22,9 @@ import (
 
 // Log keys.
 const (
-	logHost   = "host"
-	logLease  = "lease"
-	logErr    = "err"
+	logHost  = "host"
+	logLease = "lease"
+	logErr   = "err"
 )
 
 // Node is this host's membership in the cluster. Its methods are safe for
