@@ -739,6 +739,9 @@ func TestRestart(t *testing.T) {
 	t0 := time.Now()
 	a := join(t, []string{ep}, "a", func(c *cluster.Config) { c.Previous = old.Lease() })
 	t.Logf("took over in %v", time.Since(t0))
+	if err := a.SetHead(ctx, "s", f, head(2)); !errors.Is(err, cluster.ErrConflict) || !strings.Contains(err.Error(), "Reclaim") {
+		t.Fatalf("set head before reclaiming: %v", err)
+	}
 	if err := a.Reclaim(ctx, "s", f); err != nil {
 		t.Fatal(err)
 	}

@@ -108,7 +108,11 @@ func (n *Node) fenced(what, name string, f Fence, kvs []*mvccpb.KeyValue) error 
 		return err
 	}
 	now := "no host owns it"
-	if s.Owner != "" {
+	switch {
+	case s.Owner == n.ID() && s.Fence == f:
+		return fmt.Errorf("cluster: cannot %s sprite %q: its owner key is bound to an earlier lease of host %s (Reclaim it): %w",
+			what, name, n.ID(), ErrConflict)
+	case s.Owner != "":
 		now = fmt.Sprintf("host %s owns it with fence %d", s.Owner, s.Fence)
 	}
 	return fmt.Errorf("cluster: cannot %s sprite %q: fenced: owner changed (fence %d of host %s is void, %s): %w",
