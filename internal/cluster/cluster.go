@@ -28,6 +28,11 @@
 //     went with the old lease (it revokes the old lease if etcd still has
 //     it), so every Fence it held is void: the sprites must be claimed again.
 //
+// Keys, under Config.Prefix (default "wisp/"): hosts/<id> (JSON Host, on
+// the host's lease), sprites/<name>/owner (host id, on the owner's lease),
+// sprites/<name>/head (JSON Head), addrs/<ip> (host id that reserved it; no
+// lease) and secret (the cluster's shared secret).
+//
 // Errors wrap the errdefs kinds: ErrConflict (an errdefs.ErrState) for a
 // sprite held by another host, a taken name or a stale fence, with
 // errdefs.ErrExists also for a taken name; errdefs.ErrNotFound;

@@ -278,6 +278,32 @@ func TestWatch(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("watch returned %v", err)
 	}
+
+	// Another host's changes are seen too, and Close ends a Watch.
+	b := join(t, []string{ep}, "b")
+	go func() { done <- a.Watch(context.Background(), func(name string) { names <- name }) }()
+	waitFor(t, 10*time.Second, "b's change seen by a", func() bool {
+		publish(t, b, fmt.Sprintf("v%d", time.Now().UnixNano()))
+		for {
+			select {
+			case name := <-names:
+				if strings.HasPrefix(name, "v") {
+					return true
+				}
+			case <-time.After(500 * time.Millisecond):
+				return false
+			}
+		}
+	})
+	a.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("watch ended by Close returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end Watch")
+	}
 }
 
 func TestClaimRace(t *testing.T) {
