@@ -87,11 +87,11 @@ func (d *daemon) seq(name string) int {
 // is; a second move brings it back from a's warm copy.
 func TestCluster(t *testing.T) {
 	for _, b := range backends() {
-		t.Run(b, func(t *testing.T) { testCluster(t, b) })
+		t.Run(b, func(t *testing.T) { testClusterMove(t, b) })
 	}
 }
 
-func testCluster(t *testing.T, backend string) {
+func testClusterMove(t *testing.T, backend string) {
 	c := newTestCluster(t)
 	a := c.host(t, backend, "a")
 	b := c.host(t, backend, "b")
@@ -105,7 +105,7 @@ func testCluster(t *testing.T, backend string) {
 	if p := a.placed("m1"); p.Host != "a" {
 		t.Fatalf("m1 on %q, want a", p.Host)
 	}
-	a.ok("exec", "m1", "--", "sh", "-c", "echo kept > /root/file && sync")
+	a.ok("exec", "m1", "--", "sh", "-c", "echo kept > ~/file && sync")
 	a.ok("exec", "m1", "--", "sh", "-c", "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i >> /tmp/seq; sleep 0.05; done' </dev/null >/dev/null 2>&1 &")
 	waitFor(t, time.Minute, "the writer counts", func() bool { return a.seq("m1") > 3 })
 	before := a.seq("m1")
@@ -119,7 +119,7 @@ func testCluster(t *testing.T, backend string) {
 	}
 	// Through a: forwarded to b, which wakes it.
 	t0 = time.Now()
-	if got := strings.TrimSpace(a.ok("exec", "m1", "--", "cat", "/root/file")); got != "kept" {
+	if got := strings.TrimSpace(a.ok("exec", "m1", "--", "sh", "-c", "cat ~/file")); got != "kept" {
 		t.Fatalf("file after the move: %q", got)
 	}
 	t.Logf("%s: wake on b to first exec (through a) %s", backend, time.Since(t0).Round(time.Millisecond))
@@ -150,7 +150,7 @@ func testCluster(t *testing.T, backend string) {
 	if last < after {
 		t.Fatalf("the writer went back: %d, %d before", last, after)
 	}
-	if got := strings.TrimSpace(a.ok("exec", "m1", "--", "cat", "/root/file")); got != "kept" {
+	if got := strings.TrimSpace(a.ok("exec", "m1", "--", "sh", "-c", "cat ~/file")); got != "kept" {
 		t.Fatalf("file after the move back: %q", got)
 	}
 
