@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 )
 
@@ -31,35 +32,27 @@ func (s *Server) sendBody(w http.ResponseWriter, rc io.ReadCloser) {
 }
 
 func (s *Server) readFile(w http.ResponseWriter, r *http.Request) {
-	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer release()
-	fi, rc, err := ag.ReadFile(r.Context(), r.URL.Query().Get("path"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	w.Header().Set("X-Wisp-File-Mode", strconv.FormatUint(uint64(fi.Mode), 8))
-	s.sendBody(w, rc)
+	s.withAgent(w, r, func(ag *agent.Client) error {
+		fi, rc, err := ag.ReadFile(r.Context(), r.URL.Query().Get("path"))
+		if err != nil {
+			return err
+		}
+		w.Header().Set("X-Wisp-File-Mode", strconv.FormatUint(uint64(fi.Mode), 8))
+		s.sendBody(w, rc)
+		return nil
+	})
 }
 
 func (s *Server) tarOut(w http.ResponseWriter, r *http.Request) {
-	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer release()
-	rc, err := ag.TarOut(r.Context(), r.URL.Query().Get("path"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/x-tar")
-	s.sendBody(w, rc)
+	s.withAgent(w, r, func(ag *agent.Client) error {
+		rc, err := ag.TarOut(r.Context(), r.URL.Query().Get("path"))
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/x-tar")
+		s.sendBody(w, rc)
+		return nil
+	})
 }
 
 func (s *Server) writeFile(w http.ResponseWriter, r *http.Request) {
@@ -72,30 +65,37 @@ func (s *Server) writeFile(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer release()
-	if err := ag.WriteFile(r.Context(), q.Get("path"), uint32(mode), q.Get("user"), r.Body); err != nil {
-		writeError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.withAgent(w, r, func(ag *agent.Client) error {
+		if err := ag.WriteFile(r.Context(), q.Get("path"), uint32(mode), q.Get("user"), r.Body); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
 }
 
 func (s *Server) tarIn(w http.ResponseWriter, r *http.Request) {
+	s.withAgent(w, r, func(ag *agent.Client) error {
+		q := r.URL.Query()
+		if err := ag.TarIn(r.Context(), q.Get("path"), q.Get("user"), r.Body); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+}
+
+// withAgent runs fn with the agent of the request's sprite, woken or
+// started for the use and held active until fn returns; an error of
+// either, before fn wrote anything, is the answer.
+func (s *Server) withAgent(w http.ResponseWriter, r *http.Request, fn func(ag *agent.Client) error) {
 	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	defer release()
-	q := r.URL.Query()
-	if err := ag.TarIn(r.Context(), q.Get("path"), q.Get("user"), r.Body); err != nil {
+	if err := fn(ag); err != nil {
 		writeError(w, err)
-		return
 	}
-	w.WriteHeader(http.StatusNoContent)
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wisp-sh/wisp/api"
+	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/auth"
 	"github.com/wisp-sh/wisp/internal/errdefs"
 	"github.com/wisp-sh/wisp/internal/image"
@@ -280,37 +281,29 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) fsStat(w http.ResponseWriter, r *http.Request) {
-	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer release()
-	fi, err := ag.Stat(r.Context(), r.URL.Query().Get("path"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, 200, apiFileInfo(fi))
+	s.withAgent(w, r, func(ag *agent.Client) error {
+		fi, err := ag.Stat(r.Context(), r.URL.Query().Get("path"))
+		if err != nil {
+			return err
+		}
+		writeJSON(w, 200, apiFileInfo(fi))
+		return nil
+	})
 }
 
 func (s *Server) fsList(w http.ResponseWriter, r *http.Request) {
-	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer release()
-	files, truncated, err := ag.List(r.Context(), r.URL.Query().Get("path"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	out := api.FileList{Files: []api.FileInfo{}, Truncated: truncated}
-	for _, f := range files {
-		out.Files = append(out.Files, apiFileInfo(f))
-	}
-	writeJSON(w, 200, out)
+	s.withAgent(w, r, func(ag *agent.Client) error {
+		files, truncated, err := ag.List(r.Context(), r.URL.Query().Get("path"))
+		if err != nil {
+			return err
+		}
+		out := api.FileList{Files: []api.FileInfo{}, Truncated: truncated}
+		for _, f := range files {
+			out.Files = append(out.Files, apiFileInfo(f))
+		}
+		writeJSON(w, 200, out)
+		return nil
+	})
 }
 
 func (s *Server) fsMkdir(w http.ResponseWriter, r *http.Request) {
@@ -319,30 +312,22 @@ func (s *Server) fsMkdir(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer release()
-	if err := ag.Mkdir(r.Context(), req.Path, req.Mode, req.Recursive); err != nil {
-		writeError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.withAgent(w, r, func(ag *agent.Client) error {
+		if err := ag.Mkdir(r.Context(), req.Path, req.Mode, req.Recursive); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
 }
 
 func (s *Server) fsRemove(w http.ResponseWriter, r *http.Request) {
-	ag, release, err := s.Sprites.Agent(r.Context(), r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer release()
-	q := r.URL.Query()
-	if err := ag.Remove(r.Context(), q.Get("path"), q.Get("recursive") == "true"); err != nil {
-		writeError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.withAgent(w, r, func(ag *agent.Client) error {
+		q := r.URL.Query()
+		if err := ag.Remove(r.Context(), q.Get("path"), q.Get("recursive") == "true"); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
 }
