@@ -28,11 +28,15 @@ import (
 // or the same runsc (gVisor).
 type hostFacts struct {
 	CPUClass, QEMU, Accel, Runsc string
+	// QEMUCPU is the CPU QEMU's guests see: TCG's max (the same on every
+	// host of a QEMU version), a named model (--qemu-cpu), or the host's
+	// own (CPUClass).
+	QEMUCPU string
 }
 
 func (h hostFacts) compat() map[string]map[string]string {
 	return map[string]map[string]string{
-		"qemu":   {"cpu": h.CPUClass, "qemu": h.QEMU, "accel": h.Accel},
+		"qemu":   {"cpu": cmp.Or(h.QEMUCPU, h.CPUClass), "qemu": h.QEMU, "accel": h.Accel},
 		"gvisor": {"cpu": h.CPUClass, "runsc": h.Runsc},
 	}
 }

@@ -44,6 +44,7 @@ func main() {
 	flag.StringVar(&cfg.Backend, "backend", cfg.Backend, "default isolation backend: auto, qemu or gvisor")
 	flag.StringVar(&cfg.QEMU, "qemu", cfg.QEMU, "qemu-system-x86_64 binary")
 	flag.BoolVar(&cfg.AllowTCG, "allow-tcg", cfg.AllowTCG, "offer QEMU on a host without hardware KVM (TCG emulation: slow, and not a security boundary)")
+	flag.StringVar(&cfg.QEMUCPU, "qemu-cpu", cfg.QEMUCPU, "under KVM, a named CPU model (such as Skylake-Server-v4; `qemu-system-x86_64 -cpu help`) used with enforce instead of -cpu host: in a cluster, hosts of one model restore each other's sleeping QEMU sprites")
 	flag.StringVar(&cfg.QEMUUser, "qemu-user", cfg.QEMUUser, "unprivileged user QEMU drops to when wispd runs as root and a sprite has no uid of its own")
 	flag.StringVar(&cfg.VMMUIDs, "vmm-uids", cfg.VMMUIDs, "FIRST-LAST: host uids given to sprites' VMMs, one of its own each (the first: warm snapshot builds); a range no user of the host and no other wispd uses")
 	flag.StringVar(&cfg.Runsc, "runsc", cfg.Runsc, "runsc binary (default: $WISP_RUNSC or /usr/local/libexec/wisp/runsc)")
@@ -180,6 +181,12 @@ func run(log *slog.Logger, cfg config.Config) error {
 		}
 		q := qemu.Detect(cfg.QEMU)
 		facts = hostFacts{CPUClass: cpuClass(), QEMU: q.Version, Accel: q.Accel, Runsc: gv.Version}
+		switch {
+		case q.Accel != "kvm":
+			facts.QEMUCPU = "tcg max"
+		case cfg.QEMUCPU != "":
+			facts.QEMUCPU = cfg.QEMUCPU + " (enforce)"
+		}
 		if cl, err = joinCluster(context.Background(), log, cfg, pool.Root, facts); err != nil {
 			return err
 		}
@@ -325,6 +332,7 @@ func backends(log *slog.Logger, cfg config.Config, clone func(src, dst string) e
 		unavailable["qemu"] = "no hardware KVM (" + host.KVMWhy + "): QEMU would emulate (TCG), which is slow and not a security boundary; start wispd with --allow-tcg to offer it anyway"
 	default:
 		q := qemu.New(log, host, cfg.QEMUUser)
+		q.CPUModel = cfg.QEMUCPU
 		q.Clone = clone // memory files of checkpoints are reflinks in the pool
 		drivers["qemu"] = q
 	}

@@ -79,6 +79,9 @@ type Config struct {
 	// (credentials from the environment or S3Credentials, never flags),
 	// this host's id (default: the hostname), and the URL other hosts
 	// reach this host's API at (default: http://Listen).
+	// QEMUCPU is the named CPU model QEMU uses under KVM ("" -cpu host).
+	QEMUCPU string
+
 	Etcd          []string
 	S3            string
 	S3Bucket      string

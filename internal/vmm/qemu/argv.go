@@ -92,7 +92,11 @@ func (d *Driver) Argv(spec vmm.Spec) []string {
 		"-qmp", "unix:" + p(qmpSock) + ",server=on,wait=off",
 		"-pidfile", p(pidFile),
 	}
-	if accel == "kvm" {
+	if accel == "kvm" && d.CPUModel != "" {
+		// A named model, refused at start if the host lacks a feature of
+		// it: a guest saved on one host restores on another of the model.
+		a = append(a, "-cpu", d.CPUModel+",enforce")
+	} else if accel == "kvm" {
 		a = append(a, "-cpu", "host")
 	} else {
 		// TCG's default model (qemu64) lacks AVX2, which programs built

@@ -36,6 +36,10 @@ type Driver struct {
 	BootAttempts int
 	TSCKHz       int    // see Argv
 	RunAs        string // drop to this user after start-up (-runas) when the spec has no UID; empty: stay
+	// CPUModel, under KVM, is a named CPU model (with enforce) used
+	// instead of -cpu host, so that sprites saved on one host restore on
+	// another host of the model (cluster mode); empty: -cpu host.
+	CPUModel string
 	// Jail: a spec's UID is honoured (the daemon runs as root): its QEMU
 	// runs as that user, chrooted into an empty folder, once started.
 	Jail bool

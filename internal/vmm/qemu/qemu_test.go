@@ -43,6 +43,13 @@ func TestArgv(t *testing.T) {
 	if !strings.Contains(kvm, "-cpu host") || strings.Contains(kvm, "tsc_early_khz") || !strings.Contains(kvm, "elevateprivileges=deny") {
 		t.Errorf("kvm argv: %s", kvm)
 	}
+	named := strings.Join((&Driver{Accel: "kvm", CPUModel: "Skylake-Server-v4"}).Argv(spec), " ")
+	if !strings.Contains(named, "-cpu Skylake-Server-v4,enforce") || strings.Contains(named, "-cpu host") {
+		t.Errorf("kvm argv with a named model: %s", named)
+	}
+	if tcg := strings.Join((&Driver{Accel: "tcg", CPUModel: "Skylake-Server-v4"}).Argv(spec), " "); !strings.Contains(tcg, "-cpu max") {
+		t.Errorf("tcg argv with a named model (TCG's max is the same on every host of a QEMU version): %s", tcg)
+	}
 }
 
 // fixture returns a driver and a maker of fresh specs (own folder, own
