@@ -93,8 +93,12 @@ func headGen(s cluster.Sprite) uint64 {
 }
 
 // Lost fences this host: its lease keep-alive failed, so other hosts may
-// soon claim its sprites; their VMs end here first and this host's copies
-// go (the cluster's recovery point for each is its last publish).
+// soon claim its sprites. Their VMs end here first (their processes are
+// lost; the cluster's recovery point is each one's last publish). The
+// copies stay: once the Node has a lease again, a sprite no other host
+// took meanwhile is claimed again and boots from its disk here; one
+// another host took is removed. Lost runs on the Node's goroutine and
+// returns at once.
 func (f *Fleet) Lost() {
 	f.mu.Lock()
 	names := make([]string, 0, len(f.owned))
@@ -102,16 +106,27 @@ func (f *Fleet) Lost() {
 		names = append(names, n)
 	}
 	f.mu.Unlock()
-	why := "this host lost its cluster lease (etcd unreachable): the sprite was stopped so that another host can take it over from its last publish"
+	why := "this host lost its cluster lease (etcd unreachable): the sprite was stopped so that no other host runs it at the same time"
 	for _, name := range names {
 		if err := f.m.Fence(name, why); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			f.log.Error("fence", "sprite", name, "err", err)
 		}
 	}
 	f.log.Error("cluster lease lost: this host's sprites were stopped", "sprites", len(names))
+	go f.rejoin(names)
+}
+
+// rejoin reconciles fenced sprites once the Node is live again.
+func (f *Fleet) rejoin(names []string) {
+	for !f.node.Live() {
+		time.Sleep(200 * time.Millisecond) // the Node re-registers by itself; it has no event for it
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	for _, name := range names {
-		f.m.Park(name, "", func(sprite.Sprite) bool { return true })
-		f.setOwned(name, claim{}, false)
+		if err := f.reconcile(ctx, name); err != nil {
+			f.log.Error("reconcile after a lost lease", "sprite", name, "err", err)
+		}
 	}
 }
 
