@@ -223,8 +223,20 @@ func (f *Fleet) Publish(ctx context.Context, name string, release bool) (blob.St
 	for i, fl := range files {
 		bf[i] = blob.File{Name: fl.Name, Path: fl.Path}
 	}
+	// A manifest of the next generation may exist already: a publish cut
+	// short between its manifest and its head (never the head, so never
+	// used; the sweep removes it). The generation after it is free.
+	var man blob.Manifest
+	var st blob.Stats
 	gen := c.Generation + 1
-	man, st, err := f.store.Publish(ctx, name, gen, f.ID(), bf, meta, prev)
+	for range 3 {
+		man, st, err = f.store.Publish(ctx, name, gen, f.ID(), bf, meta, prev)
+		if !errors.Is(err, blob.ErrConflict) {
+			break
+		}
+		f.log.Warn("generation taken by a cut publish; taking the next", "sprite", name, "generation", gen)
+		gen++
+	}
 	if err != nil {
 		return st, fmt.Errorf("publish sprite %q generation %d: %w", name, gen, err)
 	}
