@@ -9,6 +9,12 @@
 // last host keeps a warm copy of its files, so waking it there again costs
 // a claim and a rename, and anywhere else a fetch of the chunks that host
 // lacks.
+//
+// A test knob: WISP_FAILPOINT, read once by New, makes the daemon kill
+// itself (SIGKILL, no cleanup) at one point of a publish, as a crash
+// there would: "publish-after-chunks" (the chunks are in the store, the
+// manifest is not) or "publish-after-manifest" (the manifest is, the
+// head in etcd is not). Unset, nothing changes.
 package fleet
 
 import (
@@ -50,6 +56,8 @@ type Fleet struct {
 	node  *cluster.Node
 	store *blob.Store
 
+	failpoint string // WISP_FAILPOINT (see the package doc)
+
 	mu     sync.Mutex
 	owned  map[string]claim       // sprites this host owns, by name
 	locks  map[string]*sync.Mutex // one claim, publish or move at a time per sprite
@@ -69,6 +77,14 @@ func New(cfg Config, m *sprite.Manager, node *cluster.Node, store *blob.Store) (
 	f := &Fleet{cfg: cfg, log: cfg.Log, m: m, node: node, store: store, owned: map[string]claim{}, locks: map[string]*sync.Mutex{}}
 	if f.log == nil {
 		f.log = slog.Default()
+	}
+	switch f.failpoint = os.Getenv("WISP_FAILPOINT"); f.failpoint {
+	case "":
+	case failAfterChunks:
+		store.BeforeManifest = func() { f.fail(failAfterChunks) }
+	case failAfterManifest:
+	default:
+		return nil, fmt.Errorf("WISP_FAILPOINT=%q: want %s or %s", f.failpoint, failAfterChunks, failAfterManifest)
 	}
 	b, err := os.ReadFile(f.ownedPath())
 	switch {
@@ -92,6 +108,21 @@ func New(cfg Config, m *sprite.Manager, node *cluster.Node, store *blob.Store) (
 		}
 	}
 	return f, nil
+}
+
+// Failpoints (WISP_FAILPOINT).
+const (
+	failAfterChunks   = "publish-after-chunks"
+	failAfterManifest = "publish-after-manifest"
+)
+
+// fail kills this process at failpoint point, as a crash there would.
+func (f *Fleet) fail(point string) {
+	f.log.Error("failpoint: killing the daemon", "failpoint", point)
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		p.Kill()
+	}
+	select {}
 }
 
 func (f *Fleet) ownedPath() string            { return filepath.Join(f.cfg.DataDir, "owned.json") }
@@ -223,10 +254,23 @@ func (f *Fleet) Publish(ctx context.Context, name string, release bool) (blob.St
 	for i, fl := range files {
 		bf[i] = blob.File{Name: fl.Name, Path: fl.Path}
 	}
+	// The next generation: past the head, and past any manifest a publish
+	// cut short after its manifest (a crash before its etcd transaction)
+	// left behind until the sweep.
 	gen := c.Generation + 1
+	gens, err := f.store.Generations(ctx, name)
+	if err != nil {
+		return blob.Stats{}, fmt.Errorf("publish sprite %q: %w", name, err)
+	}
+	if len(gens) > 0 {
+		gen = max(gen, gens[len(gens)-1]+1)
+	}
 	man, st, err := f.store.Publish(ctx, name, gen, f.ID(), bf, meta, prev)
 	if err != nil {
 		return st, fmt.Errorf("publish sprite %q generation %d: %w", name, gen, err)
+	}
+	if f.failpoint == failAfterManifest {
+		f.fail(failAfterManifest)
 	}
 	head := cluster.Head{Generation: gen, Manifest: blob.ManifestKey(name, gen), Host: f.ID(), Backend: rec.Backend,
 		State: string(rec.State), Compat: f.cfg.Compat[rec.Backend], Time: man.Created}
