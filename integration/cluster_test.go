@@ -20,6 +20,7 @@ import (
 // loopback, and the wispd flags that join them.
 type testCluster struct {
 	etcd, s3 string
+	be       *s3mem.Backend // the object store's backend, for tests that reach into it
 }
 
 func newTestCluster(t *testing.T) *testCluster {
@@ -37,14 +38,20 @@ func newTestCluster(t *testing.T) *testCluster {
 	// The daemons take their S3 credentials from the environment.
 	t.Setenv("AWS_ACCESS_KEY_ID", "wisp-test")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "wisp-test-secret")
-	return &testCluster{etcd: ep, s3: srv.URL}
+	return &testCluster{etcd: ep, s3: srv.URL, be: be}
 }
 
 // host starts a wispd of the cluster with host id id, on a network of its
 // own name and the cluster's shared address range.
 func (c *testCluster) host(t *testing.T, backend, id string, args ...string) *daemon {
 	t.Helper()
-	return newDaemon(t, backend, append([]string{"--cluster", "etcd=" + c.etcd, "--s3", c.s3, "--s3-bucket", "wisp",
+	return c.hostVia(t, c.etcd, backend, id, args...)
+}
+
+// hostVia is host reaching etcd at endpoint etcd (a proxy the test cuts).
+func (c *testCluster) hostVia(t *testing.T, etcd, backend, id string, args ...string) *daemon {
+	t.Helper()
+	return newDaemon(t, backend, append([]string{"--cluster", "etcd=" + etcd, "--s3", c.s3, "--s3-bucket", "wisp",
 		"--host-id", id, "--net-name", testNetName + id}, args...)...)
 }
 

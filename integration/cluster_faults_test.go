@@ -1,0 +1,605 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/johannesboyne/gofakes3"
+
+	"github.com/wisp-sh/wisp/internal/blob"
+	"github.com/wisp-sh/wisp/internal/cluster"
+	"github.com/wisp-sh/wisp/internal/cluster/clustertest"
+	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/fleet"
+)
+
+// The failure cases of the cluster (issue 16): crashes mid-publish, a
+// host cut off from etcd, two hosts racing for one sprite, a corrupted
+// chunk, a host that cannot take a sprite's memory, drain, and daemon
+// restarts. gVisor where one backend is enough (it is the cheap one).
+
+func needGVisor(t *testing.T) {
+	t.Helper()
+	if !slices.Contains(backends(), "gvisor") {
+		t.Skip("needs gVisor (runsc)")
+	}
+}
+
+// node joins the test's etcd as a host with no API (placement never picks
+// it): the test's own view of the cluster.
+func (c *testCluster) node(t *testing.T, id string) *cluster.Node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := cluster.Join(ctx, cluster.Config{Endpoints: []string{c.etcd}, Host: cluster.Host{ID: id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// store is the cluster's object store, as a host sees it.
+func (c *testCluster) store(t *testing.T) *blob.Store {
+	t.Helper()
+	b, err := blob.NewS3(blob.S3Config{Endpoint: c.s3, Bucket: "wisp", AccessKey: "wisp-test", SecretKey: "wisp-test-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return blob.New(b, "", nil)
+}
+
+// sweep runs Fleet.Sweep with a grace of 0 (what a host's sweep loop does
+// an hour later). Sweep reads only etcd and the store: no Manager here.
+func (c *testCluster) sweep(t *testing.T, n *cluster.Node) blob.SweepStats {
+	t.Helper()
+	f, err := fleet.New(fleet.Config{DataDir: t.TempDir()}, nil, n, c.store(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.Sweep(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// objects lists the keys in the bucket under prefix.
+func (c *testCluster) objects(t *testing.T, prefix string) []string {
+	t.Helper()
+	res, err := c.be.ListBucket("wisp", &gofakes3.Prefix{HasPrefix: true, Prefix: prefix}, gofakes3.ListBucketPage{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range res.Contents {
+		keys = append(keys, o.Key)
+	}
+	return keys
+}
+
+// reached is every chunk key the manifests of sprite name list.
+func reached(t *testing.T, s *blob.Store, name string, gens ...uint64) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, g := range gens {
+		m, err := s.Manifest(context.Background(), name, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range m.Files {
+			for _, h := range f.Chunks {
+				if h != "" {
+					out["chunks/"+h[:2]+"/"+h] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// stop ends the daemon with SIGTERM, as a service manager does.
+func (d *daemon) stop() {
+	d.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+}
+
+// clusterDir is the daemon's cluster folder (owned claims, warm copies,
+// transfers).
+func (d *daemon) clusterDir() string { return filepath.Join(d.dir, "data", "pool", "cluster") }
+
+// log returns what the daemon logged so far.
+func (d *daemon) log() string {
+	b, _ := os.ReadFile(d.logf.Name())
+	return string(b)
+}
+
+// published waits until sprite name is at rest, published at generation
+// gen or later, and owned by no host.
+func (d *daemon) published(name string, gen uint64) placedJSON {
+	d.t.Helper()
+	var p placedJSON
+	waitFor(d.t, time.Minute, name+" published and released", func() bool {
+		p = d.placed(name)
+		return p.Host == "" && p.Generation >= gen
+	})
+	return p
+}
+
+// TestClusterCrashMidPublish: host a is killed (-9) in the middle of a
+// publish, after the chunks and after the manifest; host b then wakes the
+// previous generation, whole; the next publish goes past the cut one's
+// manifest; the sweep removes the cut publish's objects and keeps what the
+// head needs.
+func TestClusterCrashMidPublish(t *testing.T) {
+	needGVisor(t)
+	for _, point := range []string{"publish-after-chunks", "publish-after-manifest"} {
+		t.Run(point, func(t *testing.T) { testCrashMidPublish(t, point) })
+	}
+}
+
+func testCrashMidPublish(t *testing.T, point string) {
+	c := newTestCluster(t)
+	a := c.host(t, "gvisor", "a", "--cluster-ttl", "3s")
+	b := c.host(t, "gvisor", "b", "--cluster-ttl", "3s")
+	st := c.store(t)
+
+	a.ok("create", "p1", "--idle", "never")
+	a.ok("exec", "p1", "--", "sh", "-c", "echo one > ~/file && sync")
+	a.ok("sleep", "p1")
+	a.published("p1", 1)
+	// Woken on a (from its warm copy), changed, then a restarts with the
+	// failpoint armed (a kill -9: the running sprite stays a's).
+	a.ok("exec", "p1", "--", "sh", "-c", "echo two > ~/file && sync")
+	a.env = []string{"WISP_FAILPOINT=" + point}
+	a.kill9AndRestart()
+	if p := a.placed("p1"); p.Host != "a" || p.State != "running" {
+		t.Fatalf("after a's restart: %+v, want running on a", p)
+	}
+	a.wisp(nil, "sleep", "p1") // the publish that follows kills a
+	done := make(chan error, 1)
+	go func() { done <- a.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the failpoint did not kill a")
+	}
+	if !strings.Contains(a.log(), "failpoint: killing the daemon") {
+		t.Fatalf("a did not die at the failpoint:\n%s", a.log())
+	}
+	gens, err := st.Generations(context.Background(), "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []uint64{1}
+	if point == "publish-after-manifest" {
+		want = []uint64{1, 2}
+	}
+	if !slices.Equal(gens, want) {
+		t.Fatalf("manifests of p1 after the crash: %v, want %v", gens, want)
+	}
+	chunks := c.objects(t, "chunks/")
+	head := reached(t, st, "p1", 1)
+	orphans := 0
+	for _, k := range chunks {
+		if !head[k] {
+			orphans++
+		}
+	}
+	if orphans == 0 {
+		t.Fatalf("no chunk of the cut publish in the store (%d chunks)", len(chunks))
+	}
+
+	// b takes it once a's lease ends: generation 1, whole.
+	t0 := time.Now()
+	var out string
+	waitFor(t, time.Minute, "b to wake p1", func() bool {
+		o, _, code := b.wisp(nil, "exec", "p1", "--", "sh", "-c", "cat ~/file")
+		out = o
+		return code == 0
+	})
+	t.Logf("%s: b woke p1 %s after a died", point, time.Since(t0).Round(time.Millisecond))
+	if got := strings.TrimSpace(out); got != "one" {
+		t.Fatalf("p1's file on b: %q, want the last publish's %q", got, "one")
+	}
+	if p := b.placed("p1"); p.Host != "b" || p.Generation != 1 {
+		t.Fatalf("p1 on b: %+v, want generation 1", p)
+	}
+	// b publishes it: past the manifest the cut publish left, if any.
+	b.ok("exec", "p1", "--", "sh", "-c", "echo three > ~/file && sync")
+	b.ok("sleep", "p1")
+	p := b.published("p1", 2)
+	t.Logf("%s: b published generation %d", point, p.Generation)
+
+	// The sweep keeps the head's manifest and chunks only.
+	n := c.node(t, "observer")
+	sw := c.sweep(t, n)
+	t.Logf("%s: sweep %+v", point, sw)
+	if gens, _ := st.Generations(context.Background(), "p1"); !slices.Equal(gens, []uint64{p.Generation}) {
+		t.Fatalf("manifests after the sweep: %v, want [%d]", gens, p.Generation)
+	}
+	head = reached(t, st, "p1", p.Generation)
+	for _, k := range c.objects(t, "chunks/") {
+		if !head[k] {
+			t.Errorf("chunk %s outlived the sweep; no head reaches it", k)
+		}
+	}
+	for k := range head {
+		if !slices.Contains(c.objects(t, k), k) {
+			t.Errorf("the head's chunk %s was swept", k)
+		}
+	}
+
+	// a comes back (no failpoint): its copy is stale and goes; a fetches
+	// the head from the store.
+	a.env = nil
+	a.start()
+	b.ok("move", "p1", "--to", "a")
+	if got := strings.TrimSpace(a.ok("exec", "p1", "--", "sh", "-c", "cat ~/file")); got != "three" {
+		t.Fatalf("p1's file on a after the sweep: %q, want three", got)
+	}
+}
+
+// TestClusterNetworkCut: host a loses etcd (its connection is cut); it
+// stops its sprite's VM before b can claim it; b wakes the last publish;
+// a's late writes are refused; a comes back without the sprite.
+func TestClusterNetworkCut(t *testing.T) {
+	needGVisor(t)
+	c := newTestCluster(t)
+	px := clustertest.NewProxy(t, strings.TrimPrefix(c.etcd, "http://"))
+	a := c.hostVia(t, px.Endpoint(), "gvisor", "a", "--cluster-ttl", "3s")
+	b := c.host(t, "gvisor", "b", "--cluster-ttl", "3s")
+	n := c.node(t, "observer")
+	ctx := context.Background()
+
+	a.ok("create", "n1", "--idle", "never")
+	a.ok("exec", "n1", "--", "sh", "-c", "echo one > ~/file && sync")
+	a.ok("sleep", "n1")
+	a.published("n1", 1)
+	a.ok("exec", "n1", "--", "sh", "-c", "echo two > ~/file && sync")
+	s, err := n.Get(ctx, "n1")
+	if err != nil || s.Owner != "a" {
+		t.Fatalf("n1 before the cut: %+v, %v", s, err)
+	}
+	pid := a.info("n1").Pid
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		t.Fatalf("n1's VM pid %d is not running", pid)
+	}
+
+	// Watch a's VM and the owner key, 10 ms apart.
+	const poll = 10 * time.Millisecond
+	var mu sync.Mutex
+	var vmGone, claimed time.Time
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(poll):
+			}
+			now := time.Now()
+			mu.Lock()
+			if vmGone.IsZero() && syscall.Kill(pid, 0) != nil {
+				vmGone = now
+			}
+			mu.Unlock()
+			if s, err := n.Get(ctx, "n1"); err == nil && s.Owner == "b" {
+				mu.Lock()
+				if claimed.IsZero() {
+					claimed = now
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+	cut := time.Now()
+	px.Cut()
+	var out string
+	waitFor(t, time.Minute, "b to wake n1", func() bool {
+		o, _, code := b.wisp(nil, "exec", "n1", "--", "sh", "-c", "cat ~/file")
+		out = o
+		return code == 0
+	})
+	waitFor(t, 10*time.Second, "the observer to see b's claim", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !claimed.IsZero()
+	})
+	mu.Lock()
+	gone, got := vmGone, claimed
+	mu.Unlock()
+	if gone.IsZero() {
+		t.Fatal("a's VM still runs after b claimed n1")
+	}
+	t.Logf("cut at 0: a's VM gone at %v, b's claim seen at %v", gone.Sub(cut).Round(time.Millisecond), got.Sub(cut).Round(time.Millisecond))
+	if !gone.Before(got.Add(-poll)) {
+		t.Fatalf("a's VM ended at %v, not before b's claim at %v", gone.Sub(cut), got.Sub(cut))
+	}
+	if strings.TrimSpace(out) != "one" {
+		t.Fatalf("n1's file on b: %q, want the last publish's one", out)
+	}
+	if !strings.Contains(a.log(), "cluster lease lost") {
+		t.Fatal("a did not log its lost lease")
+	}
+
+	// a's late writes: the generation it would publish is taken (the
+	// conditional PUT refuses it) once b publishes, and its fence is void.
+	b.ok("sleep", "n1")
+	p := b.published("n1", 2)
+	late := filepath.Join(t.TempDir(), "late")
+	os.WriteFile(late, []byte("late"), 0o600)
+	if _, _, err := c.store(t).Publish(ctx, "n1", p.Generation, "a", []blob.File{{Name: "disk.img", Path: late}}, nil, nil); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("a late manifest of generation %d: %v, want a conflict", p.Generation, err)
+	}
+	px.Heal()
+	waitFor(t, time.Minute, "a to join again", func() bool {
+		var hosts []hostJSON
+		json.Unmarshal([]byte(b.ok("hosts", "--json")), &hosts)
+		return len(hosts) == 3
+	})
+	s, err = n.Get(ctx, "n1")
+	if err != nil || s.Head == nil || s.Head.Generation != p.Generation || s.Head.Host != "b" {
+		t.Fatalf("n1 after a came back: %+v %+v, %v", s, s.Head, err)
+	}
+	if got := strings.TrimSpace(a.ok("exec", "n1", "--", "sh", "-c", "cat ~/file")); got != "one" {
+		t.Fatalf("n1 through a: %q", got)
+	}
+	if p := a.placed("n1"); p.Host != "b" {
+		t.Fatalf("n1 after a came back: on %q, want b", p.Host)
+	}
+}
+
+// TestClusterRace: two hosts wake the same sprite at rest at once (its
+// last host is gone): exactly one claims and fetches it, the other
+// forwards, and both execs succeed.
+func TestClusterRace(t *testing.T) {
+	needGVisor(t)
+	c := newTestCluster(t)
+	a := c.host(t, "gvisor", "a")
+	b := c.host(t, "gvisor", "b")
+	h := c.host(t, "gvisor", "c")
+	h.ok("create", "r1", "--idle", "never")
+	h.ok("exec", "r1", "--", "sh", "-c", "echo kept > ~/file && sync")
+	h.ok("sleep", "r1")
+	h.published("r1", 1)
+	h.stop() // its last host leaves: a and b both may take it
+
+	var wg sync.WaitGroup
+	outs := make([]string, 2)
+	codes := make([]int, 2)
+	errs := make([]string, 2)
+	for i, d := range []*daemon{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i], codes[i] = d.wisp(nil, "exec", "r1", "--", "sh", "-c", "cat ~/file")
+		}()
+	}
+	wg.Wait()
+	for i, id := range []string{"a", "b"} {
+		if codes[i] != 0 || strings.TrimSpace(outs[i]) != "kept" {
+			t.Errorf("exec on %s: exit %d, %q, stderr %q", id, codes[i], outs[i], errs[i])
+		}
+	}
+	fetched := 0
+	var winner string
+	for id, d := range map[string]*daemon{"a": a, "b": b} {
+		if strings.Contains(d.log(), `msg="sprite fetched" sprite=r1`) {
+			fetched++
+			winner = id
+		}
+	}
+	if fetched != 1 {
+		t.Fatalf("r1 fetched by %d hosts, want 1", fetched)
+	}
+	for _, d := range []*daemon{a, b} {
+		if p := d.placed("r1"); p.Host != winner {
+			t.Fatalf("r1 on %q, want %s", p.Host, winner)
+		}
+	}
+	t.Logf("%s claimed r1", winner)
+}
+
+// TestClusterCorruptChunk: a chunk of a published sprite is damaged in
+// the store: the fetch on b is refused with a clear error, the claim is
+// released and b keeps nothing of it; repaired, the move goes through.
+func TestClusterCorruptChunk(t *testing.T) {
+	needGVisor(t)
+	c := newTestCluster(t)
+	a := c.host(t, "gvisor", "a")
+	b := c.host(t, "gvisor", "b")
+	n := c.node(t, "observer")
+	ctx := context.Background()
+
+	a.ok("create", "k1", "--idle", "never")
+	a.ok("exec", "k1", "--", "sh", "-c", "echo kept > ~/file && sync")
+	a.ok("sleep", "k1")
+	a.published("k1", 1)
+
+	// A chunk of its memory (the disk's may come from b's base image).
+	m, err := c.store(t).Manifest(ctx, "k1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key string
+	for _, f := range m.Files {
+		if f.Name == "disk.img" {
+			continue
+		}
+		for _, h := range f.Chunks {
+			if h != "" && key == "" {
+				key = "chunks/" + h[:2] + "/" + h
+			}
+		}
+	}
+	if key == "" {
+		t.Fatalf("no memory chunk in %+v", m.Files)
+	}
+	obj, err := c.be.GetObject("wisp", key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := io.ReadAll(obj.Contents)
+	obj.Contents.Close()
+	bad := bytes.Repeat([]byte{0x5a}, len(good))
+	if _, err := c.be.PutObject("wisp", key, nil, bytes.NewReader(bad), int64(len(bad)), nil); err != nil {
+		t.Fatal(err)
+	}
+
+	a.fails("is corrupt in the store", "move", "k1", "--to", "b")
+	s, err := n.Get(ctx, "k1")
+	if err != nil || s.Owner != "" || s.Head == nil || s.Head.Generation != 1 {
+		t.Fatalf("k1 after the refused fetch: %+v, %v; want at rest, unowned, generation 1", s, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(b.clusterDir(), "incoming", "*")); len(left) != 0 {
+		t.Fatalf("b kept a half-made fetch: %v", left)
+	}
+	if left, _ := filepath.Glob(filepath.Join(b.clusterDir(), "parked", "k1*")); len(left) != 0 {
+		t.Fatalf("b kept files of k1: %v", left)
+	}
+	var owned map[string]any
+	if raw, err := os.ReadFile(filepath.Join(b.clusterDir(), "owned.json")); err == nil {
+		json.Unmarshal(raw, &owned)
+	}
+	if _, ok := owned["k1"]; ok {
+		t.Fatalf("b still records a claim on k1: %v", owned)
+	}
+
+	// Repaired: the same move goes through.
+	if _, err := c.be.PutObject("wisp", key, nil, bytes.NewReader(good), int64(len(good)), nil); err != nil {
+		t.Fatal(err)
+	}
+	a.ok("move", "k1", "--to", "b")
+	if got := strings.TrimSpace(b.ok("exec", "k1", "--", "sh", "-c", "cat ~/file")); got != "kept" {
+		t.Fatalf("k1's file on b: %q", got)
+	}
+}
+
+// TestClusterIncompatible: host b advertises another CPU class
+// (--cpu-class): a sprite moved there cannot take its memory; it lands
+// stopped, says why, and its disk boots cold with its files.
+func TestClusterIncompatible(t *testing.T) {
+	for _, be := range backends() {
+		t.Run(be, func(t *testing.T) {
+			c := newTestCluster(t)
+			a := c.host(t, be, "a")
+			b := c.host(t, be, "b", "--cpu-class", "another-cpu")
+			a.ok("create", "x1", "--idle", "never")
+			a.ok("exec", "x1", "--", "sh", "-c", "echo kept > ~/file && sync && echo ram > /tmp/ram")
+			a.ok("move", "x1", "--to", "b")
+			var info struct {
+				spriteJSON
+				LastError string `json:"last_error"`
+				Host      string `json:"host"`
+			}
+			if err := json.Unmarshal([]byte(b.ok("info", "x1", "--json")), &info); err != nil {
+				t.Fatal(err)
+			}
+			if info.Host != "b" || info.State != "stopped" || !strings.Contains(info.LastError, "without its memory") || !strings.Contains(info.LastError, "another-cpu") {
+				t.Fatalf("x1 on b: host %q, state %q, last error %q; want stopped on b, saying why", info.Host, info.State, info.LastError)
+			}
+			if txt := b.ok("info", "x1"); !strings.Contains(txt, "without its memory") {
+				t.Errorf("wisp info does not say why:\n%s", txt)
+			}
+			if got := strings.TrimSpace(b.ok("exec", "x1", "--", "sh", "-c", "cat ~/file; cat /tmp/ram 2>/dev/null || echo cold")); got != "kept\ncold" {
+				t.Fatalf("x1 on b: %q, want its file and a cold boot", got)
+			}
+		})
+	}
+}
+
+// TestClusterDrain: `wisp drain a` hands every sprite of a to b, running
+// or asleep, files kept; `wisp hosts` shows a draining, and a sprite at
+// rest whose last host is a wakes elsewhere.
+func TestClusterDrain(t *testing.T) {
+	needGVisor(t)
+	c := newTestCluster(t)
+	a := c.host(t, "gvisor", "a")
+	b := c.host(t, "gvisor", "b")
+	for _, name := range []string{"d1", "d2", "d3"} {
+		a.ok("create", name, "--idle", "never")
+		a.ok("exec", name, "--", "sh", "-c", "echo "+name+" > ~/file && sync")
+	}
+	a.ok("stop", "d2")
+	a.ok("sleep", "d3")
+	a.published("d3", 1)
+	out := a.ok("drain", "a")
+	t.Logf("drain: %s", strings.TrimSpace(out))
+	var hosts []hostJSON
+	if err := json.Unmarshal([]byte(b.ok("hosts", "--json")), &hosts); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		if h.ID == "a" && (!h.Draining || h.Sprites != 0) {
+			t.Fatalf("a after its drain: %+v, want draining with no sprite", h)
+		}
+	}
+	for _, name := range []string{"d1", "d2"} {
+		if p := b.placed(name); p.Host != "b" {
+			t.Fatalf("%s after the drain: %+v, want on b", name, p)
+		}
+	}
+	for _, name := range []string{"d1", "d2", "d3"} {
+		if got := strings.TrimSpace(a.ok("exec", name, "--", "sh", "-c", "cat ~/file")); got != name {
+			t.Fatalf("%s's file: %q", name, got)
+		}
+		if p := a.placed(name); p.Host != "b" {
+			t.Fatalf("%s woke on %q, want b (a drains)", name, p.Host)
+		}
+	}
+}
+
+// TestClusterRestart: a daemon restarted (SIGTERM, then started again on
+// its data dir) keeps its sprites, a running process asleep across it; a
+// kill -9 and a restart within the lease keep a running sprite running.
+func TestClusterRestart(t *testing.T) {
+	needGVisor(t)
+	c := newTestCluster(t)
+	a := c.host(t, "gvisor", "a")
+	a.ok("create", "s1", "--idle", "never")
+	a.ok("exec", "s1", "--", "sh", "-c", "echo kept > ~/file && sync")
+	a.ok("exec", "s1", "--", "sh", "-c", "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i >> /tmp/seq; sleep 0.05; done' </dev/null >/dev/null 2>&1 &")
+	waitFor(t, time.Minute, "the writer counts", func() bool { return a.seq("s1") > 3 })
+
+	a.stop()
+	a.start()
+	before := 0
+	if p := a.placed("s1"); p.Generation < 1 || p.State != "sleeping" {
+		t.Fatalf("s1 after a restart: %+v, want published asleep", p)
+	}
+	if got := strings.TrimSpace(a.ok("exec", "s1", "--", "sh", "-c", "cat ~/file")); got != "kept" {
+		t.Fatalf("file after a restart: %q", got)
+	}
+	before = a.seq("s1")
+	waitFor(t, time.Minute, "the writer counts on after the restart", func() bool { return a.seq("s1") > before })
+
+	pid := a.info("s1").Pid
+	gen := a.placed("s1").Generation
+	a.kill9AndRestart()
+	p := a.placed("s1")
+	if p.Host != "a" || p.State != "running" || p.Generation != gen {
+		t.Fatalf("s1 after kill -9: %+v, want running on a at generation %d", p, gen)
+	}
+	if got := a.info("s1").Pid; got != pid {
+		t.Fatalf("s1's VM pid %d after kill -9, was %d", got, pid)
+	}
+	mid := a.seq("s1")
+	waitFor(t, time.Minute, "the writer counts on after kill -9", func() bool { return a.seq("s1") > mid })
+	if mid < before {
+		t.Fatalf("the writer restarted: %d, %d before", mid, before)
+	}
+}
