@@ -127,15 +127,20 @@ func (d *daemon) log() string {
 }
 
 // published waits until sprite name is at rest, published at generation
-// gen or later, and owned by no host.
-func (d *daemon) published(name string, gen uint64) placedJSON {
-	d.t.Helper()
-	var p placedJSON
-	waitFor(d.t, time.Minute, name+" published and released", func() bool {
-		p = d.placed(name)
-		return p.Host == "" && p.Generation >= gen
+// gen or later, and owned by no host, as etcd says (asking a host would
+// bring the sprite there).
+func (c *testCluster) published(t *testing.T, name string, gen uint64) cluster.Sprite {
+	t.Helper()
+	if c.observer == nil {
+		c.observer = c.node(t, "observer")
+	}
+	var s cluster.Sprite
+	waitFor(t, time.Minute, name+" published and released", func() bool {
+		var err error
+		s, err = c.observer.Get(context.Background(), name)
+		return err == nil && s.Owner == "" && s.Head != nil && s.Head.Generation >= gen
 	})
-	return p
+	return s
 }
 
 // TestClusterCrashMidPublish: host a is killed (-9) in the middle of a
@@ -159,7 +164,7 @@ func testCrashMidPublish(t *testing.T, point string) {
 	a.ok("create", "p1", "--idle", "never")
 	a.ok("exec", "p1", "--", "sh", "-c", "echo one > ~/file && sync")
 	a.ok("sleep", "p1")
-	a.published("p1", 1)
+	c.published(t, "p1", 1)
 	// Woken on a (from its warm copy), changed, then a restarts with the
 	// failpoint armed (a kill -9: the running sprite stays a's).
 	a.ok("exec", "p1", "--", "sh", "-c", "echo two > ~/file && sync")
@@ -220,12 +225,11 @@ func testCrashMidPublish(t *testing.T, point string) {
 	// b publishes it: past the manifest the cut publish left, if any.
 	b.ok("exec", "p1", "--", "sh", "-c", "echo three > ~/file && sync")
 	b.ok("sleep", "p1")
-	p := b.published("p1", 2)
+	p := c.published(t, "p1", 2).Head
 	t.Logf("%s: b published generation %d", point, p.Generation)
 
 	// The sweep keeps the head's manifest and chunks only.
-	n := c.node(t, "observer")
-	sw := c.sweep(t, n)
+	sw := c.sweep(t, c.observer)
 	t.Logf("%s: sweep %+v", point, sw)
 	if gens, _ := st.Generations(context.Background(), "p1"); !slices.Equal(gens, []uint64{p.Generation}) {
 		t.Fatalf("manifests after the sweep: %v, want [%d]", gens, p.Generation)
@@ -262,19 +266,20 @@ func TestClusterNetworkCut(t *testing.T) {
 	a := c.hostVia(t, px.Endpoint(), "gvisor", "a", "--cluster-ttl", "3s")
 	b := c.host(t, "gvisor", "b", "--cluster-ttl", "3s")
 	n := c.node(t, "observer")
+	c.observer = n
 	ctx := context.Background()
 
 	a.ok("create", "n1", "--idle", "never")
 	a.ok("exec", "n1", "--", "sh", "-c", "echo one > ~/file && sync")
 	a.ok("sleep", "n1")
-	a.published("n1", 1)
+	c.published(t, "n1", 1)
 	a.ok("exec", "n1", "--", "sh", "-c", "echo two > ~/file && sync")
 	s, err := n.Get(ctx, "n1")
 	if err != nil || s.Owner != "a" {
 		t.Fatalf("n1 before the cut: %+v, %v", s, err)
 	}
 	pid := a.info("n1").Pid
-	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+	if pid <= 0 || !alive(pid) {
 		t.Fatalf("n1's VM pid %d is not running", pid)
 	}
 
@@ -293,7 +298,7 @@ func TestClusterNetworkCut(t *testing.T) {
 			}
 			now := time.Now()
 			mu.Lock()
-			if vmGone.IsZero() && syscall.Kill(pid, 0) != nil {
+			if vmGone.IsZero() && !alive(pid) {
 				vmGone = now
 			}
 			mu.Unlock()
@@ -335,11 +340,17 @@ func TestClusterNetworkCut(t *testing.T) {
 	if !strings.Contains(a.log(), "cluster lease lost") {
 		t.Fatal("a did not log its lost lease")
 	}
+	for _, l := range strings.Split(a.log(), "\n") {
+		if strings.Contains(l, "lease") || strings.Contains(l, "keep-alive") || strings.Contains(l, "fence") || strings.Contains(l, "sprite stopped") {
+			t.Logf("a: %s", l)
+		}
+	}
+	t.Logf("cut at %s", cut.UTC().Format("15:04:05.000"))
 
 	// a's late writes: the generation it would publish is taken (the
 	// conditional PUT refuses it) once b publishes, and its fence is void.
 	b.ok("sleep", "n1")
-	p := b.published("n1", 2)
+	p := c.published(t, "n1", 2).Head
 	late := filepath.Join(t.TempDir(), "late")
 	os.WriteFile(late, []byte("late"), 0o600)
 	if _, _, err := c.store(t).Publish(ctx, "n1", p.Generation, "a", []blob.File{{Name: "disk.img", Path: late}}, nil, nil); !errors.Is(err, errdefs.ErrConflict) {
@@ -375,7 +386,7 @@ func TestClusterRace(t *testing.T) {
 	h.ok("create", "r1", "--idle", "never")
 	h.ok("exec", "r1", "--", "sh", "-c", "echo kept > ~/file && sync")
 	h.ok("sleep", "r1")
-	h.published("r1", 1)
+	c.published(t, "r1", 1)
 	h.stop() // its last host leaves: a and b both may take it
 
 	var wg sync.WaitGroup
@@ -423,12 +434,13 @@ func TestClusterCorruptChunk(t *testing.T) {
 	a := c.host(t, "gvisor", "a")
 	b := c.host(t, "gvisor", "b")
 	n := c.node(t, "observer")
+	c.observer = n
 	ctx := context.Background()
 
 	a.ok("create", "k1", "--idle", "never")
 	a.ok("exec", "k1", "--", "sh", "-c", "echo kept > ~/file && sync")
 	a.ok("sleep", "k1")
-	a.published("k1", 1)
+	c.published(t, "k1", 1)
 
 	// A chunk of its memory (the disk's may come from b's base image).
 	m, err := c.store(t).Manifest(ctx, "k1", 1)
@@ -456,7 +468,7 @@ func TestClusterCorruptChunk(t *testing.T) {
 	good, _ := io.ReadAll(obj.Contents)
 	obj.Contents.Close()
 	bad := bytes.Repeat([]byte{0x5a}, len(good))
-	if _, err := c.be.PutObject("wisp", key, nil, bytes.NewReader(bad), int64(len(bad)), nil); err != nil {
+	if _, err := c.be.PutObject("wisp", key, map[string]string{}, bytes.NewReader(bad), int64(len(bad)), nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -480,7 +492,7 @@ func TestClusterCorruptChunk(t *testing.T) {
 	}
 
 	// Repaired: the same move goes through.
-	if _, err := c.be.PutObject("wisp", key, nil, bytes.NewReader(good), int64(len(good)), nil); err != nil {
+	if _, err := c.be.PutObject("wisp", key, map[string]string{}, bytes.NewReader(good), int64(len(good)), nil); err != nil {
 		t.Fatal(err)
 	}
 	a.ok("move", "k1", "--to", "b")
@@ -499,7 +511,9 @@ func TestClusterIncompatible(t *testing.T) {
 			a := c.host(t, be, "a")
 			b := c.host(t, be, "b", "--cpu-class", "another-cpu")
 			a.ok("create", "x1", "--idle", "never")
-			a.ok("exec", "x1", "--", "sh", "-c", "echo kept > ~/file && sync && echo ram > /tmp/ram")
+			a.ok("exec", "x1", "--", "sh", "-c", "echo kept > ~/file && sync")
+			// A process that lives in its memory only.
+			a.ok("exec", "x1", "--", "sh", "-c", "setsid sleep 10007 </dev/null >/dev/null 2>&1 &")
 			a.ok("move", "x1", "--to", "b")
 			var info struct {
 				spriteJSON
@@ -515,7 +529,7 @@ func TestClusterIncompatible(t *testing.T) {
 			if txt := b.ok("info", "x1"); !strings.Contains(txt, "without its memory") {
 				t.Errorf("wisp info does not say why:\n%s", txt)
 			}
-			if got := strings.TrimSpace(b.ok("exec", "x1", "--", "sh", "-c", "cat ~/file; cat /tmp/ram 2>/dev/null || echo cold")); got != "kept\ncold" {
+			if got := strings.TrimSpace(b.ok("exec", "x1", "--", "sh", "-c", "cat ~/file; grep -l '1000[7]' /proc/[0-9]*/cmdline >/dev/null 2>&1 && echo warm || echo cold")); got != "kept\ncold" {
 				t.Fatalf("x1 on b: %q, want its file and a cold boot", got)
 			}
 		})
@@ -536,7 +550,7 @@ func TestClusterDrain(t *testing.T) {
 	}
 	a.ok("stop", "d2")
 	a.ok("sleep", "d3")
-	a.published("d3", 1)
+	c.published(t, "d3", 1)
 	out := a.ok("drain", "a")
 	t.Logf("drain: %s", strings.TrimSpace(out))
 	var hosts []hostJSON

@@ -13,6 +13,7 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/wisp-sh/wisp/internal/cluster"
 	"github.com/wisp-sh/wisp/internal/cluster/clustertest"
 )
 
@@ -21,6 +22,7 @@ import (
 type testCluster struct {
 	etcd, s3 string
 	be       *s3mem.Backend // the object store's backend, for tests that reach into it
+	observer *cluster.Node  // the test's own view of etcd (see node)
 }
 
 func newTestCluster(t *testing.T) *testCluster {
