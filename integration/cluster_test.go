@@ -54,8 +54,14 @@ func (c *testCluster) host(t *testing.T, backend, id string, args ...string) *da
 func (c *testCluster) hostVia(t *testing.T, etcd, backend, id string, args ...string) *daemon {
 	t.Helper()
 	return newDaemon(t, backend, append([]string{"--cluster", "etcd=" + etcd, "--s3", c.s3, "--s3-bucket", "wisp",
-		"--host-id", id, "--net-name", testNetName + id}, args...)...)
+		"--host-id", id, "--net-name", hostNetName(id)}, args...)...)
 }
+
+// hostNetName is host id's --net-name: its own, and its first four bytes
+// (the prefix of its links on the host) its own too, so that a sprite
+// that moves between two daemons of this one machine (same sprite id)
+// does not meet the links the other daemon left for it.
+func hostNetName(id string) string { return id[:1] + testNetName[2:] + id }
 
 type hostJSON struct {
 	ID       string `json:"id"`
