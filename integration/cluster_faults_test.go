@@ -375,54 +375,59 @@ func TestClusterNetworkCut(t *testing.T) {
 }
 
 // TestClusterRace: two hosts wake the same sprite at rest at once (its
-// last host is gone): exactly one claims and fetches it, the other
-// forwards, and both execs succeed.
+// last host is gone), for three sprites in turn: each time exactly one
+// claims and fetches it, the other forwards, and both execs succeed.
 func TestClusterRace(t *testing.T) {
 	needGVisor(t)
 	c := newTestCluster(t)
 	a := c.host(t, "gvisor", "a")
 	b := c.host(t, "gvisor", "b")
 	h := c.host(t, "gvisor", "c")
-	h.ok("create", "r1", "--idle", "never")
-	h.ok("exec", "r1", "--", "sh", "-c", "echo kept > ~/file && sync")
-	h.ok("sleep", "r1")
-	c.published(t, "r1", 1)
-	h.stop() // its last host leaves: a and b both may take it
+	names := []string{"r1", "r2", "r3"}
+	for _, name := range names {
+		h.ok("create", name, "--idle", "never")
+		h.ok("exec", name, "--", "sh", "-c", "echo "+name+" > ~/file && sync")
+		h.ok("sleep", name)
+		c.published(t, name, 1)
+	}
+	h.stop() // their last host leaves: a and b both may take them
 
-	var wg sync.WaitGroup
-	outs := make([]string, 2)
-	codes := make([]int, 2)
-	errs := make([]string, 2)
-	for i, d := range []*daemon{a, b} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outs[i], errs[i], codes[i] = d.wisp(nil, "exec", "r1", "--", "sh", "-c", "cat ~/file")
-		}()
-	}
-	wg.Wait()
-	for i, id := range []string{"a", "b"} {
-		if codes[i] != 0 || strings.TrimSpace(outs[i]) != "kept" {
-			t.Errorf("exec on %s: exit %d, %q, stderr %q", id, codes[i], outs[i], errs[i])
+	for _, name := range names {
+		var wg sync.WaitGroup
+		outs, errs, codes := make([]string, 2), make([]string, 2), make([]int, 2)
+		start := make(chan struct{})
+		for i, d := range []*daemon{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				outs[i], errs[i], codes[i] = d.wisp(nil, "exec", name, "--", "sh", "-c", "cat ~/file")
+			}()
 		}
-	}
-	fetched := 0
-	var winner string
-	for id, d := range map[string]*daemon{"a": a, "b": b} {
-		if strings.Contains(d.log(), `msg="sprite fetched" sprite=r1`) {
-			fetched++
-			winner = id
+		close(start)
+		wg.Wait()
+		for i, id := range []string{"a", "b"} {
+			if codes[i] != 0 || strings.TrimSpace(outs[i]) != name {
+				t.Errorf("%s: exec on %s: exit %d, %q, stderr %q", name, id, codes[i], outs[i], errs[i])
+			}
 		}
-	}
-	if fetched != 1 {
-		t.Fatalf("r1 fetched by %d hosts, want 1", fetched)
-	}
-	for _, d := range []*daemon{a, b} {
-		if p := d.placed("r1"); p.Host != winner {
-			t.Fatalf("r1 on %q, want %s", p.Host, winner)
+		fetched := 0
+		var winner string
+		for id, d := range map[string]*daemon{"a": a, "b": b} {
+			if strings.Contains(d.log(), `msg="sprite fetched" sprite=`+name+" ") {
+				fetched++
+				winner = id
+			}
 		}
+		if fetched != 1 {
+			t.Fatalf("%s fetched by %d hosts, want 1", name, fetched)
+		}
+		s, err := c.observer.Get(context.Background(), name)
+		if err != nil || s.Owner != winner {
+			t.Fatalf("%s: owner %q (%v), want %s", name, s.Owner, err, winner)
+		}
+		t.Logf("%s claimed %s", winner, name)
 	}
-	t.Logf("%s claimed r1", winner)
 }
 
 // TestClusterCorruptChunk: a chunk of a published sprite is damaged in
@@ -544,15 +549,18 @@ func TestClusterDrain(t *testing.T) {
 	c := newTestCluster(t)
 	a := c.host(t, "gvisor", "a")
 	b := c.host(t, "gvisor", "b")
-	for _, name := range []string{"d1", "d2", "d3"} {
+	for _, name := range []string{"d1", "d2", "d3", "d4"} {
 		a.ok("create", name, "--idle", "never")
 		a.ok("exec", name, "--", "sh", "-c", "echo "+name+" > ~/file && sync")
 	}
-	a.ok("stop", "d2")
-	a.ok("sleep", "d3")
-	c.published(t, "d3", 1)
+	a.ok("stop", "d3")
+	a.ok("sleep", "d4")
+	c.published(t, "d4", 1)
 	out := a.ok("drain", "a")
 	t.Logf("drain: %s", strings.TrimSpace(out))
+	if !strings.Contains(out, "d1") || !strings.Contains(out, "d2") {
+		t.Fatalf("drain moved %q, want d1 and d2 (running on a)", out)
+	}
 	var hosts []hostJSON
 	if err := json.Unmarshal([]byte(b.ok("hosts", "--json")), &hosts); err != nil {
 		t.Fatal(err)
@@ -563,11 +571,11 @@ func TestClusterDrain(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"d1", "d2"} {
-		if p := b.placed(name); p.Host != "b" {
+		if p := b.placed(name); p.Host != "b" || p.Generation != 1 {
 			t.Fatalf("%s after the drain: %+v, want on b", name, p)
 		}
 	}
-	for _, name := range []string{"d1", "d2", "d3"} {
+	for _, name := range []string{"d1", "d2", "d3", "d4"} {
 		if got := strings.TrimSpace(a.ok("exec", name, "--", "sh", "-c", "cat ~/file")); got != name {
 			t.Fatalf("%s's file: %q", name, got)
 		}
@@ -590,6 +598,11 @@ func TestClusterRestart(t *testing.T) {
 	waitFor(t, time.Minute, "the writer counts", func() bool { return a.seq("s1") > 3 })
 
 	a.stop()
+	for _, l := range strings.Split(a.log(), "\n") {
+		if strings.Contains(l, "publish") || strings.Contains(l, "shutting") || strings.Contains(l, "cluster: left") || strings.Contains(l, "fenc") {
+			t.Logf("a: %s", l)
+		}
+	}
 	a.start()
 	before := 0
 	if p := a.placed("s1"); p.Generation < 1 || p.State != "sleeping" {
