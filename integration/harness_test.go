@@ -63,7 +63,7 @@ type daemon struct {
 	// --build-dir, --cache, default image or disk): only its own data dir
 	// and socket, as a user would.
 	defaults bool
-	uidRange string // --vmm-uids (see uids)
+	uidRange string   // --vmm-uids (see uids)
 	env      []string // more environment for wispd (KEY=VALUE)
 }
 

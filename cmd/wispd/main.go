@@ -283,7 +283,11 @@ func run(log *slog.Logger, cfg config.Config) error {
 	hs := srv.HTTPServer()
 	go func() {
 		<-ctx.Done()
-		log.Info("shutting down; sprites keep running")
+		if fl != nil {
+			log.Info("shutting down; leaving the cluster: running sprites are put to sleep and published")
+		} else {
+			log.Info("shutting down; sprites keep running")
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		hs.Shutdown(sctx)
