@@ -257,6 +257,39 @@ func testCrashMidPublish(t *testing.T, be, point string) {
 	}
 }
 
+// TestClusterCrashMidPublishRestart: host a, killed between the manifest
+// and the etcd transaction, starts again at once: it publishes the sprite
+// it had put to sleep (past the cut publish's manifest) and lets it go;
+// b then wakes the newest state.
+func TestClusterCrashMidPublishRestart(t *testing.T) {
+	eachBackend(t, testCrashMidPublishRestart)
+}
+
+func testCrashMidPublishRestart(t *testing.T, be string) {
+	c := newTestCluster(t)
+	a := c.host(t, be, "a", "--cluster-ttl", "3s")
+	b := c.host(t, be, "b", "--cluster-ttl", "3s")
+	a.ok("create", "p1", "--idle", "never")
+	a.ok("exec", "p1", "--", "sh", "-c", "echo one > ~/file && sync")
+	a.ok("sleep", "p1")
+	c.published(t, "p1", 1)
+	a.ok("exec", "p1", "--", "sh", "-c", "echo two > ~/file && sync")
+	a.env = []string{"WISP_FAILPOINT=publish-after-manifest"}
+	a.kill9AndRestart()
+	a.wisp(nil, "sleep", "p1") // the publish that follows kills a
+	a.cmd.Wait()
+	a.env = nil
+	a.start()
+	s := c.published(t, "p1", 3)
+	if s.Head.Host != "a" || s.Head.Generation != 3 {
+		t.Fatalf("p1 after a's restart: %+v, want generation 3 published by a", s.Head)
+	}
+	b.ok("move", "p1", "--to", "b")
+	if got := strings.TrimSpace(b.ok("exec", "p1", "--", "sh", "-c", "cat ~/file")); got != "two" {
+		t.Fatalf("p1's file on b: %q, want two", got)
+	}
+}
+
 // TestClusterNetworkCut: host a loses etcd (its connection is cut); it
 // stops its sprite's VM before b can claim it; b wakes the last publish;
 // a's late writes are refused; a comes back without the sprite.

@@ -50,6 +50,14 @@ func (f *Fleet) Start(ctx context.Context) error {
 		}
 		f.setOwned(name, claim{}, false)
 	}
+	// Sprites at rest here and still this host's: a crash cut their
+	// publish short (or they came by a move and were never woken). They
+	// are published and let go, as at a sleep, in the background.
+	for _, rec := range f.m.List() {
+		if _, mine := f.claimOf(rec.Name); mine && (rec.State == sprite.Sleeping || rec.State == sprite.Stopped) {
+			go f.AtRest(ctx, rec.Name)
+		}
+	}
 	return nil
 }
 
