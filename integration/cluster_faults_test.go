@@ -291,8 +291,9 @@ func testCrashMidPublishRestart(t *testing.T, be string) {
 }
 
 // TestClusterNetworkCut: host a loses etcd (its connection is cut); it
-// stops its sprite's VM before b can claim it; b wakes the last publish;
-// a's late writes are refused; a comes back without the sprite.
+// stops its sprites' VMs before b can claim one; b wakes the last
+// publish; a's late writes are refused; a comes back without the sprite b
+// took, and with the one nobody could take (never published), stopped.
 func TestClusterNetworkCut(t *testing.T) { eachBackend(t, testClusterNetworkCut) }
 
 func testClusterNetworkCut(t *testing.T, be string) {
@@ -313,6 +314,9 @@ func testClusterNetworkCut(t *testing.T, be string) {
 	if err != nil || s.Owner != "a" {
 		t.Fatalf("n1 before the cut: %+v, %v", s, err)
 	}
+	// n2 was never published: no other host can take it over.
+	a.ok("create", "n2", "--idle", "never")
+	a.ok("exec", "n2", "--", "sh", "-c", "echo mine > ~/file && sync")
 	pid := a.info("n1").Pid
 	if pid <= 0 || !alive(pid) {
 		t.Fatalf("n1's VM pid %d is not running", pid)
@@ -406,6 +410,24 @@ func testClusterNetworkCut(t *testing.T, be string) {
 	}
 	if p := a.placed("n1"); p.Host != "b" {
 		t.Fatalf("n1 after a came back: on %q, want b", p.Host)
+	}
+	// n2, which no other host could take, is kept: stopped, saying why,
+	// published once a is back; its files are intact.
+	c.published(t, "n2", 1)
+	var info struct {
+		State     string `json:"state"`
+		LastError string `json:"last_error"`
+		Host      string `json:"host"`
+	}
+	json.Unmarshal([]byte(a.ok("info", "n2", "--json")), &info)
+	if info.Host != "a" || info.State != "stopped" || !strings.Contains(info.LastError, "lost its cluster lease") {
+		t.Fatalf("n2 after a came back: %+v, want stopped on a, saying why", info)
+	}
+	if got := strings.TrimSpace(a.ok("exec", "n2", "--", "sh", "-c", "cat ~/file")); got != "mine" {
+		t.Fatalf("n2's file: %q", got)
+	}
+	if left, _ := filepath.Glob(filepath.Join(a.clusterDir(), "lost", "*")); len(left) != 0 {
+		t.Fatalf("a kept aside copies after it came back: %v", left)
 	}
 }
 

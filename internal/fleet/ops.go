@@ -32,6 +32,8 @@ func (f *Fleet) Start(ctx context.Context) error {
 			f.log.Error("reconcile with the cluster", "sprite", rec.Name, "err", err)
 		}
 	}
+	// Sprites stopped when this host lost its lease, before this start.
+	f.restoreLost(ctx)
 	// Claims recorded for sprites that are not here (a crash between a
 	// park and its release, or between a claim and its fetch).
 	f.mu.Lock()
@@ -98,29 +100,6 @@ func headGen(s cluster.Sprite) uint64 {
 		return 0
 	}
 	return s.Head.Generation
-}
-
-// Lost fences this host: its lease keep-alive failed, so other hosts may
-// soon claim its sprites; their VMs end here first and this host's copies
-// go (the cluster's recovery point for each is its last publish).
-func (f *Fleet) Lost() {
-	f.mu.Lock()
-	names := make([]string, 0, len(f.owned))
-	for n := range f.owned {
-		names = append(names, n)
-	}
-	f.mu.Unlock()
-	why := "this host lost its cluster lease (etcd unreachable): the sprite was stopped so that another host can take it over from its last publish"
-	for _, name := range names {
-		if err := f.m.Fence(name, why); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			f.log.Error("fence", "sprite", name, "err", err)
-		}
-	}
-	f.log.Error("cluster lease lost: this host's sprites were stopped", "sprites", len(names))
-	for _, name := range names {
-		f.m.Park(name, "", func(sprite.Sprite) bool { return true })
-		f.setOwned(name, claim{}, false)
-	}
 }
 
 // Placement says where a sprite is: the host that owns it ("" at rest)
