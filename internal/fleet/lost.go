@@ -23,8 +23,10 @@ type lostCopy struct {
 	Claim  claim         `json:"claim"`
 }
 
-func (f *Fleet) lostDir(name string) string  { return filepath.Join(f.cfg.DataDir, "lost", name) }
-func (f *Fleet) lostMeta(name string) string { return filepath.Join(f.cfg.DataDir, "lost", name+".json") }
+func (f *Fleet) lostDir(name string) string { return filepath.Join(f.cfg.DataDir, "lost", name) }
+func (f *Fleet) lostMeta(name string) string {
+	return filepath.Join(f.cfg.DataDir, "lost", name+".json")
+}
 
 // Lost fences this host: its lease keep-alive failed, so other hosts may
 // soon claim its sprites. Their VMs end here first, and they leave the
