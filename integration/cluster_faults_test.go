@@ -42,7 +42,7 @@ func (c *testCluster) node(t *testing.T, id string) *cluster.Node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	n, err := cluster.Join(ctx, cluster.Config{Endpoints: []string{c.etcd}, Host: cluster.Host{ID: id}})
+	n, err := cluster.Join(ctx, cluster.Config{Endpoints: strings.Split(c.etcd, ","), Host: cluster.Host{ID: id}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,6 +287,35 @@ func testCrashMidPublishRestart(t *testing.T, be string) {
 	b.ok("move", "p1", "--to", "b")
 	if got := strings.TrimSpace(b.ok("exec", "p1", "--", "sh", "-c", "cat ~/file")); got != "two" {
 		t.Fatalf("p1's file on b: %q, want two", got)
+	}
+}
+
+// TestClusterLeaderChange: etcd's leader is killed as a sprite is put to
+// sleep (its publish under way): the publish still lands, and b wakes the
+// sprite with its files.
+func TestClusterLeaderChange(t *testing.T) {
+	if !slices.Contains(backends(), "gvisor") {
+		t.Skip("needs gVisor")
+	}
+	if testing.Short() || os.Getuid() != 0 {
+		t.Skip("boots real sprites as root")
+	}
+	e := clustertest.StartEtcdCluster(t, 3)
+	c := newTestClusterOn(t, e)
+	a := c.host(t, "gvisor", "a")
+	b := c.host(t, "gvisor", "b")
+	c.observer = c.node(t, "observer")
+	a.ok("create", "e1", "--idle", "never")
+	a.ok("exec", "e1", "--", "sh", "-c", "echo kept > ~/file && sync")
+	leader := e.Leader()
+	a.ok("sleep", "e1")
+	e.Members[leader].Kill() // of three: the other two elect a leader
+	t0 := time.Now()
+	c.published(t, "e1", 1)
+	t.Logf("published %s after the leader (member %d) was killed", time.Since(t0).Round(time.Millisecond), leader)
+	a.ok("move", "e1", "--to", "b")
+	if got := strings.TrimSpace(b.ok("exec", "e1", "--", "sh", "-c", "cat ~/file")); got != "kept" {
+		t.Fatalf("e1's file on b: %q, want kept", got)
 	}
 }
 

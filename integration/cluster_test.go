@@ -20,17 +20,29 @@ import (
 // testCluster is an embedded etcd and an in-process S3 server on
 // loopback, and the wispd flags that join them.
 type testCluster struct {
-	etcd, s3 string
+	etcd, s3 string // etcd: its endpoints, comma-separated
 	be       *s3mem.Backend // the object store's backend, for tests that reach into it
 	observer *cluster.Node  // the test's own view of etcd (see node)
 }
 
 func newTestCluster(t *testing.T) *testCluster {
 	t.Helper()
+	return newTestClusterOn(t, nil)
+}
+
+// newTestClusterOn is newTestCluster on the etcd cluster e (nil: a
+// one-member etcd of its own).
+func newTestClusterOn(t *testing.T, e *clustertest.Cluster) *testCluster {
+	t.Helper()
 	if testing.Short() || os.Getuid() != 0 {
 		t.Skip("boots real sprites as root")
 	}
-	ep := clustertest.StartEtcd(t, t.TempDir())
+	var ep string
+	if e == nil {
+		ep = clustertest.StartEtcd(t, t.TempDir())
+	} else {
+		ep = strings.Join(e.Endpoints(), ",")
+	}
 	be := s3mem.New()
 	if err := be.CreateBucket("wisp"); err != nil {
 		t.Fatal(err)

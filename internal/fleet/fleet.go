@@ -274,7 +274,7 @@ func (f *Fleet) Publish(ctx context.Context, name string, release bool) (blob.St
 	}
 	head := cluster.Head{Generation: gen, Manifest: blob.ManifestKey(name, gen), Host: f.ID(), Backend: rec.Backend,
 		State: string(rec.State), Compat: f.cfg.Compat[rec.Backend], Time: man.Created}
-	if err := f.node.SetHead(ctx, name, c.Fence, head); err != nil {
+	if err := f.setHead(ctx, name, c.Fence, head); err != nil {
 		return st, fmt.Errorf("publish sprite %q: %w", name, err)
 	}
 	c.Generation = gen
@@ -303,6 +303,26 @@ func (f *Fleet) Publish(ctx context.Context, name string, release bool) (blob.St
 		return st, nil
 	}
 	return st, f.setOwned(name, claim{}, false)
+}
+
+// setHead records head as name's under fence, trying again while etcd
+// does not answer (a leader election takes seconds) and this host's lease
+// holds: writing the same head again under the same fence is harmless.
+func (f *Fleet) setHead(ctx context.Context, name string, fence cluster.Fence, head cluster.Head) error {
+	wait := time.Second
+	for {
+		err := f.node.SetHead(ctx, name, fence, head)
+		if err == nil || !errors.Is(err, errdefs.ErrUnavailable) || !f.node.Live() || wait > 16*time.Second {
+			return err
+		}
+		f.log.Warn("publish: etcd did not answer; trying again", "sprite", name, "generation", head.Generation, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }
 
 // bring makes a published sprite this host's: it claims it, then adopts
