@@ -20,7 +20,7 @@ import (
 // testCluster is an embedded etcd and an in-process S3 server on
 // loopback, and the wispd flags that join them.
 type testCluster struct {
-	etcd, s3 string // etcd: its endpoints, comma-separated
+	etcd, s3 string         // etcd: its endpoints, comma-separated
 	be       *s3mem.Backend // the object store's backend, for tests that reach into it
 	observer *cluster.Node  // the test's own view of etcd (see node)
 }
