@@ -13,21 +13,36 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/wisp-sh/wisp/internal/cluster"
 	"github.com/wisp-sh/wisp/internal/cluster/clustertest"
 )
 
 // testCluster is an embedded etcd and an in-process S3 server on
 // loopback, and the wispd flags that join them.
 type testCluster struct {
-	etcd, s3 string
+	etcd, s3 string         // etcd: its endpoints, comma-separated
+	be       *s3mem.Backend // the object store's backend, for tests that reach into it
+	observer *cluster.Node  // the test's own view of etcd (see node)
 }
 
 func newTestCluster(t *testing.T) *testCluster {
 	t.Helper()
+	return newTestClusterOn(t, nil)
+}
+
+// newTestClusterOn is newTestCluster on the etcd cluster e (nil: a
+// one-member etcd of its own).
+func newTestClusterOn(t *testing.T, e *clustertest.Cluster) *testCluster {
+	t.Helper()
 	if testing.Short() || os.Getuid() != 0 {
 		t.Skip("boots real sprites as root")
 	}
-	ep := clustertest.StartEtcd(t, t.TempDir())
+	var ep string
+	if e == nil {
+		ep = clustertest.StartEtcd(t, t.TempDir())
+	} else {
+		ep = strings.Join(e.Endpoints(), ",")
+	}
 	be := s3mem.New()
 	if err := be.CreateBucket("wisp"); err != nil {
 		t.Fatal(err)
@@ -37,16 +52,28 @@ func newTestCluster(t *testing.T) *testCluster {
 	// The daemons take their S3 credentials from the environment.
 	t.Setenv("AWS_ACCESS_KEY_ID", "wisp-test")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "wisp-test-secret")
-	return &testCluster{etcd: ep, s3: srv.URL}
+	return &testCluster{etcd: ep, s3: srv.URL, be: be}
 }
 
 // host starts a wispd of the cluster with host id id, on a network of its
 // own name and the cluster's shared address range.
 func (c *testCluster) host(t *testing.T, backend, id string, args ...string) *daemon {
 	t.Helper()
-	return newDaemon(t, backend, append([]string{"--cluster", "etcd=" + c.etcd, "--s3", c.s3, "--s3-bucket", "wisp",
-		"--host-id", id, "--net-name", testNetName + id}, args...)...)
+	return c.hostVia(t, c.etcd, backend, id, args...)
 }
+
+// hostVia is host reaching etcd at endpoint etcd (a proxy the test cuts).
+func (c *testCluster) hostVia(t *testing.T, etcd, backend, id string, args ...string) *daemon {
+	t.Helper()
+	return newDaemon(t, backend, append([]string{"--cluster", "etcd=" + etcd, "--s3", c.s3, "--s3-bucket", "wisp",
+		"--host-id", id, "--net-name", hostNetName(id)}, args...)...)
+}
+
+// hostNetName is host id's --net-name: its own, and its first four bytes
+// (the prefix of its links on the host) its own too, so that a sprite
+// that moves between two daemons of this one machine (same sprite id)
+// does not meet the links the other daemon left for it.
+func hostNetName(id string) string { return id[:1] + testNetName[2:] + id }
 
 type hostJSON struct {
 	ID       string `json:"id"`

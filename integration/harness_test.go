@@ -63,7 +63,8 @@ type daemon struct {
 	// --build-dir, --cache, default image or disk): only its own data dir
 	// and socket, as a user would.
 	defaults bool
-	uidRange string // --vmm-uids (see uids)
+	uidRange string   // --vmm-uids (see uids)
+	env      []string // more environment for wispd (KEY=VALUE)
 }
 
 // newDaemon starts wispd with a fresh data dir whose images come from the
@@ -163,6 +164,9 @@ func (d *daemon) start() {
 	}
 	d.cmd.Args = append(d.cmd.Args, d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logf, d.logf
+	if d.env != nil {
+		d.cmd.Env = append(os.Environ(), d.env...)
+	}
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}

@@ -102,6 +102,7 @@ func joinCluster(ctx context.Context, log *slog.Logger, cfg config.Config, dataD
 	p.node, err = cluster.Join(ctx, cluster.Config{
 		Endpoints: cfg.Etcd,
 		Previous:  previous,
+		TTL:       cfg.ClusterTTL,
 		Host: cluster.Host{ID: id, API: cfg.Advertise, CPUClass: facts.CPUClass, QEMU: facts.QEMU,
 			Runsc: facts.Runsc, Accel: facts.Accel, Version: version, CPUs: runtime.NumCPU(), Started: time.Now().UTC()},
 		Log: log,

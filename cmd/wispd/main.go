@@ -85,6 +85,8 @@ func main() {
 	flag.StringVar(&cfg.S3Credentials, "s3-credentials", cfg.S3Credentials, "cluster mode: file with the S3 access key and secret (two lines, or AWS_ACCESS_KEY_ID= / AWS_SECRET_ACCESS_KEY= lines)")
 	flag.StringVar(&cfg.HostID, "host-id", cfg.HostID, "cluster mode: this host's id (default: the hostname)")
 	flag.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "cluster mode: the URL other hosts reach this host's API at (default: http:// + --listen)")
+	flag.StringVar(&cfg.CPUClass, "cpu-class", cfg.CPUClass, "cluster mode: the CPU class this host advertises (default: its CPU model and a digest of its feature flags); a sleeping sprite's memory wakes only on a host of the same class, so a mixed cluster can pin a class common to its hosts (sprites must then use only that class's features)")
+	flag.DurationVar(&cfg.ClusterTTL, "cluster-ttl", 0, "cluster mode: this host's lease in etcd (default 10s); a host cut off from etcd stops its sprites before it ends (tests shorten it)")
 	debug := flag.Bool("debug", false, "log at debug level")
 	doctorOnly := flag.Bool("doctor", false, "print this host's report as JSON (what `wisp doctor` shows) without starting the daemon, and exit")
 	flag.Parse()
@@ -180,7 +182,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 			cfg.Advertise = "http://" + remote.Addr().String()
 		}
 		q := qemu.Detect(cfg.QEMU)
-		facts = hostFacts{CPUClass: cpuClass(), QEMU: q.Version, Accel: q.Accel, Runsc: gv.Version}
+		facts = hostFacts{CPUClass: cmp.Or(cfg.CPUClass, cpuClass()), QEMU: q.Version, Accel: q.Accel, Runsc: gv.Version}
 		switch {
 		case q.Accel != "kvm":
 			facts.QEMUCPU = "tcg max"
@@ -288,7 +290,11 @@ func run(log *slog.Logger, cfg config.Config) error {
 	hs := srv.HTTPServer()
 	go func() {
 		<-ctx.Done()
-		log.Info("shutting down; sprites keep running")
+		if fl != nil {
+			log.Info("shutting down; leaving the cluster: running sprites are put to sleep and published")
+		} else {
+			log.Info("shutting down; sprites keep running")
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		hs.Shutdown(sctx)

@@ -77,6 +77,9 @@ func (s *Store) Publish(ctx context.Context, sprite string, gen uint64, host str
 	if err != nil {
 		return Manifest{}, stats, fmt.Errorf("publish %s gen %d: %w", sprite, gen, err)
 	}
+	if s.BeforeManifest != nil {
+		s.BeforeManifest()
+	}
 	if err := s.b.PutIfAbsent(ctx, ManifestKey(sprite, gen), body); err != nil {
 		if errors.Is(err, ErrConflict) {
 			return Manifest{}, stats, fmt.Errorf("publish %s: generation %d is already published: %w", sprite, gen, err)

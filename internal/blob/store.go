@@ -88,6 +88,10 @@ type Store struct {
 	ReuseWindow time.Duration
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
+	// BeforeManifest, if set, is called by Publish after the chunks are
+	// uploaded, before the manifest is written (a test knob: fleet's
+	// failpoint kills the daemon there).
+	BeforeManifest func()
 }
 
 // New returns a store on b. cacheDir, a local directory, keeps the chunk

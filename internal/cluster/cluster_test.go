@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -361,96 +360,13 @@ func TestClaimRace(t *testing.T) {
 	}
 }
 
-// proxy is a loopback TCP proxy the test can cut.
-type proxy struct {
-	l      net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  map[net.Conn]bool
-}
-
-func newProxy(t testing.TB, target string) *proxy {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{l: l, target: target, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { l.Close(); p.Cut() })
-	go p.serve()
-	return p
-}
-
-func (p *proxy) Endpoint() string { return "http://" + p.l.Addr().String() }
-
-func (p *proxy) serve() {
-	for {
-		c, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		go p.pipe(c)
-	}
-}
-
-func (p *proxy) track(cs ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cut {
-		for _, c := range cs {
-			c.Close()
-		}
-		return false
-	}
-	for _, c := range cs {
-		p.conns[c] = true
-	}
-	return true
-}
-
-func (p *proxy) pipe(c net.Conn) {
-	if !p.track(c) {
-		return
-	}
-	u, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	if !p.track(u) {
-		c.Close()
-		return
-	}
-	go func() { io.Copy(u, c); u.Close(); c.Close() }()
-	io.Copy(c, u)
-	c.Close()
-	u.Close()
-}
-
-// Cut closes every connection and refuses new ones until Heal.
-func (p *proxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-func (p *proxy) Heal() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = false
-}
-
 // A host cut off from etcd stops its sprites (OnLost) before any other host
 // can claim them, its late writes are rejected, and it registers again when
 // etcd is back.
 func TestSelfFence(t *testing.T) {
 	ep := clustertest.StartEtcd(t, t.TempDir())
 	ctx := ctxT(t)
-	p := newProxy(t, strings.TrimPrefix(ep, "http://"))
+	p := clustertest.NewProxy(t, strings.TrimPrefix(ep, "http://"))
 	const ttl, margin = 3 * time.Second, time.Second
 	var lostMu sync.Mutex
 	var lostAt []time.Time
@@ -530,7 +446,7 @@ func TestSelfFence(t *testing.T) {
 func TestSelfFenceShortCut(t *testing.T) {
 	ep := clustertest.StartEtcd(t, t.TempDir())
 	ctx := ctxT(t)
-	p := newProxy(t, strings.TrimPrefix(ep, "http://"))
+	p := clustertest.NewProxy(t, strings.TrimPrefix(ep, "http://"))
 	lost := make(chan time.Time, 4)
 	// A long TTL and a wide margin: OnLost long before etcd would expire
 	// the lease.
@@ -751,7 +667,7 @@ func TestRestart(t *testing.T) {
 	ctx := ctxT(t)
 	b := join(t, []string{ep}, "b")
 
-	p := newProxy(t, strings.TrimPrefix(ep, "http://"))
+	p := clustertest.NewProxy(t, strings.TrimPrefix(ep, "http://"))
 	old := join(t, []string{p.Endpoint()}, "a", func(c *cluster.Config) { c.RequestTimeout = time.Second })
 	f, err := old.Create(ctx, "s")
 	if err != nil {
@@ -793,7 +709,7 @@ func TestRestart(t *testing.T) {
 	}
 
 	// Without the previous lease: Join waits for it to expire.
-	p2 := newProxy(t, strings.TrimPrefix(ep, "http://"))
+	p2 := clustertest.NewProxy(t, strings.TrimPrefix(ep, "http://"))
 	join(t, []string{p2.Endpoint()}, "c", func(c *cluster.Config) { c.RequestTimeout = time.Second })
 	p2.Cut()
 	t0 = time.Now()

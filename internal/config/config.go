@@ -88,6 +88,12 @@ type Config struct {
 	S3Credentials string
 	HostID        string
 	Advertise     string
+	// ClusterTTL is the lease of this host in etcd (default 10 s): how
+	// long after losing etcd its sprites may be claimed elsewhere. CPUClass
+	// overrides the CPU class this host advertises ("": its CPU model and
+	// feature flags).
+	ClusterTTL time.Duration
+	CPUClass   string
 
 	// Limits for wisp create.
 	MaxCPUs      int
@@ -158,6 +164,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Listen == "" && c.Advertise == "" {
 			errs = append(errs, errors.New("cluster mode needs the API over TCP (--listen) for the other hosts"))
+		}
+		if c.ClusterTTL != 0 && c.ClusterTTL < 2*time.Second {
+			errs = append(errs, fmt.Errorf("--cluster-ttl %v: at least 2s", c.ClusterTTL))
 		}
 	} else if c.S3 != "" || c.HostID != "" {
 		errs = append(errs, errors.New("--s3 and --host-id are for cluster mode: add --cluster etcd=URL"))

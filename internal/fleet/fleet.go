@@ -9,6 +9,12 @@
 // last host keeps a warm copy of its files, so waking it there again costs
 // a claim and a rename, and anywhere else a fetch of the chunks that host
 // lacks.
+//
+// A test knob: WISP_FAILPOINT, read once by New, makes the daemon kill
+// itself (SIGKILL, no cleanup) at one point of a publish, as a crash
+// there would: "publish-after-chunks" (the chunks are in the store, the
+// manifest is not) or "publish-after-manifest" (the manifest is, the
+// head in etcd is not). Unset, nothing changes.
 package fleet
 
 import (
@@ -50,6 +56,8 @@ type Fleet struct {
 	node  *cluster.Node
 	store *blob.Store
 
+	failpoint string // WISP_FAILPOINT (see the package doc)
+
 	mu     sync.Mutex
 	owned  map[string]claim       // sprites this host owns, by name
 	locks  map[string]*sync.Mutex // one claim, publish or move at a time per sprite
@@ -69,6 +77,14 @@ func New(cfg Config, m *sprite.Manager, node *cluster.Node, store *blob.Store) (
 	f := &Fleet{cfg: cfg, log: cfg.Log, m: m, node: node, store: store, owned: map[string]claim{}, locks: map[string]*sync.Mutex{}}
 	if f.log == nil {
 		f.log = slog.Default()
+	}
+	switch f.failpoint = os.Getenv("WISP_FAILPOINT"); f.failpoint {
+	case "":
+	case failAfterChunks:
+		store.BeforeManifest = func() { f.fail(failAfterChunks) }
+	case failAfterManifest:
+	default:
+		return nil, fmt.Errorf("WISP_FAILPOINT=%q: want %s or %s", f.failpoint, failAfterChunks, failAfterManifest)
 	}
 	b, err := os.ReadFile(f.ownedPath())
 	switch {
@@ -92,6 +108,21 @@ func New(cfg Config, m *sprite.Manager, node *cluster.Node, store *blob.Store) (
 		}
 	}
 	return f, nil
+}
+
+// Failpoints (WISP_FAILPOINT).
+const (
+	failAfterChunks   = "publish-after-chunks"
+	failAfterManifest = "publish-after-manifest"
+)
+
+// fail kills this process at failpoint point, as a crash there would.
+func (f *Fleet) fail(point string) {
+	f.log.Error("failpoint: killing the daemon", "failpoint", point)
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		p.Kill()
+	}
+	select {}
 }
 
 func (f *Fleet) ownedPath() string            { return filepath.Join(f.cfg.DataDir, "owned.json") }
@@ -223,26 +254,27 @@ func (f *Fleet) Publish(ctx context.Context, name string, release bool) (blob.St
 	for i, fl := range files {
 		bf[i] = blob.File{Name: fl.Name, Path: fl.Path}
 	}
-	// A manifest of the next generation may exist already: a publish cut
-	// short between its manifest and its head (never the head, so never
-	// used; the sweep removes it). The generation after it is free.
-	var man blob.Manifest
-	var st blob.Stats
+	// The next generation: past the head, and past any manifest a publish
+	// cut short after its manifest (a crash before its etcd transaction)
+	// left behind until the sweep.
 	gen := c.Generation + 1
-	for range 3 {
-		man, st, err = f.store.Publish(ctx, name, gen, f.ID(), bf, meta, prev)
-		if !errors.Is(err, blob.ErrConflict) {
-			break
-		}
-		f.log.Warn("generation taken by a cut publish; taking the next", "sprite", name, "generation", gen)
-		gen++
+	gens, err := f.store.Generations(ctx, name)
+	if err != nil {
+		return blob.Stats{}, fmt.Errorf("publish sprite %q: %w", name, err)
 	}
+	if len(gens) > 0 {
+		gen = max(gen, gens[len(gens)-1]+1)
+	}
+	man, st, err := f.store.Publish(ctx, name, gen, f.ID(), bf, meta, prev)
 	if err != nil {
 		return st, fmt.Errorf("publish sprite %q generation %d: %w", name, gen, err)
 	}
+	if f.failpoint == failAfterManifest {
+		f.fail(failAfterManifest)
+	}
 	head := cluster.Head{Generation: gen, Manifest: blob.ManifestKey(name, gen), Host: f.ID(), Backend: rec.Backend,
 		State: string(rec.State), Compat: f.cfg.Compat[rec.Backend], Time: man.Created}
-	if err := f.node.SetHead(ctx, name, c.Fence, head); err != nil {
+	if err := f.setHead(ctx, name, c.Fence, head); err != nil {
 		return st, fmt.Errorf("publish sprite %q: %w", name, err)
 	}
 	c.Generation = gen
@@ -271,6 +303,26 @@ func (f *Fleet) Publish(ctx context.Context, name string, release bool) (blob.St
 		return st, nil
 	}
 	return st, f.setOwned(name, claim{}, false)
+}
+
+// setHead records head as name's under fence, trying again while etcd
+// does not answer (a leader election takes seconds) and this host's lease
+// holds: writing the same head again under the same fence is harmless.
+func (f *Fleet) setHead(ctx context.Context, name string, fence cluster.Fence, head cluster.Head) error {
+	wait := time.Second
+	for {
+		err := f.node.SetHead(ctx, name, fence, head)
+		if err == nil || !errors.Is(err, errdefs.ErrUnavailable) || !f.node.Live() || wait > 16*time.Second {
+			return err
+		}
+		f.log.Warn("publish: etcd did not answer; trying again", "sprite", name, "generation", head.Generation, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }
 
 // bring makes a published sprite this host's: it claims it, then adopts

@@ -32,6 +32,8 @@ func (f *Fleet) Start(ctx context.Context) error {
 			f.log.Error("reconcile with the cluster", "sprite", rec.Name, "err", err)
 		}
 	}
+	// Sprites stopped when this host lost its lease, before this start.
+	f.restoreLost(ctx)
 	// Claims recorded for sprites that are not here (a crash between a
 	// park and its release, or between a claim and its fetch).
 	f.mu.Lock()
@@ -49,6 +51,14 @@ func (f *Fleet) Start(ctx context.Context) error {
 			continue
 		}
 		f.setOwned(name, claim{}, false)
+	}
+	// Sprites at rest here and still this host's: a crash cut their
+	// publish short (or they came by a move and were never woken). They
+	// are published and let go, as at a sleep, in the background.
+	for _, rec := range f.m.List() {
+		if _, mine := f.claimOf(rec.Name); mine && (rec.State == sprite.Sleeping || rec.State == sprite.Stopped) {
+			go f.AtRest(ctx, rec.Name)
+		}
 	}
 	return nil
 }
@@ -90,44 +100,6 @@ func headGen(s cluster.Sprite) uint64 {
 		return 0
 	}
 	return s.Head.Generation
-}
-
-// Lost fences this host: its lease keep-alive failed, so other hosts may
-// soon claim its sprites. Their VMs end here first (their processes are
-// lost; the cluster's recovery point is each one's last publish). The
-// copies stay: once the Node has a lease again, a sprite no other host
-// took meanwhile is claimed again and boots from its disk here; one
-// another host took is removed. Lost runs on the Node's goroutine and
-// returns at once.
-func (f *Fleet) Lost() {
-	f.mu.Lock()
-	names := make([]string, 0, len(f.owned))
-	for n := range f.owned {
-		names = append(names, n)
-	}
-	f.mu.Unlock()
-	why := "this host lost its cluster lease (etcd unreachable): the sprite was stopped so that no other host runs it at the same time"
-	for _, name := range names {
-		if err := f.m.Fence(name, why); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			f.log.Error("fence", "sprite", name, "err", err)
-		}
-	}
-	f.log.Error("cluster lease lost: this host's sprites were stopped", "sprites", len(names))
-	go f.rejoin(names)
-}
-
-// rejoin reconciles fenced sprites once the Node is live again.
-func (f *Fleet) rejoin(names []string) {
-	for !f.node.Live() {
-		time.Sleep(200 * time.Millisecond) // the Node re-registers by itself; it has no event for it
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for _, name := range names {
-		if err := f.reconcile(ctx, name); err != nil {
-			f.log.Error("reconcile after a lost lease", "sprite", name, "err", err)
-		}
-	}
 }
 
 // Placement says where a sprite is: the host that owns it ("" at rest)

@@ -269,7 +269,8 @@ func (m *Manager) reserve(ctx context.Context, name string) (func(), error) {
 	return sync.OnceFunc(release), nil
 }
 
-// Fence ends a sprite's VM at once and marks it stopped, why recorded: this
+// Fence ends a sprite's VM at once and marks it stopped, why recorded (a
+// sleeping sprite, which has no VM, stays asleep): this
 // host lost its claim on it (its cluster lease), so another host may wake
 // its last published state and this copy must not run on.
 func (m *Manager) Fence(name, why string) error {
@@ -280,8 +281,8 @@ func (m *Manager) Fence(name, why string) error {
 	return m.withOp(e, func() error {
 		rec := e.rec
 		kill(m.takeInstance(e))
-		if rec.State == Stopped {
-			return nil
+		if rec.State == Stopped || rec.State == Sleeping {
+			return nil // no VM runs; a sleeping one keeps its memory
 		}
 		rec.State, rec.Pid, rec.LastError = Stopped, 0, why
 		return m.persist(e, rec)
