@@ -720,3 +720,57 @@ func testClusterRestart(t *testing.T, be string) {
 		t.Fatalf("the writer restarted: %d, %d before", mid, before)
 	}
 }
+
+// TestClusterDaemonDies: host a's daemon is killed (kill -9) and not
+// restarted while its sprite runs. Its fence watchdog, a process of its
+// own, stops the sprite's VM before a's lease expires, so before host b
+// can claim the sprite and wake its last publish: never two copies
+// running at once.
+func TestClusterDaemonDies(t *testing.T) { eachBackend(t, testClusterDaemonDies) }
+
+func testClusterDaemonDies(t *testing.T, be string) {
+	c := newTestCluster(t)
+	a := c.host(t, be, "a", "--cluster-ttl", "3s")
+	b := c.host(t, be, "b", "--cluster-ttl", "3s")
+	n := c.node(t, "observer")
+	c.observer = n
+	ctx := context.Background()
+
+	a.ok("create", "k1", "--idle", "never")
+	a.ok("exec", "k1", "--", "sh", "-c", "echo one > ~/file && sync")
+	a.ok("sleep", "k1")
+	c.published(t, "k1", 1)
+	a.ok("exec", "k1", "--", "true") // running again on a, owned by a
+	pid := a.info("k1").Pid
+	if pid <= 0 || !alive(pid) {
+		t.Fatalf("k1's VM pid %d is not running", pid)
+	}
+	killed := time.Now()
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	a.cmd.Wait()
+
+	var vmGone, claimable time.Time
+	waitFor(t, time.Minute, "a's VM stopped by the fence watchdog and its claim expired", func() bool {
+		now := time.Now()
+		if vmGone.IsZero() && !alive(pid) {
+			vmGone = now
+		}
+		if s, err := n.Get(ctx, "k1"); claimable.IsZero() && err == nil && s.Owner == "" {
+			claimable = now
+		}
+		return !vmGone.IsZero() && !claimable.IsZero()
+	})
+	t.Logf("%s: after kill -9 of a's daemon: VM gone at %s, claim free at %s", be,
+		vmGone.Sub(killed).Round(time.Millisecond), claimable.Sub(killed).Round(time.Millisecond))
+	if !vmGone.Before(claimable) {
+		t.Fatalf("a's VM was still running when its claim expired (VM gone %s after, claim free %s after)",
+			vmGone.Sub(killed), claimable.Sub(killed))
+	}
+	if got := strings.TrimSpace(b.ok("exec", "k1", "--", "sh", "-c", "cat ~/file")); got != "one" {
+		t.Fatalf("k1 on b: %q, want its last publish", got)
+	}
+	if log, _ := os.ReadFile(filepath.Join(a.clusterDir(), "watchdog.log")); !strings.Contains(string(log), "sprites were killed") {
+		t.Errorf("watchdog log: %s", log)
+	}
+	a.start() // the harness's cleanup talks to it
+}

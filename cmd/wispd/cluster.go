@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/wisp-sh/wisp/internal/blob"
@@ -72,6 +74,10 @@ type clusterParts struct {
 	node  *cluster.Node
 	store *blob.Store
 	live  atomic.Pointer[fleet.Fleet] // for the lease-lost callback
+	// fence is the fence file the watchdog reads; stopFences ends its
+	// rewriting.
+	fence      string
+	stopFences context.CancelFunc
 }
 
 // joinCluster joins etcd and opens the object store (cluster mode).
@@ -115,6 +121,9 @@ func joinCluster(ctx context.Context, log *slog.Logger, cfg config.Config, dataD
 	if err != nil {
 		return nil, fmt.Errorf("join the cluster: %w", err)
 	}
+	if err := fleet.ReclaimAll(ctx, p.node, filepath.Join(dataDir, "cluster"), fencePath(dataDir)); err != nil {
+		log.Warn("sprites of this host's previous run not taken back at once: their VMs stop at the old lease's deadline", "err", err)
+	}
 	if err := os.MkdirAll(filepath.Dir(leaseFile), 0o700); err == nil {
 		err = storage.WriteFileAtomic(leaseFile, []byte(strconv.FormatInt(p.node.Lease(), 10)), 0o600)
 	}
@@ -138,8 +147,47 @@ func (p *clusterParts) start(ctx context.Context, log *slog.Logger, dataDir stri
 		return nil, err
 	}
 	go f.SweepLoop(ctx, 10*time.Minute, time.Hour)
+	p.fence = fencePath(dataDir)
+	var fctx context.Context
+	fctx, p.stopFences = context.WithCancel(context.Background())
+	go f.WriteFences(fctx, p.fence)
+	if err := startFenceWatchdog(p.fence, filepath.Join(dataDir, "cluster", "watchdog.log")); err != nil {
+		log.Warn("no fence watchdog: if this daemon dies, its sprites' VMs run on when another host may claim them", "err", err)
+	}
 	return f, nil
+}
+
+// startFenceWatchdog starts `wispd --fence-watchdog FILE` in a session of
+// its own, so that it outlives this daemon (see fleet.WatchFence).
+func startFenceWatchdog(fence, logFile string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	cmd := exec.Command(self, "--fence-watchdog", fence)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	return cmd.Process.Release()
+}
+
+// leave ends the fence file after a clean shutdown (the sprites were put
+// to rest and published, or fenced): the watchdog exits.
+func (p *clusterParts) leave() {
+	if p.stopFences != nil {
+		p.stopFences()
+		fleet.RemoveFence(p.fence)
+	}
 }
 
 // Close leaves the cluster: the lease is revoked, this host's claims go.
 func (p *clusterParts) Close() error { return p.node.Close() }
+
+func fencePath(dataDir string) string { return filepath.Join(dataDir, "cluster", "fence.json") }

@@ -88,8 +88,16 @@ func main() {
 	flag.StringVar(&cfg.CPUClass, "cpu-class", cfg.CPUClass, "cluster mode: the CPU class this host advertises (default: its CPU model and a digest of its feature flags); a sleeping sprite's memory wakes only on a host of the same class, so a mixed cluster can pin a class common to its hosts (sprites must then use only that class's features)")
 	flag.DurationVar(&cfg.ClusterTTL, "cluster-ttl", 0, "cluster mode: this host's lease in etcd (default 10s); a host cut off from etcd stops its sprites before it ends (tests shorten it)")
 	debug := flag.Bool("debug", false, "log at debug level")
+	fenceWatchdog := flag.String("fence-watchdog", "", "internal: run as the fence watchdog of a daemon in cluster mode, reading this fence file")
 	doctorOnly := flag.Bool("doctor", false, "print this host's report as JSON (what `wisp doctor` shows) without starting the daemon, and exit")
 	flag.Parse()
+	if *fenceWatchdog != "" {
+		if err := fleet.WatchFence(*fenceWatchdog, slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
+			fmt.Fprintln(os.Stderr, "fence watchdog:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if *doctorOnly {
 		os.Exit(printDoctor())
 	}
@@ -309,6 +317,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		fl.Shutdown(sctx)
+		cl.leave()
 	}
 	return nil
 }

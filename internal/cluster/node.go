@@ -44,6 +44,9 @@ type Node struct {
 	lease  clientv3.LeaseID
 	live   bool // false from the watchdog's firing until registered again
 	closed bool
+	// lastOK is when the last successful keep-alive (or the grant) was
+	// sent: the lease lives at least TTL from then.
+	lastOK time.Time
 
 	closeOnce sync.Once
 	closeErr  error
@@ -86,7 +89,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		cli.Close()
 		return nil, err
 	}
-	n.lease, n.live = lease, true
+	n.lease, n.live, n.lastOK = lease, true, t0
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.wg.Add(1)
 	go n.keep(t0)
@@ -237,6 +240,9 @@ func (n *Node) keep(lastOK time.Time) {
 	defer n.wg.Done()
 	next := lastOK.Add(n.interval)
 	for {
+		n.mu.Lock()
+		n.lastOK = lastOK
+		n.mu.Unlock()
 		n.mu.Lock()
 		lease := n.lease
 		n.mu.Unlock()
@@ -482,3 +488,13 @@ func earliest(a, b time.Time) time.Time {
 }
 func (k keys) addr(a string) string { return string(k) + "addrs/" + a }
 func (k keys) secret() string       { return string(k) + "secret" }
+
+// Deadline is when this host must have stopped its sprites if no
+// keep-alive succeeds before: the last successful one plus TTL - Margin,
+// when OnLost fires, before the lease can expire and another host claim.
+// A process that outlives the daemon (a fence watchdog) acts on it.
+func (n *Node) Deadline() time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.lastOK.Add(n.cfg.TTL - n.cfg.Margin)
+}
