@@ -150,6 +150,10 @@ func (p *clusterParts) start(ctx context.Context, log *slog.Logger, dataDir stri
 	p.fence = fencePath(dataDir)
 	var fctx context.Context
 	fctx, p.stopFences = context.WithCancel(context.Background())
+	// The watchdog takes a missing file for a clean shutdown: write it first.
+	if err := f.WriteFence(p.fence); err != nil {
+		return nil, fmt.Errorf("write the fence file: %w", err)
+	}
 	go f.WriteFences(fctx, p.fence)
 	if err := startFenceWatchdog(p.fence, filepath.Join(dataDir, "cluster", "watchdog.log")); err != nil {
 		log.Warn("no fence watchdog: if this daemon dies, its sprites' VMs run on when another host may claim them", "err", err)

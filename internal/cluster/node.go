@@ -489,12 +489,12 @@ func earliest(a, b time.Time) time.Time {
 func (k keys) addr(a string) string { return string(k) + "addrs/" + a }
 func (k keys) secret() string       { return string(k) + "secret" }
 
-// Deadline is when this host must have stopped its sprites if no
-// keep-alive succeeds before: the last successful one plus TTL - Margin,
-// when OnLost fires, before the lease can expire and another host claim.
-// A process that outlives the daemon (a fence watchdog) acts on it.
+// Deadline is when a process that outlives the daemon (a fence watchdog)
+// must stop this host's sprites if no keep-alive succeeds before: the
+// last successful one plus TTL - Margin/2. OnLost fires Margin/2 earlier,
+// the lease cannot expire before Margin/2 later.
 func (n *Node) Deadline() time.Time {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.lastOK.Add(n.cfg.TTL - n.cfg.Margin)
+	return n.lastOK.Add(n.cfg.TTL - n.cfg.Margin/2)
 }

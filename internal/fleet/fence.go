@@ -53,17 +53,8 @@ func (f *Fleet) WriteFences(ctx context.Context, path string) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if f.node.Live() {
-			fe := Fence{Daemon: os.Getpid(), Deadline: f.node.Deadline()}
-			for _, rec := range f.m.List() {
-				if rec.State != sprite.Stopped && rec.State != sprite.Sleeping {
-					fe.Cgroups = append(fe.Cgroups, cgroupsOf(rec)...)
-				}
-			}
-			b, _ := json.Marshal(fe)
-			if err := storage.WriteFileAtomic(path, b, 0o600); err != nil {
-				f.log.Warn("write the fence file", "err", err)
-			}
+		if err := f.WriteFence(path); err != nil {
+			f.log.Warn("write the fence file", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -71,6 +62,25 @@ func (f *Fleet) WriteFences(ctx context.Context, path string) {
 		case <-t.C:
 		}
 	}
+}
+
+// WriteFence writes the fence file once, while the Node is live (after a
+// lost lease the deadline stands: the sprites are fenced).
+func (f *Fleet) WriteFence(path string) error {
+	if !f.node.Live() {
+		return nil
+	}
+	fe := Fence{Daemon: os.Getpid(), Deadline: f.node.Deadline()}
+	for _, rec := range f.m.List() {
+		if rec.State != sprite.Stopped && rec.State != sprite.Sleeping {
+			fe.Cgroups = append(fe.Cgroups, cgroupsOf(rec)...)
+		}
+	}
+	b, err := json.Marshal(fe)
+	if err != nil {
+		return err
+	}
+	return storage.WriteFileAtomic(path, b, 0o600)
 }
 
 // RemoveFence removes the fence file after a clean shutdown: the
