@@ -60,10 +60,10 @@ type Ready struct {
 
 func main() {
 	var (
-		dir              = flag.String("dir", defaultDir(), "where etcd's data and the S3 objects are kept")
+		dir                        = flag.String("dir", defaultDir(), "where etcd's data and the S3 objects are kept")
 		etcdAddr, peerAddr, s3Addr string
-		bucket           string
-		asJSON           bool
+		bucket                     string
+		asJSON                     bool
 	)
 	flag.StringVar(&etcdAddr, "etcd-addr", "127.0.0.1:2379", "etcd's client address")
 	flag.StringVar(&peerAddr, "etcd-peer-addr", "127.0.0.1:2380", "etcd's peer address (a one-member cluster, but etcd listens on it)")
