@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -29,6 +30,16 @@ func TestDevCluster(t *testing.T) {
 	r := d.ready
 	if len(r.Flags) != 6 || r.Flags[1] != "etcd="+r.Etcd || r.Flags[3] != r.S3 || r.Flags[5] != "wisp" {
 		t.Fatalf("flags %q for %+v", r.Flags, r)
+	}
+	// What wisp bench move reads of --json (its own copy of the type:
+	// the CLI links nothing of this binary).
+	line, _ := json.Marshal(r)
+	var fields map[string]any
+	json.Unmarshal(line, &fields)
+	for _, k := range []string{"etcd", "s3", "bucket", "env", "flags"} {
+		if fields[k] == nil {
+			t.Errorf("--json line %s has no %q", line, k)
+		}
 	}
 	var human bytes.Buffer
 	printHuman(&human, r)
