@@ -176,7 +176,7 @@ func startMoveCluster(ctx context.Context, e *env, f moveFlags, backend string) 
 		mc.hosts = append(mc.hosts, h)
 		first := 2143000000 + (tag*2+i)*1024 // apart from bench chaos and the integration tests
 		args := append([]string{"--data-dir", filepath.Join(h.dir, "data"), "--socket", filepath.Join(h.dir, "wisp.sock"),
-			"--backend", backend, "--allow-tcg", "--idle", "0s", "--default-image", f.img, "--default-disk", "2",
+			"--backend", backend, "--allow-tcg", "--idle", "0s", "--default-image", f.img,
 			"--pool-size", "20", "--net-name", fmt.Sprintf("wm%02d%s", tag, id), "--net-cidr", cidr,
 			"--http-addr", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--dns-upstream", "127.0.0.1:9",
 			"--vmm-uids", fmt.Sprintf("%d-%d", first, first+1023), "--host-id", id}, mc.ready.Flags...)
@@ -382,7 +382,7 @@ func benchMove(ctx context.Context, e *env, f moveFlags, backend string) (rep Be
 		for _, kind := range kinds {
 			s := samples[kind]
 			name := fmt.Sprintf("bm-%s-%d-%s", kind, i, randSuffix())
-			sp, err := a.c.Create(ctx, api.CreateRequest{Name: name, Image: f.img, MemoryMiB: f.memMiB, DiskGiB: 2, Backend: backend, IdleSeconds: -1})
+			sp, err := a.c.Create(ctx, api.CreateRequest{Name: name, Image: f.img, MemoryMiB: f.memMiB, Backend: backend, IdleSeconds: -1})
 			if err != nil {
 				return rep, fmt.Errorf("create on a: %w", err)
 			}
