@@ -40,8 +40,8 @@ func newBenchMove(e *env) *cobra.Command {
 		Short: "Measure publish after sleep, wake on another host and on the same host, in a private two-host cluster",
 		Long: `Start a private cluster on this machine (wisp-devcluster: an etcd and an S3
 server on loopback; two wispd, hosts a and b) and measure, per run, for an idle
-sprite and for a busy one (a workload that fills --workload MiB of its RAM with
-text and random bytes, a process running):
+sprite and for a busy one (a process that holds --workload MiB of data, a
+quarter random bytes as base64 and the rest text, and another that runs):
 
   sleep_to_published          wisp sleep on a until a has published it (the
                               recovery point: sleep, copy, upload, etcd)
