@@ -131,7 +131,7 @@ func lastLine(path string) string {
 
 func startMoveCluster(ctx context.Context, e *env, f moveFlags, backend string) (_ *moveCluster, err error) {
 	// Short: sockets live below it.
-	dir, err := os.MkdirTemp("/var/tmp", "wmv")
+	dir, err := os.MkdirTemp("/var/tmp", "wm")
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +175,7 @@ func startMoveCluster(ctx context.Context, e *env, f moveFlags, backend string) 
 		h := &moveHost{id: id, dir: filepath.Join(dir, id), logPath: filepath.Join(dir, id+".log")}
 		mc.hosts = append(mc.hosts, h)
 		first := 2143000000 + (tag*2+i)*1024 // apart from bench chaos and the integration tests
-		args := append([]string{"--data-dir", filepath.Join(h.dir, "data"), "--socket", filepath.Join(h.dir, "wisp.sock"),
+		args := append([]string{"--data-dir", filepath.Join(h.dir, "d"), "--socket", filepath.Join(h.dir, "wisp.sock"),
 			"--backend", backend, "--allow-tcg", "--idle", "0s", "--default-image", f.img,
 			"--pool-size", "20", "--net-name", fmt.Sprintf("wm%02d%s", tag, id), "--net-cidr", cidr,
 			"--http-addr", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--dns-upstream", "127.0.0.1:9",
