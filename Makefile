@@ -15,6 +15,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/wisp-agent ./cmd/wisp-agent
 	$(GO) build -o $(BIN)/wispd ./cmd/wispd
 	$(GO) build -o $(BIN)/wisp ./cmd/wisp
+	$(GO) build -o $(BIN)/wisp-devcluster ./cmd/wisp-devcluster
 
 demo: deps build
 	./scripts/demo.sh

@@ -139,7 +139,7 @@ snapshot) is reported apart as first_create_cold.`,
 			return nil
 		},
 	}
-	c.AddCommand(newBenchCheckpoint(e), newBenchSleep(e), newBenchNet(e), newBenchURL(e), newBenchE2B(e), newBenchWorkload(e), newBenchChaos(e))
+	c.AddCommand(newBenchCheckpoint(e), newBenchSleep(e), newBenchNet(e), newBenchURL(e), newBenchE2B(e), newBenchWorkload(e), newBenchChaos(e), newBenchMove(e))
 	f := c.Flags()
 	f.IntVar(&runs, "runs", 5, "samples per metric (exec round trips take 10x as many)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
