@@ -102,6 +102,25 @@ func headGen(s cluster.Sprite) uint64 {
 	return s.Head.Generation
 }
 
+// Peek returns the record of a sprite at rest that no host has (as its
+// head's manifest holds it), without claiming it: what a look at it
+// shows. ok is false when a host has it (or nobody does).
+func (f *Fleet) Peek(ctx context.Context, name string) (rec sprite.Sprite, generation uint64, ok bool, err error) {
+	s, err := f.node.Get(ctx, name)
+	if err != nil || s.Owner != "" || s.Head == nil {
+		return rec, 0, false, err
+	}
+	man, err := f.store.Manifest(ctx, name, s.Head.Generation)
+	if err != nil {
+		return rec, 0, false, err
+	}
+	if err := json.Unmarshal(man.Meta, &rec); err != nil {
+		return rec, 0, false, fmt.Errorf("sprite %q generation %d: bad record in its manifest: %w", name, s.Head.Generation, errdefs.ErrUnavailable)
+	}
+	rec.Pid, rec.Confinement = 0, nil
+	return rec, s.Head.Generation, true, nil
+}
+
 // Placement says where a sprite is: the host that owns it ("" at rest)
 // and the generation last published (0: never).
 func (f *Fleet) Placement(ctx context.Context, name string) (host string, generation uint64) {
@@ -183,6 +202,9 @@ func (f *Fleet) Move(ctx context.Context, name, to string, caller []byte) error 
 	if to == f.ID() {
 		return f.bring(ctx, name)
 	}
+	// A publish under way (a sleep's) ends with the sprite let go: wait
+	// for it, so that the far end does not find it still claimed here.
+	f.lock(name)()
 	if rec, err := f.m.Get(name); err == nil {
 		if err := f.rest(ctx, rec); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/sprite"
 	"github.com/wisp-sh/wisp/internal/token"
 )
 
@@ -29,6 +30,9 @@ type Fleet interface {
 	// generation.
 	Placement(ctx context.Context, name string) (host string, generation uint64)
 	Hosts(ctx context.Context) ([]api.Host, error)
+	// Peek is the record of a sprite at rest on no host, as published,
+	// read without claiming it (ok false: a host has it, or none does).
+	Peek(ctx context.Context, name string) (rec sprite.Sprite, generation uint64, ok bool, err error)
 	// Sprites are the cluster's sprites that are not on this host.
 	Sprites(ctx context.Context, caller []byte) ([]api.Sprite, error)
 	Move(ctx context.Context, name, to string, caller []byte) error
@@ -58,6 +62,22 @@ func (s *Server) routeCluster(next http.Handler) http.Handler {
 		if name == "" || rest == "move" || rest == "claim" {
 			next.ServeHTTP(w, r)
 			return
+		}
+		if r.Method == http.MethodGet && rest == "" {
+			// A look at a sprite at rest does not take it anywhere.
+			if _, err := s.Sprites.Get(name); err != nil {
+				rec, gen, ok, err := s.Fleet.Peek(r.Context(), name)
+				if err != nil {
+					writeError(w, err)
+					return
+				}
+				if ok {
+					out := apiSprite(rec)
+					out.Generation = gen
+					writeJSON(w, 200, out)
+					return
+				}
+			}
 		}
 		h, err := s.Fleet.Route(r, name, callerJSON(r))
 		if err != nil {
