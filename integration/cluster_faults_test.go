@@ -441,16 +441,18 @@ func testClusterNetworkCut(t *testing.T, be string) {
 		t.Fatalf("n1 after a came back: on %q, want b", p.Host)
 	}
 	// n2, which no other host could take, is kept: stopped, saying why,
-	// published once a is back; its files are intact.
+	// published once a is back (so at rest, on no host: a look at it does
+	// not move it); its files are intact.
 	c.published(t, "n2", 1)
 	var info struct {
-		State     string `json:"state"`
-		LastError string `json:"last_error"`
-		Host      string `json:"host"`
+		State      string `json:"state"`
+		LastError  string `json:"last_error"`
+		Host       string `json:"host"`
+		Generation uint64 `json:"generation"`
 	}
 	json.Unmarshal([]byte(a.ok("info", "n2", "--json")), &info)
-	if info.Host != "a" || info.State != "stopped" || !strings.Contains(info.LastError, "lost its cluster lease") {
-		t.Fatalf("n2 after a came back: %+v, want stopped on a, saying why", info)
+	if info.Host != "" || info.Generation != 1 || info.State != "stopped" || !strings.Contains(info.LastError, "lost its cluster lease") {
+		t.Fatalf("n2 after a came back: %+v, want stopped at rest (generation 1), saying why", info)
 	}
 	if got := strings.TrimSpace(a.ok("exec", "n2", "--", "sh", "-c", "cat ~/file")); got != "mine" {
 		t.Fatalf("n2's file: %q", got)
