@@ -326,6 +326,7 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	if err != nil {
 		return rpcErr(err)
 	}
+	tEnv := time.Now()
 	extra := make([]string, 0, len(cfg.GetEnvs()))
 	for _, k := range slices.Sorted(maps.Keys(cfg.GetEnvs())) {
 		extra = append(extra, k+"="+cfg.GetEnvs()[k])
@@ -379,7 +380,7 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	err = follow(ctx, req.Header(), p, sb, func(ev *process.ProcessEvent) error {
 		return stream.Send(&process.StartResponse{Event: ev})
 	})
-	h.log.Debug("e2b process", "sandbox", rq.sb.ID, "pid", p.pid, "prepare", tPrep.Sub(t0), "open", tOpen.Sub(tPrep), "exit", p.exitAt.Sub(tOpen), "sent", time.Since(p.exitAt))
+	h.log.Debug("e2b process", "sandbox", rq.sb.ID, "pid", p.pid, "prepare", tPrep.Sub(t0), "login", tPrep.Sub(tEnv), "open", tOpen.Sub(tPrep), "exit", p.exitAt.Sub(tOpen), "sent", time.Since(p.exitAt))
 	return err
 }
 
