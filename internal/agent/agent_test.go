@@ -113,3 +113,41 @@ func TestNewHostSession(t *testing.T) {
 		t.Fatalf("info after reconnect: %+v %v", info, err)
 	}
 }
+
+// TestStats: one call describes the paths that exist, in order, and the
+// entries of a folder named "folder/*"; missing ones are left out.
+func TestStats(t *testing.T) {
+	ln := serve(t)
+	c := connect(t, ln)
+	defer c.Close()
+	dir := t.TempDir()
+	for _, f := range []string{"a", "d/x", "d/y"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, truncated, err := c.Stats(context.Background(), []string{dir + "/a", dir + "/missing", dir + "/d/*", dir + "/nodir/*", dir + "/d/x"})
+	if err != nil || truncated {
+		t.Fatalf("stats: %v, truncated %v", err, truncated)
+	}
+	var got []string
+	for _, f := range files {
+		got = append(got, f.Name)
+	}
+	want := []string{dir + "/a", dir + "/d/x", dir + "/d/y", dir + "/d/x"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	if files[0].Size != 1 || files[1].Size != 3 {
+		t.Errorf("sizes: %+v", files)
+	}
+	if _, _, err := c.Stats(context.Background(), []string{"relative"}); err == nil {
+		t.Error("a relative path: no error")
+	}
+}

@@ -3,7 +3,9 @@ package e2b
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -27,9 +29,7 @@ import (
 // functions a profile defines without exporting them are not there.
 
 // loginFiles are what a login shell reads (~ is the user's home), and
-// what its result is keyed by besides the environment. They are read in
-// three calls: /etc/profile, the folder /etc/profile.d and the home
-// folder (a listing has every entry's time and size).
+// what its result is keyed by besides the environment (see loginStamps).
 var loginFiles = []string{"/etc/profile", "/etc/profile.d/*", "~/.bash_profile", "~/.bash_login", "~/.profile", "~/.bashrc"}
 
 // maxLogins bounds the environments kept per sandbox.
@@ -120,8 +120,51 @@ func (h *Handler) warmLogin(sb Sandbox) {
 }
 
 // loginStamps describes the login files of a user whose home is home: the
-// time and size of each (or that it is missing).
+// time and size of each (or that it is missing), read in one call
+// (proto.OpStats), or in three from a guest older than that op.
 func loginStamps(ctx context.Context, ag *agent.Client, home string) (string, bool) {
+	paths := make([]string, 0, len(loginFiles))
+	for _, f := range loginFiles {
+		if rest, ok := strings.CutPrefix(f, "~/"); ok {
+			f = path.Join(home, rest)
+		}
+		paths = append(paths, f)
+	}
+	files, truncated, err := ag.Stats(ctx, paths)
+	var ge *agent.GuestError
+	if errors.As(err, &ge) && ge.Kind == proto.KindInvalid {
+		return loginStampsOld(ctx, ag, home)
+	}
+	if err != nil || truncated {
+		return "", false
+	}
+	got := make(map[string]proto.FileInfo, len(files))
+	for _, f := range files {
+		got[f.Name] = f
+	}
+	var b strings.Builder
+	for i, p := range paths {
+		if dir, ok := strings.CutSuffix(p, "/*"); ok {
+			for _, f := range files {
+				if path.Dir(f.Name) == dir {
+					fmt.Fprintf(&b, "%s=%s/%d;", f.Name, f.ModTime.Format(time.RFC3339Nano), f.Size)
+				}
+			}
+			continue
+		}
+		if f, ok := got[p]; ok {
+			fmt.Fprintf(&b, "%s=%s/%d;", loginFiles[i], f.ModTime.Format(time.RFC3339Nano), f.Size)
+		} else {
+			fmt.Fprintf(&b, "%s=-;", loginFiles[i])
+		}
+	}
+	return b.String(), true
+}
+
+// loginStampsOld is loginStamps in three calls: /etc/profile, the folder
+// /etc/profile.d and the home folder (a listing has every entry's time
+// and size).
+func loginStampsOld(ctx context.Context, ag *agent.Client, home string) (string, bool) {
 	var (
 		wg               sync.WaitGroup
 		profile          proto.FileInfo

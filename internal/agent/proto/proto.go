@@ -116,6 +116,14 @@ const (
 	OpInfo     = "info"     // TResponse with Info
 	OpStat     = "stat"     // TResponse with File
 	OpList     = "list"     // TResponse with Files
+	// OpStats describes several paths in one round trip: TResponse with
+	// Files, one for each of Request.Paths that exists (its Name the
+	// path), in order; a path ending in "/*" is instead one for each entry
+	// of that folder (Name folder/entry), none when it is missing. At most
+	// MaxList in all (then Truncated). A path that exists but cannot be
+	// read is an error response. Guests older than this op answer it with
+	// an error of KindInvalid.
+	OpStats = "stats"
 	OpMkdir    = "mkdir"    // TResponse
 	OpRemove   = "remove"   // TResponse
 	OpRead     = "read"     // TResponse with File, then TData... TEnd (or TResponse with Error)
@@ -139,6 +147,7 @@ type Request struct {
 	Op        string       `json:"op"`
 	Exec      *ExecRequest `json:"exec,omitempty"`
 	Path      string       `json:"path,omitempty"`
+	Paths     []string     `json:"paths,omitempty"` // OpStats
 	Mode      uint32       `json:"mode,omitempty"`
 	Recursive bool         `json:"recursive,omitempty"`
 	User      string       `json:"user,omitempty"` // owner for write/mkdir/tar-in; default the sprite user
