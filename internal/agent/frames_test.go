@@ -32,9 +32,9 @@ func TestFrameWriter(t *testing.T) {
 	body := []byte("hello")
 	big := make([]byte, maxCoalesce+1)
 	steps := [][]byte{
-		yamuxHdr(yamuxWindow, 1 << 20), // a window update: no body
+		yamuxHdr(yamuxWindow, 1<<20), // a window update: no body
 		yamuxHdr(yamuxData, 5), body,
-		yamuxHdr(yamuxData, 0),              // a data frame without body (a flag)
+		yamuxHdr(yamuxData, 0), // a data frame without body (a flag)
 		yamuxHdr(yamuxData, uint32(len(big))), big,
 	}
 	for _, p := range steps {

@@ -112,10 +112,10 @@ func isHex(s string) bool {
 
 // Ops a Request may name.
 const (
-	OpExec     = "exec"     // then stdin/resize/signal frames in; stdout/stderr frames and one TExit out
-	OpInfo     = "info"     // TResponse with Info
-	OpStat     = "stat"     // TResponse with File
-	OpList     = "list"     // TResponse with Files
+	OpExec = "exec" // then stdin/resize/signal frames in; stdout/stderr frames and one TExit out
+	OpInfo = "info" // TResponse with Info
+	OpStat = "stat" // TResponse with File
+	OpList = "list" // TResponse with Files
 	// OpStats describes several paths in one round trip: TResponse with
 	// Files, one for each of Request.Paths that exists (its Name the
 	// path), in order; a path ending in "/*" is instead one for each entry
@@ -123,7 +123,7 @@ const (
 	// MaxList in all (then Truncated). A path that exists but cannot be
 	// read is an error response. Guests older than this op answer it with
 	// an error of KindInvalid.
-	OpStats = "stats"
+	OpStats    = "stats"
 	OpMkdir    = "mkdir"    // TResponse
 	OpRemove   = "remove"   // TResponse
 	OpRead     = "read"     // TResponse with File, then TData... TEnd (or TResponse with Error)
