@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -195,6 +196,16 @@ func (s *Server) startSession(st sessionStream, req proto.Request) {
 	if opt.MaxRunAfterDisconnect != nil && *opt.MaxRunAfterDisconnect < 0 {
 		proto.WriteJSON(st, proto.TResponse, errResponse(invalid("max run after disconnect %s is negative", *opt.MaxRunAfterDisconnect)))
 		return
+	}
+	if e := opt.Expect; e != nil {
+		files, truncated, err := stats(e.Paths)
+		if err == nil && (truncated || proto.StatsStamp(files) != e.Stamp) {
+			err = &kindError{proto.KindStale, errors.New("the files the start expects have changed")}
+		}
+		if err != nil {
+			proto.WriteJSON(st, proto.TResponse, errResponse(err))
+			return
+		}
 	}
 	ss := &session{
 		argv:    req.Exec.Argv,

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -266,6 +267,29 @@ type SessionRequest struct {
 	// it ends; 0: it ends with its stream.
 	MaxRunAfterDisconnect *time.Duration `json:"max_run_after_disconnect,omitempty"`
 	Signal                string         `json:"signal,omitempty"` // kill
+	// Expect is a precondition of a start: the guest starts the process
+	// only while OpStats of Expect.Paths gives Expect.Stamp (StatsStamp);
+	// else it answers an error of KindStale and starts nothing. Guests
+	// older than OpStats ignore it: a host sets it only for a guest that
+	// has answered OpStats.
+	Expect *Expect `json:"expect,omitempty"`
+}
+
+// Expect is SessionRequest.Expect.
+type Expect struct {
+	Paths []string `json:"paths"`
+	Stamp string   `json:"stamp"`
+}
+
+// StatsStamp describes what OpStats answered (the files that exist, with
+// their times and sizes) in one string: equal stamps of the same paths
+// mean files unchanged.
+func StatsStamp(files []FileInfo) string {
+	var b strings.Builder
+	for _, f := range files {
+		fmt.Fprintf(&b, "%s=%s/%d;", f.Name, f.ModTime.UTC().Format(time.RFC3339Nano), f.Size)
+	}
+	return b.String()
 }
 
 // SessionInfo describes one session.
@@ -340,6 +364,7 @@ const (
 	KindExists   = "exists"
 	KindPerm     = "permission"
 	KindLimit    = "limit" // a bound of the guest's (MaxSessions) is reached
+	KindStale    = "stale" // a start's precondition (SessionRequest.Expect) does not hold
 	KindInternal = "internal"
 )
 
