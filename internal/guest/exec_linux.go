@@ -107,8 +107,7 @@ func (s *Server) startProcess(req *proto.ExecRequest, withStdin bool) (*process,
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			dir = "/"
 		}
-	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+	} else if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return fail(126, "working directory "+dir+" does not exist")
 	}
 
