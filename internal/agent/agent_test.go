@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -111,5 +112,89 @@ func TestNewHostSession(t *testing.T) {
 	info, err := c2.Info(context.Background())
 	if err != nil || info.Kernel == "" {
 		t.Fatalf("info after reconnect: %+v %v", info, err)
+	}
+}
+
+// TestStats: one call describes the paths that exist, in order, and the
+// entries of a folder named "folder/*"; missing ones are left out.
+func TestStats(t *testing.T) {
+	ln := serve(t)
+	c := connect(t, ln)
+	defer c.Close()
+	dir := t.TempDir()
+	for _, f := range []string{"a", "d/x", "d/y"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, truncated, err := c.Stats(context.Background(), []string{dir + "/a", dir + "/missing", dir + "/d/*", dir + "/nodir/*", dir + "/d/x"})
+	if err != nil || truncated {
+		t.Fatalf("stats: %v, truncated %v", err, truncated)
+	}
+	var got []string
+	for _, f := range files {
+		got = append(got, f.Name)
+	}
+	want := []string{dir + "/a", dir + "/d/x", dir + "/d/y", dir + "/d/x"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	if files[0].Size != 1 || files[1].Size != 3 {
+		t.Errorf("sizes: %+v", files)
+	}
+	if _, _, err := c.Stats(context.Background(), []string{"relative"}); err == nil {
+		t.Error("a relative path: no error")
+	}
+}
+
+// TestSessionExpect: a start whose precondition holds runs; one whose
+// files changed is refused with KindStale and starts nothing.
+func TestSessionExpect(t *testing.T) {
+	ln := serve(t)
+	c := connect(t, ln)
+	defer c.Close()
+	ctx := context.Background()
+	dir := t.TempDir()
+	f := filepath.Join(dir, "profile")
+	os.WriteFile(f, []byte("one"), 0o644)
+	paths := []string{f, dir + "/missing"}
+	files, _, err := c.Stats(ctx, paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect := &proto.Expect{Paths: paths, Stamp: proto.StatsStamp(files)}
+	marker := filepath.Join(dir, "ran")
+	start := func() error {
+		s, err := c.StartSession(ctx, proto.ExecRequest{Argv: []string{"touch", marker}}, proto.SessionRequest{Expect: expect})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		exit, err := s.Output(nil, nil)
+		if err == nil && exit.Code != 0 {
+			t.Fatalf("touch: %+v", exit)
+		}
+		return err
+	}
+	if err := start(); err != nil {
+		t.Fatalf("start with files as expected: %v", err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatal("the command did not run")
+	}
+	os.Remove(marker)
+	os.WriteFile(dir+"/missing", nil, 0o644) // a file appears
+	var ge *agent.GuestError
+	if err := start(); !errors.As(err, &ge) || ge.Kind != proto.KindStale {
+		t.Fatalf("start after a file appeared: %v, want a %s error", err, proto.KindStale)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("a refused start ran its command")
 	}
 }

@@ -89,7 +89,7 @@ ready:
 		return nil, fmt.Errorf("agent handshake: %w", err)
 	}
 	guard := &guardConn{Conn: conn}
-	sess, err := yamux.Client(guard, hostConfig())
+	sess, err := yamux.Client(FrameWriter(guard), hostConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -298,6 +298,14 @@ func (c *Client) Stat(ctx context.Context, path string) (proto.FileInfo, error) 
 // List lists a guest directory (at most proto.MaxList entries).
 func (c *Client) List(ctx context.Context, path string) ([]proto.FileInfo, bool, error) {
 	r, err := c.call(ctx, proto.Request{Op: proto.OpList, Path: path})
+	return r.Files, r.Truncated, err
+}
+
+// Stats describes several guest paths in one round trip (see
+// proto.OpStats): those that exist, and the entries of the folders named
+// "folder/*".
+func (c *Client) Stats(ctx context.Context, paths []string) ([]proto.FileInfo, bool, error) {
+	r, err := c.call(ctx, proto.Request{Op: proto.OpStats, Paths: paths})
 	return r.Files, r.Truncated, err
 }
 

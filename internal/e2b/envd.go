@@ -35,6 +35,7 @@ type live struct {
 	homes    map[string]string
 	watchers map[string]*watcher
 	logins   map[string][]string // login shells' environments (login.go)
+	stamps   map[string]stamped  // the login files' last stamp, by user (login.go)
 }
 
 func (l *live) closeAll() {
@@ -59,7 +60,7 @@ func (h *Handler) liveOf(id string) *live {
 	defer h.mu.Unlock()
 	l, ok := h.live[id]
 	if !ok {
-		l = &live{procs: map[uint32]*proc{}, nextPid: 1000, homes: map[string]string{}, watchers: map[string]*watcher{}, logins: map[string][]string{}}
+		l = &live{procs: map[uint32]*proc{}, nextPid: 1000, homes: map[string]string{}, watchers: map[string]*watcher{}, logins: map[string][]string{}, stamps: map[string]stamped{}}
 		h.live[id] = l
 	}
 	return l

@@ -3,7 +3,9 @@ package e2b
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -27,9 +29,7 @@ import (
 // functions a profile defines without exporting them are not there.
 
 // loginFiles are what a login shell reads (~ is the user's home), and
-// what its result is keyed by besides the environment. They are read in
-// three calls: /etc/profile, the folder /etc/profile.d and the home
-// folder (a listing has every entry's time and size).
+// what its result is keyed by besides the environment (see loginStamps).
 var loginFiles = []string{"/etc/profile", "/etc/profile.d/*", "~/.bash_profile", "~/.bash_login", "~/.profile", "~/.bashrc"}
 
 // maxLogins bounds the environments kept per sandbox.
@@ -56,13 +56,16 @@ func (h *Handler) loginEnv(ctx context.Context, ag *agent.Client, user string, e
 	if err != nil {
 		return nil, false
 	}
-	stamps, ok := loginStamps(ctx, ag, home)
+	stamps, paths, ok := loginStamps(ctx, ag, home)
 	if !ok {
 		return nil, false
 	}
-	key := user + "\x00" + strings.Join(env, "\x00") + "\x00\x00" + stamps
+	key := loginKey(user, env, stamps)
 	l := h.liveOf(reqOf(ctx).sb.ID)
 	l.mu.Lock()
+	if paths != nil {
+		l.stamps[user] = stamped{ag: ag, paths: paths, stamp: stamps}
+	}
 	got, ok := l.logins[key]
 	l.mu.Unlock()
 	if ok {
@@ -102,6 +105,39 @@ func (h *Handler) loginEnv(ctx context.Context, ag *agent.Client, user string, e
 	return login, true
 }
 
+func loginKey(user string, env []string, stamps string) string {
+	return user + "\x00" + strings.Join(env, "\x00") + "\x00\x00" + stamps
+}
+
+// stamped is the stamp of a user's login files the guest last gave
+// (proto.OpStats), with the paths it describes.
+type stamped struct {
+	ag    *agent.Client // the agent that gave it (one that knows OpStats)
+	paths []string
+	stamp string
+}
+
+// cachedLogin returns the login environment kept for user and env under
+// the login files' last stamp, without asking the guest, and the
+// precondition to start the command under (proto.SessionRequest.Expect):
+// the guest checks that the files still have that stamp as it starts the
+// command, which saves a round trip to the guest per command. ok is false
+// when there is none (then loginEnv asks).
+func (h *Handler) cachedLogin(ctx context.Context, ag *agent.Client, user string, env []string) (login []string, expect *proto.Expect, ok bool) {
+	l := h.liveOf(reqOf(ctx).sb.ID)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, ok := l.stamps[user]
+	if !ok || st.ag != ag {
+		return nil, nil, false
+	}
+	login, ok = l.logins[loginKey(user, env, st.stamp)]
+	if !ok {
+		return nil, nil, false
+	}
+	return login, &proto.Expect{Paths: st.paths, Stamp: st.stamp}, true
+}
+
 // warmLogin computes the login environment of a new sandbox's default
 // user in the background, so that its first command finds it.
 func (h *Handler) warmLogin(sb Sandbox) {
@@ -120,8 +156,34 @@ func (h *Handler) warmLogin(sb Sandbox) {
 }
 
 // loginStamps describes the login files of a user whose home is home: the
-// time and size of each (or that it is missing).
-func loginStamps(ctx context.Context, ag *agent.Client, home string) (string, bool) {
+// time and size of each (or that it is missing). It asks in one call
+// (proto.OpStats; then paths is what it asked, and stamps is
+// proto.StatsStamp of the answer), or in three from a guest older than
+// that op (paths nil).
+func loginStamps(ctx context.Context, ag *agent.Client, home string) (stamps string, paths []string, ok bool) {
+	paths = make([]string, 0, len(loginFiles))
+	for _, f := range loginFiles {
+		if rest, ok := strings.CutPrefix(f, "~/"); ok {
+			f = path.Join(home, rest)
+		}
+		paths = append(paths, f)
+	}
+	files, truncated, err := ag.Stats(ctx, paths)
+	var ge *agent.GuestError
+	if errors.As(err, &ge) && ge.Kind == proto.KindInvalid {
+		stamps, ok := loginStampsOld(ctx, ag, home)
+		return stamps, nil, ok
+	}
+	if err != nil || truncated {
+		return "", nil, false
+	}
+	return proto.StatsStamp(files), paths, true
+}
+
+// loginStampsOld is loginStamps in three calls: /etc/profile, the folder
+// /etc/profile.d and the home folder (a listing has every entry's time
+// and size).
+func loginStampsOld(ctx context.Context, ag *agent.Client, home string) (string, bool) {
 	var (
 		wg               sync.WaitGroup
 		profile          proto.FileInfo

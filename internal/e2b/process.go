@@ -326,6 +326,7 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	if err != nil {
 		return rpcErr(err)
 	}
+	tEnv := time.Now()
 	extra := make([]string, 0, len(cfg.GetEnvs()))
 	for _, k := range slices.Sorted(maps.Keys(cfg.GetEnvs())) {
 		extra = append(extra, k+"="+cfg.GetEnvs()[k])
@@ -346,24 +347,43 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 		}
 		ex.Dir = dir
 	}
+	opt := proto.SessionRequest{Stdin: req.Msg.Pty != nil || req.Msg.GetStdin()}
+	cmd, login := loginCommand(cfg)
+	login = login && req.Msg.Pty == nil && !h.opt.RealLogin
+	asLogin := func(ex proto.ExecRequest) proto.ExecRequest {
+		if env, ok := h.loginEnv(ctx, ag, rq.user, ex.Env); ok {
+			ex.Argv, ex.Env = []string{"/bin/bash", "-c", cmd}, env
+		}
+		return ex
+	}
+	start := ex
 	if pty := req.Msg.Pty; pty != nil {
-		ex.TTY = true
-		ex.Rows, ex.Cols = uint16(pty.GetSize().GetRows()), uint16(pty.GetSize().GetCols())
-	} else if cmd, ok := loginCommand(cfg); ok && !h.opt.RealLogin {
-		if login, ok := h.loginEnv(ctx, ag, rq.user, ex.Env); ok {
-			ex.Argv, ex.Env = []string{"/bin/bash", "-c", cmd}, login
+		start.TTY = true
+		start.Rows, start.Cols = uint16(pty.GetSize().GetRows()), uint16(pty.GetSize().GetCols())
+	} else if login {
+		if env, expect, ok := h.cachedLogin(ctx, ag, rq.user, ex.Env); ok {
+			start.Argv, start.Env, opt.Expect = []string{"/bin/bash", "-c", cmd}, env, expect
+		} else {
+			start = asLogin(ex)
 		}
 	}
 	tPrep := time.Now()
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	// The process runs until it ends, attached or not (as envd's do);
 	// killing the sandbox ends it.
-	sess, err := ag.StartSession(octx, ex, proto.SessionRequest{Stdin: ex.TTY || req.Msg.GetStdin()})
+	sess, err := ag.StartSession(octx, start, opt)
+	var ge *agent.GuestError
+	if opt.Expect != nil && errors.As(err, &ge) && ge.Kind == proto.KindStale {
+		// A login file changed since its environment was made: make it
+		// again.
+		opt.Expect = nil
+		sess, err = ag.StartSession(octx, asLogin(ex), opt)
+	}
 	cancel()
 	if err != nil {
 		return rpcErr(err)
 	}
-	p := &proc{cfg: cfg, pty: ex.TTY, id: sess.Info.ID, sess: sess, release: release, subs: map[*sub]bool{}}
+	p := &proc{cfg: cfg, pty: start.TTY, id: sess.Info.ID, sess: sess, release: release, subs: map[*sub]bool{}}
 	if req.Msg.Tag != nil {
 		p.tag = *req.Msg.Tag
 	}
@@ -379,7 +399,7 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	err = follow(ctx, req.Header(), p, sb, func(ev *process.ProcessEvent) error {
 		return stream.Send(&process.StartResponse{Event: ev})
 	})
-	h.log.Debug("e2b process", "sandbox", rq.sb.ID, "pid", p.pid, "prepare", tPrep.Sub(t0), "open", tOpen.Sub(tPrep), "exit", p.exitAt.Sub(tOpen), "sent", time.Since(p.exitAt))
+	h.log.Debug("e2b process", "sandbox", rq.sb.ID, "pid", p.pid, "prepare", tPrep.Sub(t0), "login", tPrep.Sub(tEnv), "open", tOpen.Sub(tPrep), "exit", p.exitAt.Sub(tOpen), "sent", time.Since(p.exitAt))
 	return err
 }
 

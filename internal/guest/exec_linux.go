@@ -107,8 +107,7 @@ func (s *Server) startProcess(req *proto.ExecRequest, withStdin bool) (*process,
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			dir = "/"
 		}
-	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+	} else if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return fail(126, "working directory "+dir+" does not exist")
 	}
 
@@ -120,6 +119,7 @@ func (s *Server) startProcess(req *proto.ExecRequest, withStdin bool) (*process,
 
 	p := &process{tty: req.TTY}
 	var closeIn []*os.File // child's ends, closed in the parent after fork
+	var childFds []int     // the same, as raw descriptors
 	if req.TTY {
 		m, tty, err := openPTY()
 		if err != nil {
@@ -136,42 +136,58 @@ func (s *Server) startProcess(req *proto.ExecRequest, withStdin bool) (*process,
 		attr.Files = []uintptr{tty.Fd(), tty.Fd(), tty.Fd()}
 		attr.Sys.Setsid, attr.Sys.Setctty, attr.Sys.Ctty = true, true, 0
 	} else {
-		var inR, inW *os.File
-		var err1 error
-		if withStdin {
-			inR, inW, err1 = os.Pipe()
-		} else {
-			inR, err1 = os.Open(os.DevNull)
+		// Raw pipes: the child's ends are never polled, so they skip the
+		// poller's registration and the switch back to blocking mode that
+		// os.Pipe and Fd would cost (each syscall is dear under gVisor).
+		var fds [6]int // stdin read, write; stdout read, write; stderr read, write
+		for i := range fds {
+			fds[i] = -1
 		}
-		outR, outW, err2 := os.Pipe()
-		errR, errW, err3 := os.Pipe()
-		if err := errors.Join(err1, err2, err3); err != nil {
-			for _, f := range []*os.File{inR, inW, outR, outW, errR, errW} {
-				if f != nil {
-					f.Close()
+		var err error
+		if withStdin {
+			err = unix.Pipe2(fds[0:2], unix.O_CLOEXEC)
+		} else {
+			fds[0], err = devNull()
+		}
+		if err == nil {
+			err = unix.Pipe2(fds[2:4], unix.O_CLOEXEC)
+		}
+		if err == nil {
+			err = unix.Pipe2(fds[4:6], unix.O_CLOEXEC)
+		}
+		if err != nil {
+			for i, fd := range fds {
+				if fd >= 0 && !(i == 0 && !withStdin) {
+					unix.Close(fd)
 				}
 			}
 			return fail(126, "pipes: "+err.Error())
 		}
 		// Larger output pipes: fewer, larger reads and frames (each
 		// syscall is dear under emulation). Best effort.
-		for _, f := range []*os.File{outR, errR} {
-			control(f, func(fd int) error {
-				_, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, pipeSize)
-				return err
-			})
+		unix.FcntlInt(uintptr(fds[2]), unix.F_SETPIPE_SZ, pipeSize)
+		unix.FcntlInt(uintptr(fds[4]), unix.F_SETPIPE_SZ, pipeSize)
+		// The host's ends, non-blocking: os.NewFile makes them pollable,
+		// so the drain's read deadlines work.
+		file := func(fd int, name string) *os.File {
+			unix.SetNonblock(fd, true)
+			return os.NewFile(uintptr(fd), name)
 		}
-		if inW != nil {
-			p.stdin = inW
-		}
-		p.outs, p.types = []*os.File{outR, errR}, []byte{proto.TStdout, proto.TStderr}
-		closeIn = []*os.File{inR, outW, errW}
-		attr.Files = []uintptr{inR.Fd(), outW.Fd(), errW.Fd()}
+		if withStdin {
+			p.stdin = file(fds[1], "|stdin")
+			childFds = append(childFds, fds[0])
+		} // (else fds[0] is the shared /dev/null: it stays open)
+		p.outs, p.types = []*os.File{file(fds[2], "|stdout"), file(fds[4], "|stderr")}, []byte{proto.TStdout, proto.TStderr}
+		childFds = append(childFds, fds[3], fds[5])
+		attr.Files = []uintptr{uintptr(fds[0]), uintptr(fds[3]), uintptr(fds[5])}
 		attr.Sys.Setpgid = true
 	}
 	pid, waitc, err := s.Reaper.Start(argv0, req.Argv, attr)
 	for _, f := range closeIn {
 		f.Close()
+	}
+	for _, fd := range childFds {
+		unix.Close(fd)
 	}
 	if err != nil {
 		for _, f := range p.outs {
@@ -312,6 +328,12 @@ func (p *process) closeStdin() {
 	}
 	p.stdinMu.Unlock()
 }
+
+// devNull returns a descriptor of /dev/null (read-only), opened once and
+// kept: the stdin of every process started without one.
+var devNull = sync.OnceValues(func() (int, error) {
+	return unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+})
 
 // control runs fn on f's descriptor without f.Fd(), which would switch f
 // to blocking mode and so disable its read deadlines (the output drain

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/wisp-sh/wisp/internal/agent/proto"
 	"github.com/wisp-sh/wisp/internal/archive"
@@ -43,6 +44,46 @@ func stat(path string) (proto.FileInfo, error) {
 		return proto.FileInfo{}, err
 	}
 	return fileInfo(filepath.Base(p), fi, p), nil
+}
+
+// stats serves OpStats.
+func stats(paths []string) ([]proto.FileInfo, bool, error) {
+	var out []proto.FileInfo
+	for _, p := range paths {
+		if dir, ok := strings.CutSuffix(p, "/*"); ok {
+			ents, truncated, err := list(dir)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, false, err
+			}
+			for _, e := range ents {
+				if len(out) == proto.MaxList {
+					return out, true, nil
+				}
+				e.Name = filepath.Join(filepath.Clean(dir), e.Name)
+				out = append(out, e)
+			}
+			if truncated {
+				return out, true, nil
+			}
+			continue
+		}
+		fi, err := stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if len(out) == proto.MaxList {
+			return out, true, nil
+		}
+		fi.Name = filepath.Clean(p)
+		out = append(out, fi)
+	}
+	return out, false, nil
 }
 
 func list(path string) ([]proto.FileInfo, bool, error) {

@@ -117,7 +117,7 @@ func (s *Server) session(ctx context.Context, ch io.ReadWriteCloser) error {
 }
 
 func (s *Server) serveYamux(ctx context.Context, ch io.ReadWriteCloser) error {
-	sess, err := yamux.Server(ch, agent.Config())
+	sess, err := yamux.Server(agent.FrameWriter(ch), agent.Config())
 	if err != nil {
 		return err
 	}
@@ -178,6 +178,8 @@ func (s *Server) handle(ctx context.Context, st *yamux.Stream) {
 		var fi proto.FileInfo
 		fi, err = stat(req.Path)
 		resp.File = &fi
+	case proto.OpStats:
+		resp.Files, resp.Truncated, err = stats(req.Paths)
 	case proto.OpList:
 		resp.Files, resp.Truncated, err = list(req.Path)
 	case proto.OpMkdir:

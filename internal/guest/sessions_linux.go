@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -178,9 +179,11 @@ func cmpString(a, b string) int {
 
 // startSession serves OpSessionStart: the stream is attached before the
 // process starts, so it gets all of the output. The start is answered
-// before the process is spawned (a spawn that fails is the session's exit,
-// 126 or 127), so that the host goes on with its side of the exec while
-// the guest forks; input the host sends meanwhile waits in the stream.
+// while the process is spawned (a spawn that fails is the session's exit,
+// 126 or 127): the answer's write waits for the channel to the host, the
+// spawn for the sandbox's kernel, and the host goes on with its side of
+// the exec meanwhile; input the host sends waits in the stream. A start
+// whose answer the host did not get ends its process at once.
 func (s *Server) startSession(st sessionStream, req proto.Request) {
 	opt := req.Session
 	if opt == nil {
@@ -193,6 +196,16 @@ func (s *Server) startSession(st sessionStream, req proto.Request) {
 	if opt.MaxRunAfterDisconnect != nil && *opt.MaxRunAfterDisconnect < 0 {
 		proto.WriteJSON(st, proto.TResponse, errResponse(invalid("max run after disconnect %s is negative", *opt.MaxRunAfterDisconnect)))
 		return
+	}
+	if e := opt.Expect; e != nil {
+		files, truncated, err := stats(e.Paths)
+		if err == nil && (truncated || proto.StatsStamp(files) != e.Stamp) {
+			err = &kindError{proto.KindStale, errors.New("the files the start expects have changed")}
+		}
+		if err != nil {
+			proto.WriteJSON(st, proto.TResponse, errResponse(err))
+			return
+		}
 	}
 	ss := &session{
 		argv:    req.Exec.Argv,
@@ -210,29 +223,35 @@ func (s *Server) startSession(st sessionStream, req proto.Request) {
 		return
 	}
 	a := ss.attach(st)
-	if !ss.answer(a) {
-		// The host did not get the session: it never starts.
-		close(ss.spawned)
-		close(ss.dead)
-		ss.table.remove(ss)
-		return
-	}
+	answered := make(chan bool, 1)
+	go func() { answered <- ss.answer(a) }()
 	p, failed := s.startProcess(req.Exec, opt.Stdin)
 	if failed != nil {
 		close(ss.spawned)
 		close(ss.dead)
+		if !<-answered {
+			ss.table.remove(ss)
+			return
+		}
 		ss.setExit(*failed)
-	} else {
-		ss.proc = p
-		close(ss.spawned)
-		drain := p.output(sessionRead, ss.write)
-		go func() {
-			ws := <-p.waitc
-			close(ss.dead)
-			ss.setExit(p.finish(ws, drain))
-		}()
-		s.Log.Info("session started", "session", ss.id, "pid", p.pid)
+		ss.stream(a)
+		return
 	}
+	ss.proc = p
+	close(ss.spawned)
+	drain := p.output(sessionRead, ss.write)
+	go func() {
+		ws := <-p.waitc
+		close(ss.dead)
+		ss.setExit(p.finish(ws, drain))
+	}()
+	if !<-answered {
+		// The host did not get the session: nobody could attach to it.
+		p.hangup()
+		ss.table.remove(ss)
+		return
+	}
+	s.Log.Info("session started", "session", ss.id, "pid", p.pid)
 	ss.stream(a)
 }
 

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // DefaultUser runs commands when a request names none, if it exists.
@@ -20,10 +22,11 @@ type user struct {
 	groups []uint32
 }
 
-// lookupUser reads /etc/passwd and /etc/group (no libc in the agent). An
-// empty name means DefaultUser when it exists, else root.
+// lookupUser reads /etc/passwd and /etc/group (no libc in the agent),
+// through etc's cache. An empty name means DefaultUser when it exists,
+// else root.
 func lookupUser(name string) (user, error) {
-	users, err := readPasswd("/etc/passwd")
+	users, groups, err := etc.load()
 	if err != nil && name != "" && name != "root" {
 		return user{}, err
 	}
@@ -34,6 +37,13 @@ func lookupUser(name string) (user, error) {
 			}
 		}
 		return user{}, false
+	}
+	withGroups := func(u user) user {
+		u.groups = slices.Clip(groups[u.name])
+		if u.shell == "" {
+			u.shell = "/bin/sh"
+		}
+		return u
 	}
 	if name == "" {
 		if u, ok := find(DefaultUser); ok {
@@ -48,6 +58,56 @@ func lookupUser(name string) (user, error) {
 		return user{name: "root", home: "/root", shell: "/bin/sh"}, nil
 	}
 	return user{}, invalid("user %q does not exist in the sprite", name)
+}
+
+// etc is the agent's cache of the sprite's users.
+var etc = etcCache{passwdPath: "/etc/passwd", groupPath: "/etc/group"}
+
+// etcCache keeps the users of a passwd file and the supplementary groups
+// of a group file parsed while neither file changes: the same file (a
+// rewrite that renames a new file over it is another), size and
+// modification time. Reading and parsing both for every exec cost ~0.3
+// ms of its start under gVisor; two stats cost a tenth of that.
+type etcCache struct {
+	passwdPath, groupPath string
+
+	mu            sync.Mutex
+	passwd, group os.FileInfo // as they were when read; group nil: missing
+	users         []user
+	groups        map[string][]uint32 // member name -> gids, in file order
+}
+
+// load returns the users and groups, from the cache when both files are
+// as they were, else read again. A group file that cannot be read means
+// no supplementary groups.
+func (c *etcCache) load() ([]user, map[string][]uint32, error) {
+	// Stat before reading: a change in between is seen by the next load.
+	pfi, perr := os.Stat(c.passwdPath)
+	gfi, _ := os.Stat(c.groupPath)
+	c.mu.Lock()
+	if perr == nil && c.passwd != nil && sameFile(c.passwd, pfi) && sameFile(c.group, gfi) {
+		users, groups := c.users, c.groups
+		c.mu.Unlock()
+		return users, groups, nil
+	}
+	c.mu.Unlock()
+	users, err := readPasswd(c.passwdPath)
+	groups := readGroups(c.groupPath)
+	if perr == nil && err == nil {
+		c.mu.Lock()
+		c.passwd, c.group, c.users, c.groups = pfi, gfi, users, groups
+		c.mu.Unlock()
+	}
+	return users, groups, err
+}
+
+// sameFile reports whether a and b (nil: missing) describe the same file
+// unchanged.
+func sameFile(a, b os.FileInfo) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 func readPasswd(path string) ([]user, error) {
@@ -73,10 +133,13 @@ func readPasswd(path string) ([]user, error) {
 	return out, sc.Err()
 }
 
-func withGroups(u user) user {
-	f, err := os.Open("/etc/group")
+// readGroups maps each member named in a group file to the gids of its
+// groups.
+func readGroups(path string) map[string][]uint32 {
+	out := map[string][]uint32{}
+	f, err := os.Open(path)
 	if err != nil {
-		return u
+		return out
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -85,18 +148,17 @@ func withGroups(u user) user {
 		if len(fs) < 4 {
 			continue
 		}
+		gid, err := strconv.Atoi(fs[2])
+		if err != nil {
+			continue
+		}
 		for _, m := range strings.Split(fs[3], ",") {
-			if m == u.name {
-				if gid, err := strconv.Atoi(fs[2]); err == nil {
-					u.groups = append(u.groups, uint32(gid))
-				}
+			if m != "" {
+				out[m] = append(out[m], uint32(gid))
 			}
 		}
 	}
-	if u.shell == "" {
-		u.shell = "/bin/sh"
-	}
-	return u
+	return out
 }
 
 func (u user) env() []string {

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -112,10 +113,18 @@ func isHex(s string) bool {
 
 // Ops a Request may name.
 const (
-	OpExec     = "exec"     // then stdin/resize/signal frames in; stdout/stderr frames and one TExit out
-	OpInfo     = "info"     // TResponse with Info
-	OpStat     = "stat"     // TResponse with File
-	OpList     = "list"     // TResponse with Files
+	OpExec = "exec" // then stdin/resize/signal frames in; stdout/stderr frames and one TExit out
+	OpInfo = "info" // TResponse with Info
+	OpStat = "stat" // TResponse with File
+	OpList = "list" // TResponse with Files
+	// OpStats describes several paths in one round trip: TResponse with
+	// Files, one for each of Request.Paths that exists (its Name the
+	// path), in order; a path ending in "/*" is instead one for each entry
+	// of that folder (Name folder/entry), none when it is missing. At most
+	// MaxList in all (then Truncated). A path that exists but cannot be
+	// read is an error response. Guests older than this op answer it with
+	// an error of KindInvalid.
+	OpStats    = "stats"
 	OpMkdir    = "mkdir"    // TResponse
 	OpRemove   = "remove"   // TResponse
 	OpRead     = "read"     // TResponse with File, then TData... TEnd (or TResponse with Error)
@@ -139,6 +148,7 @@ type Request struct {
 	Op        string       `json:"op"`
 	Exec      *ExecRequest `json:"exec,omitempty"`
 	Path      string       `json:"path,omitempty"`
+	Paths     []string     `json:"paths,omitempty"` // OpStats
 	Mode      uint32       `json:"mode,omitempty"`
 	Recursive bool         `json:"recursive,omitempty"`
 	User      string       `json:"user,omitempty"` // owner for write/mkdir/tar-in; default the sprite user
@@ -257,6 +267,29 @@ type SessionRequest struct {
 	// it ends; 0: it ends with its stream.
 	MaxRunAfterDisconnect *time.Duration `json:"max_run_after_disconnect,omitempty"`
 	Signal                string         `json:"signal,omitempty"` // kill
+	// Expect is a precondition of a start: the guest starts the process
+	// only while OpStats of Expect.Paths gives Expect.Stamp (StatsStamp);
+	// else it answers an error of KindStale and starts nothing. Guests
+	// older than OpStats ignore it: a host sets it only for a guest that
+	// has answered OpStats.
+	Expect *Expect `json:"expect,omitempty"`
+}
+
+// Expect is SessionRequest.Expect.
+type Expect struct {
+	Paths []string `json:"paths"`
+	Stamp string   `json:"stamp"`
+}
+
+// StatsStamp describes what OpStats answered (the files that exist, with
+// their times and sizes) in one string: equal stamps of the same paths
+// mean files unchanged.
+func StatsStamp(files []FileInfo) string {
+	var b strings.Builder
+	for _, f := range files {
+		fmt.Fprintf(&b, "%s=%s/%d;", f.Name, f.ModTime.UTC().Format(time.RFC3339Nano), f.Size)
+	}
+	return b.String()
 }
 
 // SessionInfo describes one session.
@@ -331,6 +364,7 @@ const (
 	KindExists   = "exists"
 	KindPerm     = "permission"
 	KindLimit    = "limit" // a bound of the guest's (MaxSessions) is reached
+	KindStale    = "stale" // a start's precondition (SessionRequest.Expect) does not hold
 	KindInternal = "internal"
 )
 
