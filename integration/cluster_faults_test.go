@@ -757,6 +757,19 @@ func testClusterDaemonDies(t *testing.T, be string) {
 	if pid <= 0 || !alive(pid) {
 		t.Fatalf("k1's VM pid %d is not running", pid)
 	}
+	// Whatever happens below, a runs again for the harness's cleanup
+	// (which destroys through it), and no VM of this test outlives it.
+	t.Cleanup(func() {
+		if alive(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			a.start()
+		}
+	})
 	killed := time.Now()
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	a.cmd.Wait()
@@ -784,5 +797,6 @@ func testClusterDaemonDies(t *testing.T, be string) {
 	if log, _ := os.ReadFile(filepath.Join(a.clusterDir(), "watchdog.log")); !strings.Contains(string(log), "sprites were killed") {
 		t.Errorf("watchdog log: %s", log)
 	}
-	a.start() // the harness's cleanup talks to it
+	a.start()
+	restarted = true
 }
