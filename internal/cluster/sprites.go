@@ -20,33 +20,11 @@ import (
 // others only once a head is published; until then it goes with this
 // host's lease.
 func (n *Node) Create(ctx context.Context, name string) (Fence, error) {
-	if err := checkName("sprite name", name); err != nil {
-		return 0, err
-	}
-	lease, err := n.current()
-	if err != nil {
-		return 0, err
-	}
-	owner, head := n.k.owner(name), n.k.head(name)
-	rctx, cancel := n.req(ctx)
-	defer cancel()
-	resp, err := n.cli.Txn(rctx).
-		If(clientv3.Compare(clientv3.CreateRevision(owner), "=", 0),
-			clientv3.Compare(clientv3.CreateRevision(head), "=", 0)).
-		Then(clientv3.OpPut(owner, n.ID(), clientv3.WithLease(lease))).
-		Else(clientv3.OpGet(n.k.sprite(name), clientv3.WithPrefix())).
-		Commit()
-	if err != nil {
-		return 0, n.etcdErr(ctx, fmt.Sprintf("create sprite %q", name), err)
-	}
-	if resp.Succeeded {
-		return Fence(resp.Header.Revision), nil
-	}
-	s, err := n.decode(name, resp.Responses[0].GetResponseRange().Kvs)
-	if err != nil {
-		return 0, err
-	}
-	if s.Owner != "" {
+	f, s, err := n.putOwner(ctx, "create", name, clientv3.Compare(clientv3.CreateRevision(n.k.head(name)), "=", 0))
+	switch {
+	case err != nil || f != 0:
+		return f, err
+	case s.Owner != "":
 		return 0, fmt.Errorf("cluster: cannot create sprite %q: %w: %w", name, errTaken, &HeldError{name, s.Owner, s.Fence})
 	}
 	return 0, fmt.Errorf("cluster: cannot create sprite %q: %w: it is at rest, %s", name, errTaken, s.Head.describe())
@@ -58,36 +36,43 @@ func (n *Node) Create(ctx context.Context, name string) (Fence, error) {
 // The returned Fence is void once the owner key goes: after Release,
 // Delete, Close, or a lost lease.
 func (n *Node) Claim(ctx context.Context, name string) (Fence, error) {
+	f, s, err := n.putOwner(ctx, "claim", name, clientv3.Compare(clientv3.CreateRevision(n.k.head(name)), ">", 0))
+	switch {
+	case err != nil || f != 0:
+		return f, err
+	case s.Owner != "":
+		return 0, fmt.Errorf("cluster: cannot claim sprite %q: %w", name, &HeldError{name, s.Owner, s.Fence})
+	}
+	return 0, fmt.Errorf("cluster: sprite %q: %w", name, errdefs.ErrNotFound)
+}
+
+// putOwner puts name's owner key on this Node's lease if it is absent and
+// head holds (the head's condition): the fence when it did, else the
+// sprite's keys as they are.
+func (n *Node) putOwner(ctx context.Context, op, name string, head clientv3.Cmp) (Fence, Sprite, error) {
 	if err := checkName("sprite name", name); err != nil {
-		return 0, err
+		return 0, Sprite{}, err
 	}
 	lease, err := n.current()
 	if err != nil {
-		return 0, err
+		return 0, Sprite{}, err
 	}
-	owner, head := n.k.owner(name), n.k.head(name)
+	owner := n.k.owner(name)
 	rctx, cancel := n.req(ctx)
 	defer cancel()
 	resp, err := n.cli.Txn(rctx).
-		If(clientv3.Compare(clientv3.CreateRevision(owner), "=", 0),
-			clientv3.Compare(clientv3.CreateRevision(head), ">", 0)).
+		If(clientv3.Compare(clientv3.CreateRevision(owner), "=", 0), head).
 		Then(clientv3.OpPut(owner, n.ID(), clientv3.WithLease(lease))).
 		Else(clientv3.OpGet(n.k.sprite(name), clientv3.WithPrefix())).
 		Commit()
 	if err != nil {
-		return 0, n.etcdErr(ctx, fmt.Sprintf("claim sprite %q", name), err)
+		return 0, Sprite{}, n.etcdErr(ctx, fmt.Sprintf("%s sprite %q", op, name), err)
 	}
 	if resp.Succeeded {
-		return Fence(resp.Header.Revision), nil
+		return Fence(resp.Header.Revision), Sprite{}, nil
 	}
 	s, err := n.decode(name, resp.Responses[0].GetResponseRange().Kvs)
-	if err != nil {
-		return 0, err
-	}
-	if s.Owner != "" {
-		return 0, fmt.Errorf("cluster: cannot claim sprite %q: %w", name, &HeldError{name, s.Owner, s.Fence})
-	}
-	return 0, fmt.Errorf("cluster: sprite %q: %w", name, errdefs.ErrNotFound)
+	return 0, s, err
 }
 
 // ours is the condition of every fenced write: the owner key is the one

@@ -79,17 +79,25 @@ func (s *Server) routeCluster(next http.Handler) http.Handler {
 				}
 			}
 		}
-		h, err := s.Fleet.Route(r, name, callerJSON(r))
-		if err != nil {
-			writeError(w, err)
-			return
+		if !s.elsewhere(w, r, name) {
+			next.ServeHTTP(w, r)
 		}
-		if h != nil {
-			h.ServeHTTP(w, r)
-			return
-		}
-		next.ServeHTTP(w, r)
 	})
+}
+
+// elsewhere serves r on the host that has sprite name when that is not
+// this one; true when r was answered (sent there, or an error).
+func (s *Server) elsewhere(w http.ResponseWriter, r *http.Request, name string) bool {
+	h, err := s.Fleet.Route(r, name, callerJSON(r))
+	if err != nil {
+		writeError(w, err)
+		return true
+	}
+	if h != nil {
+		h.ServeHTTP(w, r)
+		return true
+	}
+	return false
 }
 
 // spriteOf returns the sprite a /v1/sprites/{name}[/rest] path names.
@@ -188,17 +196,8 @@ func (s *Server) move(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	host, _ := s.Fleet.Placement(r.Context(), name)
-	if host != "" && host != s.Fleet.ID() {
-		// Its host moves it.
-		h, err := s.Fleet.Route(r, name, callerJSON(r))
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		if h != nil {
-			h.ServeHTTP(w, r)
-			return
-		}
+	if host != "" && host != s.Fleet.ID() && s.elsewhere(w, r, name) {
+		return // its host moves it
 	}
 	if err := s.Fleet.Move(r.Context(), name, req.To, callerJSON(r)); err != nil {
 		writeError(w, err)
