@@ -133,7 +133,7 @@ func testClusterMove(t *testing.T, backend string) {
 		t.Fatalf("m1 on %q, want a", p.Host)
 	}
 	a.ok("exec", "m1", "--", "sh", "-c", "echo kept > ~/file && sync")
-	a.ok("exec", "m1", "--", "sh", "-c", "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i >> /tmp/seq; sleep 0.05; done' </dev/null >/dev/null 2>&1 &")
+	a.ok("exec", "m1", "--", "sh", "-c", "echo 0 > /tmp/seq; setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i >> /tmp/seq; sleep 0.05; done' </dev/null >/dev/null 2>&1 &")
 	waitFor(t, time.Minute, "the writer counts", func() bool { return a.seq("m1") > 3 })
 	before := a.seq("m1")
 

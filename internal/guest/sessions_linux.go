@@ -183,7 +183,7 @@ func cmpString(a, b string) int {
 // 126 or 127): the answer's write waits for the channel to the host, the
 // spawn for the sandbox's kernel, and the host goes on with its side of
 // the exec meanwhile; input the host sends waits in the stream. A start
-// whose answer the host did not get ends its process at once.
+// whose answer could not be written is a session detached at once.
 func (s *Server) startSession(st sessionStream, req proto.Request) {
 	opt := req.Session
 	if opt == nil {
@@ -229,12 +229,10 @@ func (s *Server) startSession(st sessionStream, req proto.Request) {
 	if failed != nil {
 		close(ss.spawned)
 		close(ss.dead)
-		if !<-answered {
-			ss.table.remove(ss)
-			return
-		}
 		ss.setExit(*failed)
-		ss.stream(a)
+		if <-answered {
+			ss.stream(a)
+		}
 		return
 	}
 	ss.proc = p
@@ -246,9 +244,11 @@ func (s *Server) startSession(st sessionStream, req proto.Request) {
 		ss.setExit(p.finish(ws, drain))
 	}()
 	if !<-answered {
-		// The host did not get the session: nobody could attach to it.
-		p.hangup()
-		ss.table.remove(ss)
+		// The answer's write failed, which does not say the host lacks it
+		// (a stream write reports the connection's close even when its
+		// bytes went out just before): the session stays, detached, as
+		// after any host's going: one that runs only with a client ends
+		// now, another runs on, listed and attachable.
 		return
 	}
 	s.Log.Info("session started", "session", ss.id, "pid", p.pid)
