@@ -125,24 +125,37 @@ func (n *Node) SetHead(ctx context.Context, name string, f Fence, h Head) error 
 	if err != nil {
 		return err
 	}
+	ran, kvs, err := n.fencedTxn(ctx, name, f, "publish the head of sprite %q (it may or may not be published)", nil,
+		clientv3.OpPut(n.k.head(name), string(data)))
+	if err != nil || ran {
+		return err
+	}
+	return n.fenced("publish the head of", name, f, kvs)
+}
+
+// fencedTxn runs ops if the Node owns name under f on its current lease
+// (and the extra conditions hold): ran says they did; otherwise kvs are
+// the sprite's keys as they are. what names the operation in an etcd
+// error (with %q for the name).
+func (n *Node) fencedTxn(ctx context.Context, name string, f Fence, what string, extra []clientv3.Cmp, ops ...clientv3.Op) (ran bool, kvs []*mvccpb.KeyValue, err error) {
 	lease, err := n.current()
 	if err != nil {
-		return err
+		return false, nil, err
 	}
 	rctx, cancel := n.req(ctx)
 	defer cancel()
 	resp, err := n.cli.Txn(rctx).
-		If(n.ours(name, f, lease)...).
-		Then(clientv3.OpPut(n.k.head(name), string(data))).
+		If(append(n.ours(name, f, lease), extra...)...).
+		Then(ops...).
 		Else(clientv3.OpGet(n.k.sprite(name), clientv3.WithPrefix())).
 		Commit()
 	if err != nil {
-		return n.etcdErr(ctx, fmt.Sprintf("publish the head of sprite %q (it may or may not be published)", name), err)
+		return false, nil, n.etcdErr(ctx, fmt.Sprintf(what, name), err)
 	}
-	if !resp.Succeeded {
-		return n.fenced("publish the head of", name, f, resp.Responses[0].GetResponseRange().Kvs)
+	if resp.Succeeded {
+		return true, nil, nil
 	}
-	return nil
+	return false, resp.Responses[0].GetResponseRange().Kvs, nil
 }
 
 // Release gives up a sprite at rest: it deletes the owner key if the Node
@@ -153,24 +166,12 @@ func (n *Node) Release(ctx context.Context, name string, f Fence) error {
 	if err := checkName("sprite name", name); err != nil {
 		return err
 	}
-	lease, err := n.current()
-	if err != nil {
+	ran, kvs, err := n.fencedTxn(ctx, name, f, "release sprite %q",
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(n.k.head(name)), ">", 0)},
+		clientv3.OpDelete(n.k.owner(name)))
+	if err != nil || ran {
 		return err
 	}
-	rctx, cancel := n.req(ctx)
-	defer cancel()
-	resp, err := n.cli.Txn(rctx).
-		If(append(n.ours(name, f, lease), clientv3.Compare(clientv3.CreateRevision(n.k.head(name)), ">", 0))...).
-		Then(clientv3.OpDelete(n.k.owner(name))).
-		Else(clientv3.OpGet(n.k.sprite(name), clientv3.WithPrefix())).
-		Commit()
-	if err != nil {
-		return n.etcdErr(ctx, fmt.Sprintf("release sprite %q", name), err)
-	}
-	if resp.Succeeded {
-		return nil
-	}
-	kvs := resp.Responses[0].GetResponseRange().Kvs
 	s, err := n.decode(name, kvs)
 	if err != nil {
 		return err
@@ -188,24 +189,12 @@ func (n *Node) Delete(ctx context.Context, name string, f Fence) error {
 	if err := checkName("sprite name", name); err != nil {
 		return err
 	}
-	lease, err := n.current()
-	if err != nil {
+	ran, kvs, err := n.fencedTxn(ctx, name, f, "delete sprite %q", nil,
+		clientv3.OpDelete(n.k.head(name)), clientv3.OpDelete(n.k.owner(name)))
+	if err != nil || ran {
 		return err
 	}
-	rctx, cancel := n.req(ctx)
-	defer cancel()
-	resp, err := n.cli.Txn(rctx).
-		If(n.ours(name, f, lease)...).
-		Then(clientv3.OpDelete(n.k.head(name)), clientv3.OpDelete(n.k.owner(name))).
-		Else(clientv3.OpGet(n.k.sprite(name), clientv3.WithPrefix())).
-		Commit()
-	if err != nil {
-		return n.etcdErr(ctx, fmt.Sprintf("delete sprite %q", name), err)
-	}
-	if !resp.Succeeded {
-		return n.fenced("delete", name, f, resp.Responses[0].GetResponseRange().Kvs)
-	}
-	return nil
+	return n.fenced("delete", name, f, kvs)
 }
 
 // Reclaim binds to this Node's current lease the owner key this host put
