@@ -39,11 +39,32 @@ type Fence struct {
 	Daemon   int       `json:"daemon"`   // the daemon's pid
 	Deadline time.Time `json:"deadline"` // stop the sprites by then
 	Cgroups  []string  `json:"cgroups"`  // below each hierarchy's root, e.g. wisp/qemu-ID
+	// Sprites is the daemon's folder of sprite folders (named by id): a
+	// sprite whose VM started after the last write is found there.
+	Sprites string `json:"sprites,omitempty"`
 }
 
 // cgroupsOf are the cgroups a running sprite's VMM or sandbox can be in.
-func cgroupsOf(rec sprite.Sprite) []string {
-	return []string{vmm.CgroupParent + "/qemu-" + rec.ID, vmm.CgroupParent + "/wisp-" + rec.ID}
+func cgroupsOf(rec sprite.Sprite) []string { return idCgroups(rec.ID) }
+
+func idCgroups(id string) []string {
+	return []string{vmm.CgroupParent + "/qemu-" + id, vmm.CgroupParent + "/wisp-" + id}
+}
+
+// spriteCgroups are the cgroups of every sprite with a folder in dir now
+// (the fence file's list lags a sprite that started since its last write).
+func spriteCgroups(dir string) []string {
+	if dir == "" {
+		return nil
+	}
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() {
+			out = append(out, idCgroups(e.Name())...)
+		}
+	}
+	return out
 }
 
 // WriteFences rewrites the fence file at path every half second while the
@@ -70,7 +91,7 @@ func (f *Fleet) WriteFence(path string) error {
 	if !f.node.Live() {
 		return nil
 	}
-	fe := Fence{Daemon: os.Getpid(), Deadline: f.node.Deadline()}
+	fe := Fence{Daemon: os.Getpid(), Deadline: f.node.Deadline(), Sprites: f.m.SpritesDir()}
 	for _, rec := range f.m.List() {
 		if rec.State != sprite.Stopped && rec.State != sprite.Sleeping {
 			fe.Cgroups = append(fe.Cgroups, cgroupsOf(rec)...)
@@ -112,7 +133,7 @@ func WatchFence(path string, log *slog.Logger) error {
 			log.Warn("read the fence file", "err", err)
 		case now.After(fe.Deadline) && !fe.Deadline.Equal(fired):
 			fired = fe.Deadline
-			n := killCgroups(fe.Cgroups)
+			n := killCgroups(append(fe.Cgroups, spriteCgroups(fe.Sprites)...))
 			log.Error("the daemon did not renew its cluster lease in time: its sprites were killed before another host may claim them",
 				"daemon", fe.Daemon, "deadline", fe.Deadline.Format(time.RFC3339Nano), "processes", n)
 		}

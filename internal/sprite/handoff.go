@@ -312,3 +312,7 @@ func (m *Manager) leaveNetwork(rec Sprite) error {
 	}
 	return err
 }
+
+// SpritesDir is the folder that holds a folder per sprite of this host,
+// named by its id, made before its VM starts.
+func (m *Manager) SpritesDir() string { return filepath.Join(m.opt.DataDir, "sprites") }
