@@ -70,6 +70,23 @@ type Sprite struct {
 	// never).
 	Host       string `json:"host,omitempty"`
 	Generation uint64 `json:"generation,omitempty"`
+
+	// LastWake is how its last wake on this daemon went (absent: none
+	// since the daemon started).
+	LastWake *WakeTimes `json:"last_wake,omitempty"`
+}
+
+// WakeTimes is how a wake went: TotalMs from its start until the sprite ran
+// with its agent answering; of it RestoreMs until the guest ran again (VMM
+// start, state load) and HandshakeMs until its agent answered. KeptSession:
+// the daemon's agent session from before the sleep went on (no new
+// handshake).
+type WakeTimes struct {
+	At          time.Time `json:"at"`
+	TotalMs     float64   `json:"total_ms"`
+	RestoreMs   float64   `json:"restore_ms"`
+	HandshakeMs float64   `json:"handshake_ms"`
+	KeptSession bool      `json:"kept_session"`
 }
 
 // Size is a sprite's CPUs, memory and disk; in a request, zero fields

@@ -32,7 +32,7 @@ var ErrAgent = errors.New("guest agent")
 
 // Client is a connection to one guest agent. It is safe for concurrent use.
 type Client struct {
-	conn  net.Conn
+	conn  *relay
 	guard *guardConn
 	sess  *yamux.Session
 }
@@ -88,12 +88,13 @@ ready:
 	if err := send([]byte(proto.Go + nonce + "\n")); err != nil {
 		return nil, fmt.Errorf("agent handshake: %w", err)
 	}
-	guard := &guardConn{Conn: conn}
+	r := newRelay(conn)
+	guard := &guardConn{Conn: r}
 	sess, err := yamux.Client(FrameWriter(guard), hostConfig())
 	if err != nil {
 		return nil, err
 	}
-	return &Client{conn: conn, guard: guard, sess: sess}, nil
+	return &Client{conn: r, guard: guard, sess: sess}, nil
 }
 
 // What one sprite's guest can make the host hold through the session.
@@ -144,6 +145,45 @@ func (c *Client) Close() error {
 	c.sess.Close()
 	return c.conn.Close()
 }
+
+// Park prepares the session to outlive its connection, before the VMM
+// that holds the guest's end saves the guest and exits: it waits until no
+// stream is open (a call in flight would hang while the sprite sleeps),
+// stops the host's writes and waits until the VMM has taken every byte
+// written, until ctx ends. Reads go on; once the connection ends they
+// wait for Attach. On an error the session cannot be kept: Unpark (the
+// VMM goes on) or Close it.
+func (c *Client) Park(ctx context.Context) error {
+	for c.sess.NumStreams() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: park: %d streams in use: %w", ErrAgent, c.sess.NumStreams(), context.Cause(ctx))
+		case <-c.sess.CloseChan():
+			return fmt.Errorf("%w: park: session closed", ErrAgent)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if err := c.conn.park(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrAgent, err)
+	}
+	if n := c.sess.NumStreams(); n > 0 {
+		return fmt.Errorf("%w: park: %d streams opened meanwhile", ErrAgent, n)
+	}
+	select {
+	case <-c.sess.CloseChan():
+		return fmt.Errorf("%w: park: session closed", ErrAgent)
+	default:
+	}
+	return nil
+}
+
+// Attach gives a parked session the connection to the guest's restored
+// end, before the guest runs again; the old connection is closed. Writes
+// stay stopped until Unpark.
+func (c *Client) Attach(conn net.Conn) { c.conn.attach(conn) }
+
+// Unpark lets the host's writes go on.
+func (c *Client) Unpark() { c.conn.unpark() }
 
 // Closed is closed when the session ends (guest gone, channel broken, or
 // the guest broke the protocol: see Err).

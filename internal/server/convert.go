@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/wisp-sh/wisp/api"
 	"github.com/wisp-sh/wisp/internal/agent/proto"
@@ -27,6 +28,10 @@ func apiSprite(s sprite.Sprite) api.Sprite {
 		DiskUsedBytes: s.DiskUsedBytes, NetRxBytes: s.NetRxBytes, NetTxBytes: s.NetTxBytes,
 	}
 	out.HostUID = s.HostUID
+	if w := s.LastWake; w != nil {
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		out.LastWake = &api.WakeTimes{At: w.At, TotalMs: ms(w.Total), RestoreMs: ms(w.Restore), HandshakeMs: ms(w.Handshake), KeptSession: w.KeptSession}
+	}
 	if c := s.Confinement; c != nil {
 		out.Confinement = &api.Confinement{Pid: c.Pid, UID: c.UID, GID: c.GID, Root: c.Root, OwnMountNS: c.OwnMountNS,
 			Seccomp: c.Seccomp, NoNewPrivs: c.NoNewPrivs, Cgroup: c.Cgroup, CgroupVersion: c.CgroupVersion,

@@ -187,7 +187,7 @@ func (m *Manager) Adopt(ctx context.Context, rec Sprite, dir string) (Sprite, er
 		return Sprite{}, fmt.Errorf("sprite %q: a sprite with its id is here already: %w", rec.Name, errdefs.ErrExists)
 	}
 	rec.Checkpoints, rec.Pid, rec.HostUID = nil, 0, 0
-	rec.DiskUsedBytes, rec.NetRxBytes, rec.NetTxBytes, rec.Confinement = 0, 0, 0, nil
+	rec.DiskUsedBytes, rec.NetRxBytes, rec.NetTxBytes, rec.Confinement, rec.LastWake = 0, 0, 0, nil, nil
 	// The files were made durable by whoever put them in dir.
 	rec.SleptBoot, rec.SleepSynced = m.opt.BootID, true
 	uidDone, err := m.allocUID(&rec)

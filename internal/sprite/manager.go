@@ -174,6 +174,8 @@ type entry struct {
 	// gone: the sprite left this host (Park) while callers held the
 	// entry; written under op and Manager.mu.
 	gone bool
+	// woke is how the last wake went (under Manager.mu).
+	woke *WakeTimes
 }
 
 // NewManager opens the store in opt.DataDir.
@@ -318,8 +320,9 @@ func (m *Manager) Get(name string) (Sprite, error) {
 		return Sprite{}, err
 	}
 	m.mu.Lock()
-	rec, inst := e.rec, e.inst
+	rec, inst, woke := e.rec, e.inst, e.woke
 	m.mu.Unlock()
+	rec.LastWake = woke
 	rec.DiskUsedBytes, _ = storage.Usage(m.DiskPath(rec))
 	m.netStats(&rec)
 	if c, ok := inst.(vmm.Confined); ok && rec.State == Running {

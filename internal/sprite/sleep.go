@@ -169,7 +169,15 @@ func (m *Manager) wake(ctx context.Context, e *entry) error {
 		return errors.Join(fmt.Errorf("wake %s: %w", rec.Name, err), m.persist(e, rec))
 	}
 	os.RemoveAll(m.sleepDir(rec))
-	m.log.Info("sprite awake", LogSprite, rec.Name, "took", time.Since(t0).Round(time.Millisecond))
+	woke := &WakeTimes{At: t0.UTC(), Total: time.Since(t0)}
+	if w, ok := inst.(vmm.Woken); ok {
+		woke.WakeSplit = w.Woke()
+	}
+	m.mu.Lock()
+	e.woke = woke
+	m.mu.Unlock()
+	m.log.Info("sprite awake", LogSprite, rec.Name, "took", woke.Total.Round(time.Millisecond),
+		"restore", woke.Restore.Round(time.Millisecond), "handshake", woke.Handshake.Round(time.Millisecond), "kept_session", woke.KeptSession)
 	return nil
 }
 

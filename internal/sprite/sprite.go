@@ -186,6 +186,18 @@ type Sprite struct {
 	// Confinement is what confines its running VMM or sandbox now, as
 	// the kernel reports it; filled in by Get, not stored.
 	Confinement *vmm.Confinement `json:"confinement,omitempty"`
+	// LastWake is how its last wake on this daemon went; filled in by
+	// Get, not stored.
+	LastWake *WakeTimes `json:"last_wake,omitempty"`
+}
+
+// WakeTimes is how a wake went: Total from its start until the sprite ran
+// with its agent answering, and the backend's split of it (vmm.WakeSplit:
+// restore, handshake, whether the agent session was kept).
+type WakeTimes struct {
+	At    time.Time     `json:"at"`
+	Total time.Duration `json:"total"`
+	vmm.WakeSplit
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)

@@ -168,6 +168,22 @@ type Saver interface {
 	Restore(ctx context.Context, spec Spec, dir string) (Instance, error)
 }
 
+// Woken is implemented by instances that Saver.Restore made: how the
+// restore went, for the wake's report.
+type Woken interface {
+	Woke() WakeSplit
+}
+
+// WakeSplit is where a restore's time went: Restore until the guest runs
+// again (VMM start, state load), Handshake until its agent answered.
+// KeptSession: the host's agent session from before the sleep went on
+// over the new VMM, with no new handshake.
+type WakeSplit struct {
+	Restore     time.Duration
+	Handshake   time.Duration
+	KeptSession bool
+}
+
 // SleepDir is where a sleeping instance's state is saved: inside its own
 // folder, so a backend may keep memory in place instead of copying it.
 func SleepDir(spec Spec) string { return filepath.Join(spec.Dir, "sleep") }

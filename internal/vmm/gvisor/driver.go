@@ -170,6 +170,7 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec, image string) (_ *Inst
 		}
 	}()
 	cleanup := func() error { return d.cleanup(context.WithoutCancel(ctx), spec) }
+	t0 := time.Now()
 
 	// A crash may have left a sandbox, its state or the mount behind.
 	if err := cleanup(); err != nil {
@@ -219,10 +220,12 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec, image string) (_ *Inst
 	if err := d.run(ctx, spec, args...); err != nil {
 		return nil, fmt.Errorf("%w%s", err, diagnose(spec))
 	}
+	ran := time.Now()
 	inst, err := d.attach(ctx, spec, ln, bootTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("%w%s", err, diagnose(spec))
 	}
+	inst.ran, inst.woke.Restore = ran, ran.Sub(t0)
 	return inst, nil
 }
 
@@ -392,7 +395,18 @@ type Instance struct {
 	conn   *net.UnixConn // ag's connection
 	closed bool          // the daemon let go (Close)
 	killed bool          // this instance ended the sandbox (Kill, Stop)
+
+	ran  time.Time     // when runsc had started or restored it
+	woke vmm.WakeSplit // how Restore went
 }
+
+// Woke reports how the restore that made the instance went: Restore is
+// runsc's restore (with the disk's mount), Handshake the agent's connect
+// and first call. gVisor closes host sockets at a checkpoint, so every
+// wake makes a new session.
+func (i *Instance) Woke() vmm.WakeSplit { return i.woke }
+
+var _ vmm.Woken = (*Instance)(nil)
 
 var _ vmm.Instance = (*Instance)(nil)
 

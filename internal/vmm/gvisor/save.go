@@ -294,5 +294,6 @@ func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, dir string) (vmm.In
 		<-inst.Done()
 		return nil, fmt.Errorf("restore %s: reseed guest: %w", spec.Name, err)
 	}
+	inst.woke.Handshake = time.Since(inst.ran)
 	return inst, nil
 }

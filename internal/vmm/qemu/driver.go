@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -48,6 +47,9 @@ type Driver struct {
 	// creating dst; a reflink where the filesystem can. Nil:
 	// storage.CopyFile.
 	Clone func(src, dst string) error
+
+	parkMu sync.Mutex
+	parked map[string]parkedSession // by sprite folder: sessions of sleeping VMs (session.go)
 }
 
 var _ vmm.Driver = (*Driver)(nil)
@@ -94,6 +96,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 	if len(filepath.Join(spec.Dir, agentSock)) > 100 {
 		return nil, fmt.Errorf("sprite folder %s is too deep for a unix socket path; use a shorter data dir", spec.Dir)
 	}
+	d.dropKept(spec)
 	var err error
 	for attempt := 1; attempt <= max(d.BootAttempts, 1); attempt++ {
 		var inst *Instance
@@ -273,6 +276,7 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec) (vmm.Instance, error)
 // has exited. The process is pinned by a pidfd before its identity is
 // checked, and signalled through it, so a reused pid is never hit.
 func (d *Driver) Reap(ctx context.Context, spec vmm.Spec) error {
+	d.dropKept(spec)
 	pid, err := livePid(spec)
 	if err != nil {
 		return nil // nothing runs
@@ -359,6 +363,8 @@ type Instance struct {
 
 	mu sync.Mutex
 	ag *agent.Client
+
+	woke vmm.WakeSplit // how Restore went
 }
 
 var _ vmm.Instance = (*Instance)(nil)
@@ -372,21 +378,9 @@ func (i *Instance) connect(ctx context.Context) error {
 // connectEvery is connect with Hello re-sent every resend. The guest
 // answers each nonce once, so a short resend costs only skipped lines.
 func (i *Instance) connectEvery(ctx context.Context, resend time.Duration) error {
-	path := filepath.Join(i.spec.Dir, agentSock)
-	var conn net.Conn
-	for {
-		var err error
-		conn, err = net.Dial("unix", path)
-		if err == nil {
-			break
-		}
-		select {
-		case <-i.done:
-			return errors.New("QEMU exited during start-up")
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-time.After(2 * time.Millisecond): // the socket file appears within milliseconds
-		}
+	conn, err := i.dialAgent(ctx)
+	if err != nil {
+		return err
 	}
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -402,9 +396,7 @@ func (i *Instance) connectEvery(ctx context.Context, resend time.Duration) error
 		conn.Close()
 		return err
 	}
-	i.mu.Lock()
-	i.ag = ag
-	i.mu.Unlock()
+	i.setAgent(ag)
 	return nil
 }
 

@@ -228,3 +228,109 @@ func BenchmarkSaveRestore(b *testing.B) {
 		})
 	}
 }
+
+// TestKeptSession: a sleep keeps the host's agent session and the wake
+// goes on with it over the new QEMU, with no new handshake: the same
+// client, and a process from before the sleep still running. A wake by
+// another driver (a daemon restart) makes a new session; so does a kept
+// session that does not answer.
+func TestKeptSession(t *testing.T) {
+	d, newSpec := fixture(t)
+	spec := newSpec(t, "kept", 256)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	first, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := first
+	t.Cleanup(func() { inst.Kill(); <-inst.Done() })
+	sh(t, inst.Agent(), "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /dev/shm/tick; sleep 0.05; done' </dev/null >/dev/null 2>&1 &")
+	ticking := func(ag *agent.Client) {
+		t.Helper()
+		a := sh(t, ag, "cat /dev/shm/tick")
+		deadline := time.Now().Add(time.Minute)
+		for sh(t, ag, "cat /dev/shm/tick") == a {
+			if time.Now().After(deadline) {
+				t.Fatalf("the process from before the sleep is stuck at %q", a)
+			}
+			time.Sleep(20 * time.Millisecond) // it ticks every 50 ms
+		}
+	}
+	ag := inst.Agent()
+	sleep := vmm.SleepDir(spec)
+	// wake sleeps the sprite with saver and wakes it with d.
+	wake := func(saver, d *Driver) (vmm.Instance, vmm.WakeSplit) {
+		t.Helper()
+		if err := saver.Save(ctx, inst, sleep, false, nil); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		woke, err := d.Restore(ctx, spec, sleep)
+		if err != nil {
+			t.Fatalf("Restore: %v", err)
+		}
+		inst = woke
+		w := woke.(vmm.Woken).Woke()
+		if w.Restore <= 0 || w.Handshake <= 0 {
+			t.Errorf("wake split %+v", w)
+		}
+		t.Logf("wake: restore %v, handshake %v, kept %v", w.Restore, w.Handshake, w.KeptSession)
+		return woke, w
+	}
+	for range 2 {
+		woke, w := wake(d, d)
+		if !w.KeptSession || woke.Agent() != ag {
+			t.Fatalf("session not kept: %+v", w)
+		}
+		ticking(ag)
+	}
+
+	// Another driver (a daemon restart) has no session of this sprite's:
+	// a new handshake.
+	d2 := New(d.Log, Detect(d.Binary), "nobody")
+	woke, w := wake(d, d2)
+	if w.KeptSession || woke.Agent() == ag {
+		t.Fatalf("a session kept by another driver: %+v", w)
+	}
+	ticking(woke.Agent())
+	select {
+	case <-ag.Closed():
+		t.Fatal("the first driver's parked session closed before its sprite woke elsewhere")
+	default:
+	}
+	d.dropKept(spec)
+	<-ag.Closed()
+
+	// A kept session that does not answer (here: closed) is let go, and
+	// the wake falls back to a handshake.
+	kept, _ := wake(d2, d2)
+	old := kept.Agent()
+	if err := d2.Save(ctx, inst, sleep, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	token := mustState(t, sleep).Session
+	parked := d2.takeKept(spec, sleep, token)
+	if parked != old || token == "" {
+		t.Fatalf("the sleep did not park the session (token %q)", token)
+	}
+	parked.Close()
+	d2.keep(spec, token, parked)
+	woke2, err := d2.Restore(ctx, spec, sleep)
+	if err != nil {
+		t.Fatalf("Restore with a session that does not answer: %v", err)
+	}
+	inst = woke2
+	if w := woke2.(vmm.Woken).Woke(); w.KeptSession || woke2.Agent() == parked {
+		t.Fatalf("a session that did not answer was kept: %+v", w)
+	}
+	ticking(woke2.Agent())
+}
+
+func mustState(t *testing.T, dir string) savedState {
+	t.Helper()
+	st, err := readState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/storage"
 	"github.com/wisp-sh/wisp/internal/vmm"
 )
@@ -62,6 +63,9 @@ type savedState struct {
 	Device    string    `json:"device"`           // migration stream, in dir
 	Memory    string    `json:"memory,omitempty"` // RAM copy in dir; empty: the sprite's own memory file
 	Saved     time.Time `json:"saved"`
+	// Session names the host's agent session the driver kept for this
+	// state (a sleep's); empty: none.
+	Session string `json:"session,omitempty"`
 }
 
 // machineOf returns the parts of argv that a migration stream depends on:
@@ -216,11 +220,23 @@ func (d *Driver) Save(ctx context.Context, vi vmm.Instance, dir string, keep boo
 	if err := setupMigration(ctx, mon); err != nil {
 		return err
 	}
+	// A sleep keeps the agent session for the wake: the host's writes
+	// stop, and QEMU takes what it was sent, before the guest stops.
+	var kept *agent.Client
+	var token string
+	if !keep && dir == vmm.SleepDir(spec) {
+		kept, token = inst.parkAgent(ctx)
+	}
+	committed := false
+	defer func() {
+		if kept != nil && !committed {
+			kept.Unpark()
+		}
+	}()
 	if _, err := mon.run(ctx, "stop", nil, nil); err != nil {
 		return err
 	}
 	paused := time.Now()
-	committed := false
 	defer func() {
 		// A failed save leaves the instance running. This monitor may
 		// have died with the failure: resume on a fresh connection.
@@ -233,6 +249,7 @@ func (d *Driver) Save(ctx context.Context, vi vmm.Instance, dir string, keep boo
 	}()
 
 	st := d.newState(spec, mon.version, "")
+	st.Session = token
 	if err := d.migrateOut(ctx, mon, filepath.Join(work, st.Device)); err != nil {
 		return fmt.Errorf("%w%s", err, d.diagnose(spec))
 	}
@@ -260,6 +277,10 @@ func (d *Driver) Save(ctx context.Context, vi vmm.Instance, dir string, keep boo
 		}
 		d.Log.Debug("saved", "sprite", spec.Name, "paused", time.Since(paused))
 		return nil
+	}
+	if kept != nil {
+		inst.setAgent(nil) // it outlives the instance: Restore takes it
+		d.keep(spec, token, kept)
 	}
 	inst.Close()
 	if _, err := mon.run(ctx, "quit", nil, nil); err != nil {
@@ -325,6 +346,10 @@ func writeState(dir string, st savedState) error {
 // Restore starts spec's QEMU waiting for a migration stream, feeds it
 // dir's state, resumes it, reconnects the agent and sets the guest clock
 // (it stood still while the sprite slept) and reseeds its randomness.
+// The agent session the sleep kept goes on over the new QEMU's socket,
+// attached before the guest runs (so the guest never sees its host
+// leave); without one, or if it does not answer, the agent gets a new
+// session as at boot.
 func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, dir string) (_ vmm.Instance, err error) {
 	defer func() {
 		if err != nil {
@@ -335,6 +360,12 @@ func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, dir string) (_ vmm.
 	if err != nil {
 		return nil, err
 	}
+	kept := d.takeKept(spec, dir, st.Session)
+	defer func() {
+		if err != nil && kept != nil {
+			kept.Close()
+		}
+	}()
 	if err := d.compatible(st, spec); err != nil {
 		return nil, err
 	}
@@ -357,6 +388,7 @@ func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, dir string) (_ vmm.
 
 	ctx, cancel := context.WithTimeout(ctx, saveTimeout)
 	defer cancel()
+	t0 := time.Now()
 	inst, err := d.spawn(spec, "-incoming", "defer")
 	if err != nil {
 		return nil, err
@@ -380,6 +412,15 @@ func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, dir string) (_ vmm.
 	if err := setupMigration(ctx, mon); err != nil {
 		return nil, err
 	}
+	if kept != nil {
+		// Connected before the state loads, the guest's port finds its
+		// host as it left it.
+		conn, err := inst.dialAgent(ctx)
+		if err != nil {
+			return nil, err
+		}
+		kept.Attach(conn)
+	}
 	if _, err := mon.run(ctx, "getfd", map[string]string{"fdname": "wisp-restore"}, f); err != nil {
 		return nil, err
 	}
@@ -392,15 +433,24 @@ func (d *Driver) Restore(ctx context.Context, spec vmm.Spec, dir string) (_ vmm.
 	if _, err := mon.run(ctx, "cont", nil, nil); err != nil {
 		return nil, err
 	}
-	// The guest still serves the session of the QEMU that saved it; it
-	// notices only when our first Hello breaks that session, so resend soon.
-	if err := inst.connectEvery(ctx, 10*time.Millisecond); err != nil {
-		return nil, err
-	}
+	inst.woke.Restore = time.Since(t0)
 	seed := make([]byte, 32)
 	rand.Read(seed)
-	if err := inst.Agent().SetTime(ctx, time.Now(), seed); err != nil {
-		return nil, fmt.Errorf("set guest clock: %w", err)
+	if kept != nil {
+		inst.woke.KeptSession = inst.resume(ctx, kept, seed)
+		kept = nil // the instance's now, or closed
 	}
+	if !inst.woke.KeptSession {
+		// The guest still serves the session of the QEMU that saved it;
+		// it notices only when our first Hello breaks that session, so
+		// resend soon.
+		if err := inst.connectEvery(ctx, 10*time.Millisecond); err != nil {
+			return nil, err
+		}
+		if err := inst.Agent().SetTime(ctx, time.Now(), seed); err != nil {
+			return nil, fmt.Errorf("set guest clock: %w", err)
+		}
+	}
+	inst.woke.Handshake = time.Since(t0) - inst.woke.Restore
 	return inst, nil
 }
