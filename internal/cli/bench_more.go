@@ -219,7 +219,7 @@ func benchSleep(ctx context.Context, e *env, f benchFlags, backend string, memMi
 	c := e.client()
 	name := "bench-sl-" + randSuffix()
 	rep := BenchReport{Image: fmt.Sprintf("%s, %d MiB", f.img, memMiB), Runs: f.runs, At: time.Now().UTC()}
-	sp, err := c.Create(ctx, api.CreateRequest{Name: name, Image: f.img, MemoryMiB: memMiB, DiskGiB: 2, Backend: backend, IdleSeconds: -1})
+	sp, err := c.Create(ctx, api.CreateRequest{Name: name, Image: f.img, MemoryMiB: memMiB, Backend: backend, IdleSeconds: -1})
 	if err != nil {
 		return rep, err
 	}
@@ -230,6 +230,7 @@ func benchSleep(ctx context.Context, e *env, f benchFlags, backend string, memMi
 		return rep, err
 	}
 	var sleep, wake, held []float64
+	var restore, handshake, firstExec, kept []float64
 	for i := range f.runs {
 		sp, _ := c.Sprite(name).Info(ctx)
 		t0 := time.Now()
@@ -250,12 +251,32 @@ func benchSleep(ctx context.Context, e *env, f benchFlags, backend string, memMi
 			return rep, err
 		}
 		wake = append(wake, ms(time.Since(t0)))
-		fmt.Fprintf(e.stderr, "bench: %s %d MiB run %d/%d: sleep %.1f ms, wake+exec %.1f ms\n", rep.Backend, memMiB, i+1, f.runs, sleep[i], wake[i])
+		// The daemon's split of the wake; the rest is the first exec
+		// (with the HTTP round trip).
+		sp, err = c.Sprite(name).Info(ctx)
+		if err != nil {
+			return rep, err
+		}
+		split := ""
+		if w := sp.LastWake; w != nil && !w.At.Before(t0.Add(-time.Second)) { // an older daemon reports none
+			restore, handshake = append(restore, w.RestoreMs), append(handshake, w.HandshakeMs)
+			firstExec = append(firstExec, max(wake[i]-w.TotalMs, 0))
+			kept = append(kept, map[bool]float64{true: 1}[w.KeptSession])
+			split = fmt.Sprintf(" (restore %.1f, agent %.1f, kept session %v)", w.RestoreMs, w.HandshakeMs, w.KeptSession)
+		}
+		fmt.Fprintf(e.stderr, "bench: %s %d MiB run %d/%d: sleep %.1f ms, wake+exec %.1f ms%s\n", rep.Backend, memMiB, i+1, f.runs, sleep[i], wake[i], split)
 	}
 	rep.Metrics = []Metric{
 		newMetric("sleep", "ms", sleep, 50, "lower"),
 		newMetric("wake_to_first_exec", "ms", wake, 100, "lower"),
 		newMetric("host_memory_while_asleep", "MiB", held, 0, "lower"),
+	}
+	if len(restore) > 0 {
+		rep.Metrics = append(rep.Metrics,
+			newMetric("wake_restore", "ms", restore, 0, "lower"),
+			newMetric("wake_handshake", "ms", handshake, 0, "lower"),
+			newMetric("wake_first_exec", "ms", firstExec, 0, "lower"),
+			newMetric("wake_kept_session", "1=kept", kept, 0, "higher"))
 	}
 	return rep, nil
 }

@@ -54,7 +54,7 @@ func benchURL(ctx context.Context, e *env, f benchFlags, backend string, sizeMiB
 	rep := BenchReport{Image: f.img, Runs: f.runs, At: time.Now().UTC()}
 	progress := func(format string, a ...any) { fmt.Fprintf(e.stderr, "bench: "+format+"\n", a...) }
 	name := "bench-url-" + randSuffix()
-	sp, err := c.Create(ctx, api.CreateRequest{Name: name, Image: f.img, Backend: backend, IdleSeconds: -1, MemoryMiB: 256, DiskGiB: 2})
+	sp, err := c.Create(ctx, api.CreateRequest{Name: name, Image: f.img, Backend: backend, IdleSeconds: -1, MemoryMiB: 256})
 	if err != nil {
 		return rep, err
 	}

@@ -113,6 +113,14 @@ func newInfo(e *env) *cobra.Command {
 				}
 				row("asleep since", s.SleptAt.Local().Format(time.RFC3339)+" (state "+durable+")")
 			}
+			if w := s.LastWake; w != nil {
+				session := "new agent session"
+				if w.KeptSession {
+					session = "agent session kept"
+				}
+				row("last wake", fmt.Sprintf("%s: %.0f ms (restore %.0f ms, agent %.0f ms, %s)",
+					w.At.Local().Format(time.RFC3339), w.TotalMs, w.RestoreMs, w.HandshakeMs, session))
+			}
 			if p := s.Pending; p != nil {
 				row("pending size", fmt.Sprintf("%d CPUs, %d MiB, %d GiB at the next cold boot (wisp stop, wisp start)", p.CPUs, p.MemoryMiB, p.DiskGiB))
 			}
