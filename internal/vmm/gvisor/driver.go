@@ -200,7 +200,11 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec, image string) (_ *Inst
 	}
 	undo = append(undo, func() error { ln.Close(); return nil }) // attach may have closed it
 
-	cfg, err := json.MarshalIndent(ociConfig(spec, rootfs, filepath.Dir(sock), diskIO), "", "\t")
+	mounted := spec
+	if mounted.Agent, err = agentFor(spec, image); err != nil {
+		return nil, err
+	}
+	cfg, err := json.MarshalIndent(ociConfig(mounted, rootfs, filepath.Dir(sock), diskIO), "", "\t")
 	if err != nil {
 		return nil, err
 	}

@@ -150,6 +150,9 @@ func (d *Driver) Save(ctx context.Context, inst vmm.Instance, dir string, keep b
 		if err := errors.Join(d.checkpointKeep(ctx, i, tmp, during), i.reattach(ctx)); err != nil {
 			return err
 		}
+		if err := saveAgent(i.spec, tmp); err != nil {
+			return err
+		}
 		return replace(tmp, dir)
 	}
 	if _, err := d.runsc(ctx, "checkpoint", "--image-path", tmp, containerID(i.spec)); err != nil {
@@ -162,6 +165,9 @@ func (d *Driver) Save(ctx context.Context, inst vmm.Instance, dir string, keep b
 		return fmt.Errorf("sandbox still running after checkpoint: %w", context.Cause(ctx))
 	}
 	i.Close()
+	if err := saveAgent(i.spec, tmp); err != nil {
+		return err
+	}
 	// The state matches the disk whatever during does: keep it.
 	if err := replace(tmp, dir); err != nil {
 		return err

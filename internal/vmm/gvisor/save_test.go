@@ -12,6 +12,7 @@ import (
 
 	"github.com/wisp-sh/wisp/internal/agent"
 	"github.com/wisp-sh/wisp/internal/agent/proto"
+	"github.com/wisp-sh/wisp/internal/vmm"
 )
 
 // TestSleepWake: a sleeping sprite holds no process and no mount; it wakes
@@ -133,5 +134,71 @@ func TestSaveWhileStreaming(t *testing.T) {
 		if out, _ := sh(t, inst.Agent(), "echo ok"); out != "ok\n" {
 			t.Fatalf("after Save %d: %q", k, out)
 		}
+	}
+}
+
+// TestWakeAfterAgentUpgrade: a new build of the agent (the daemon's file
+// replaced) does not stop a sleeping sprite from waking with its processes:
+// it runs on with the agent it was saved with, and gets the new one at its
+// next cold boot. (gVisor refuses a restore whose mounted files changed.)
+func TestWakeAfterAgentUpgrade(t *testing.T) {
+	f := fixture(t)
+	d := f.Driver.(*Driver)
+	spec := f.NewSpec(t, "upgrade")
+	build := func(extra int) int {
+		t.Helper()
+		b, err := os.ReadFile(f.NewSpec(t, "x").Agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(b, make([]byte, extra)...) // trailing bytes: an ELF that runs the same
+		if err := os.WriteFile(spec.Agent+".new", b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(spec.Agent+".new", spec.Agent); err != nil {
+			t.Fatal(err)
+		}
+		return len(b)
+	}
+	spec.Agent = filepath.Join(t.TempDir(), "wisp-agent")
+	oldSize := build(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	inst, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.Kill(); <-inst.Done() })
+	agentSize := func() string {
+		t.Helper()
+		out, _ := sh(t, inst.Agent(), "stat -c %s "+guestAgent)
+		return strings.TrimSpace(out)
+	}
+	if got := agentSize(); got != strconv.Itoa(oldSize) {
+		t.Fatalf("agent in the sandbox has %s bytes, want %d", got, oldSize)
+	}
+	sh(t, inst.Agent(), "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > /tmp/upgrade.pid")
+	if err := d.Save(ctx, inst, vmm.SleepDir(spec), false, nil); err != nil {
+		t.Fatal(err)
+	}
+	newSize := build(4096)
+	inst, err = d.Restore(ctx, spec, vmm.SleepDir(spec))
+	if err != nil {
+		t.Fatalf("wake after the agent was rebuilt: %v", err)
+	}
+	if out, exit := sh(t, inst.Agent(), "kill -0 $(cat /tmp/upgrade.pid)"); exit.Code != 0 {
+		t.Fatalf("the process from before the sleep is gone: %s", out)
+	}
+	if got := agentSize(); got != strconv.Itoa(oldSize) {
+		t.Errorf("woken sprite's agent has %s bytes, want the old %d", got, oldSize)
+	}
+	if err := inst.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if inst, err = d.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if got := agentSize(); got != strconv.Itoa(newSize) {
+		t.Errorf("after a cold boot the agent has %s bytes, want the new %d", got, newSize)
 	}
 }
