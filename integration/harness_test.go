@@ -249,6 +249,13 @@ type spriteJSON struct {
 	CreatedAt string `json:"created_at"`
 	// SleepSynced: the sleep state has reached stable storage.
 	SleepSynced bool `json:"sleep_synced"`
+	LastWake    *struct {
+		At          time.Time `json:"at"`
+		TotalMs     float64   `json:"total_ms"`
+		RestoreMs   float64   `json:"restore_ms"`
+		HandshakeMs float64   `json:"handshake_ms"`
+		KeptSession bool      `json:"kept_session"`
+	} `json:"last_wake"`
 }
 
 func (d *daemon) info(name string) spriteJSON {

@@ -61,13 +61,28 @@ func testSleep(t *testing.T, backend string) {
 	if testing.Short() {
 		cycles = 10
 	}
+	// Each wake reports its split; a QEMU wake goes on with the agent
+	// session from before the sleep (gVisor closes host sockets at a
+	// checkpoint: a new one each time).
+	checkWake := func(what string, since time.Time, kept bool) {
+		t.Helper()
+		w := d.info("z1").LastWake
+		if w == nil || w.At.Before(since.Add(-time.Second)) || w.RestoreMs <= 0 || w.HandshakeMs <= 0 || w.TotalMs < w.RestoreMs+w.HandshakeMs {
+			t.Fatalf("%s: last wake %+v", what, w)
+		}
+		if w.KeptSession != kept {
+			t.Errorf("%s: kept session %v, want %v (%+v)", what, w.KeptSession, kept, w)
+		}
+	}
 	for i := range cycles {
 		pid := d.info("z1").Pid
 		d.ok("sleep", "z1")
 		if s := d.info("z1"); s.State != "sleeping" || alive(pid) {
 			t.Fatalf("cycle %d: after sleep: state %s, VMM pid %d alive %v", i, s.State, pid, alive(pid))
 		}
+		t0 := time.Now()
 		d.ok("exec", "z1", "--", "true") // wakes it
+		checkWake(fmt.Sprintf("cycle %d", i), t0, backend == "qemu")
 	}
 	out := d.ok("exec", "z1", "--", "cat", "/tmp/seq")
 	lines := strings.Fields(out)
@@ -101,7 +116,9 @@ func testSleep(t *testing.T, backend string) {
 	if s := d.info("z1"); s.State != "sleeping" {
 		t.Fatalf("after daemon kill -9: %s", s.State)
 	}
+	t0 := time.Now()
 	d.ok("exec", "z1", "--", "true")
+	checkWake("wake by a restarted daemon", t0, false) // its session died with the daemon
 
 	// Idle timeouts: fire for an unused sprite, not for one set to never,
 	// not while an exec runs.
