@@ -137,7 +137,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 	}
 	images := &image.Store{Dir: imagesDir, Scratch: cfg.BuildPath(), Cache: cfg.CachePath(), Log: log}
 	images.CleanScratch() // work dirs of builds a crash cut short
-	drivers, choice, gv, unavailable := backends(log, cfg, pool.Clone)
+	drivers, choice, gv, unavailable := backends(log, cfg, pool.Clone, filepath.Join(pool.Root, "agents"))
 	var nw *network.Network
 	netInfo := &doctor.NetworkInfo{}
 	if cfg.Network {
@@ -329,7 +329,7 @@ func run(log *slog.Logger, cfg config.Config) error {
 //
 // QEMU under TCG is offered only with --allow-tcg; unavailable says why a
 // backend is missing, for the error a create that asks for it gets.
-func backends(log *slog.Logger, cfg config.Config, clone func(src, dst string) error) (map[string]vmm.Driver, doctor.BackendChoice, *doctor.GVisorInfo, map[string]string) {
+func backends(log *slog.Logger, cfg config.Config, clone func(src, dst string) error, agentCache string) (map[string]vmm.Driver, doctor.BackendChoice, *doctor.GVisorInfo, map[string]string) {
 	drivers := map[string]vmm.Driver{}
 	unavailable := map[string]string{}
 	if os.Getuid() == 0 {
@@ -362,7 +362,9 @@ func backends(log *slog.Logger, cfg config.Config, clone func(src, dst string) e
 		gv.Problem = "wispd must run as root for gVisor sandboxes (loop mounts, cgroups)"
 	} else {
 		gv.Runsc, gv.Version = runsc, gvisor.Version(runsc)
-		drivers["gvisor"] = gvisor.New(log, runsc, filepath.Join(cfg.DataDir, "runsc"))
+		g := gvisor.New(log, runsc, filepath.Join(cfg.DataDir, "runsc"))
+		g.AgentCache = agentCache // beside the sprites: a boot links the agent
+		drivers["gvisor"] = g
 	}
 	choice := doctor.BackendChoice{Configured: cfg.Backend}
 	_, haveQEMU := drivers["qemu"]

@@ -21,31 +21,79 @@ import (
 const agentFile = "wisp-agent"
 
 // agentFor returns the agent binary the sandbox of spec mounts: for a
-// boot (image ""), a fresh copy of spec.Agent; for a restore, the file
-// the state was saved with.
-func agentFor(spec vmm.Spec, image string) (string, error) {
+// boot (image ""), the daemon's current build (a link to the build's copy
+// in AgentCache, or a copy of its own); for a restore, the file the state
+// was saved with.
+func (d *Driver) agentFor(spec vmm.Spec, image string) (string, error) {
 	own := filepath.Join(spec.Dir, agentFile)
-	if image == "" {
-		tmp := own + ".tmp"
-		os.Remove(tmp)
-		if err := storage.CopyFile(spec.Agent, tmp); err != nil {
-			return "", fmt.Errorf("copy the agent: %w", err)
+	if image != "" {
+		saved := filepath.Join(image, agentFile)
+		if _, err := os.Stat(saved); err != nil {
+			return spec.Agent, nil // a state saved before sprites had their own copy
 		}
-		if err := errors.Join(os.Chmod(tmp, 0o555), os.Rename(tmp, own)); err != nil {
-			os.Remove(tmp)
-			return "", fmt.Errorf("copy the agent: %w", err)
+		if err := linkOver(saved, own); err != nil {
+			return "", fmt.Errorf("the agent the state was saved with: %w", err)
 		}
 		return own, nil
 	}
-	saved := filepath.Join(image, agentFile)
-	if _, err := os.Stat(saved); err != nil {
-		// A state saved before sprites had their own copy.
-		return spec.Agent, nil
+	if build, err := d.agentBuild(spec.Agent); err == nil && linkOver(build, own) == nil {
+		return own, nil
 	}
-	if err := linkOver(saved, own); err != nil {
-		return "", fmt.Errorf("the agent the state was saved with: %w", err)
+	if err := copyOver(spec.Agent, own); err != nil {
+		return "", fmt.Errorf("copy the agent: %w", err)
 	}
 	return own, nil
+}
+
+// agentBuild returns the copy of the agent binary at path in AgentCache
+// (a folder on the sprites' file system, so that a boot links it instead
+// of copying 4 MB), made by the first boot of each build. Copies of older
+// builds are removed: the sprites that run them hold their own links.
+func (d *Driver) agentBuild(path string) (string, error) {
+	if d.AgentCache == "" {
+		return "", errors.New("no agent cache")
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	name := fmt.Sprintf("%s-%d-%d", agentFile, fi.Size(), fi.ModTime().UnixNano())
+	build := filepath.Join(d.AgentCache, name)
+	d.agentMu.Lock()
+	defer d.agentMu.Unlock()
+	if _, err := os.Stat(build); err == nil {
+		return build, nil
+	}
+	if err := os.MkdirAll(d.AgentCache, 0o700); err != nil {
+		return "", err
+	}
+	if err := copyOver(path, build); err != nil {
+		return "", err
+	}
+	old, _ := filepath.Glob(filepath.Join(d.AgentCache, agentFile+"-*"))
+	for _, o := range old {
+		if o != build {
+			os.Remove(o)
+		}
+	}
+	return build, nil
+}
+
+// copyOver copies src to dst (read-only, executable), replacing dst.
+func copyOver(src, dst string) error {
+	tmp := dst + ".tmp"
+	os.Remove(tmp)
+	err := storage.CopyFile(src, tmp)
+	if err == nil {
+		err = os.Chmod(tmp, 0o555)
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 // saveAgent links the agent file the sandbox of spec runs into the state

@@ -66,6 +66,11 @@ type Driver struct {
 	StateRoot string // runsc --root: its state files for all sandboxes
 	Log       *slog.Logger
 	Timeout   time.Duration // bounds one runsc call; 0 means runscTimeout
+	// AgentCache is a folder on the sprites' file system that holds a copy
+	// of the agent binary per build, hard-linked into each sprite at boot
+	// (see agentFile); empty: each boot copies the binary.
+	AgentCache string
+	agentMu    sync.Mutex
 }
 
 var _ vmm.Driver = (*Driver)(nil)
@@ -201,7 +206,7 @@ func (d *Driver) boot(ctx context.Context, spec vmm.Spec, image string) (_ *Inst
 	undo = append(undo, func() error { ln.Close(); return nil }) // attach may have closed it
 
 	mounted := spec
-	if mounted.Agent, err = agentFor(spec, image); err != nil {
+	if mounted.Agent, err = d.agentFor(spec, image); err != nil {
 		return nil, err
 	}
 	cfg, err := json.MarshalIndent(ociConfig(mounted, rootfs, filepath.Dir(sock), diskIO), "", "\t")
