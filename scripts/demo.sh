@@ -138,6 +138,7 @@ step "sleep and wake: processes keep running"
 tic; "$BIN/wisp" sleep vm; toc "sleep (qemu)"
 "$BIN/wisp" list
 tic; echo "   counter after wake: $("$BIN/wisp" exec vm -- cat /tmp/n)"; toc "wake + exec (qemu)"
+"$BIN/wisp" info vm | grep "last wake"
 
 step "stop and start: the disk keeps everything"
 "$BIN/wisp" stop vm
