@@ -150,6 +150,15 @@ func NewServer(sp Sprites, version string) *sdk.Server {
 
 type tools struct{ sp Sprites }
 
+// result is a tool's answer: v, or the tool error of err.
+func result[T any](v T, err error) (*sdk.CallToolResult, T, error) {
+	if err != nil {
+		var zero T
+		return nil, zero, fail(err)
+	}
+	return nil, v, nil
+}
+
 // fail makes a tool error of err, with the daemon's hint when it has one:
 // the model reads both.
 func fail(err error) error {
@@ -166,11 +175,7 @@ type CreateIn struct {
 }
 
 func (t *tools) create(ctx context.Context, _ *sdk.CallToolRequest, in CreateIn) (*sdk.CallToolResult, Sprite, error) {
-	sp, err := t.sp.Create(ctx, in.Name, in.Image)
-	if err != nil {
-		return nil, Sprite{}, fail(err)
-	}
-	return nil, sp, nil
+	return result(t.sp.Create(ctx, in.Name, in.Image))
 }
 
 type ListOut struct {
@@ -334,11 +339,7 @@ type CheckpointIn struct {
 }
 
 func (t *tools) checkpoint(ctx context.Context, _ *sdk.CallToolRequest, in CheckpointIn) (*sdk.CallToolResult, Checkpoint, error) {
-	c, err := t.sp.Checkpoint(ctx, in.Sprite, in.Comment)
-	if err != nil {
-		return nil, Checkpoint{}, fail(err)
-	}
-	return nil, c, nil
+	return result(t.sp.Checkpoint(ctx, in.Sprite, in.Comment))
 }
 
 type RestoreIn struct {
@@ -347,11 +348,7 @@ type RestoreIn struct {
 }
 
 func (t *tools) restore(ctx context.Context, _ *sdk.CallToolRequest, in RestoreIn) (*sdk.CallToolResult, Sprite, error) {
-	sp, err := t.sp.Restore(ctx, in.Sprite, in.Checkpoint)
-	if err != nil {
-		return nil, Sprite{}, fail(err)
-	}
-	return nil, sp, nil
+	return result(t.sp.Restore(ctx, in.Sprite, in.Checkpoint))
 }
 
 type ForkIn struct {
@@ -361,11 +358,7 @@ type ForkIn struct {
 }
 
 func (t *tools) fork(ctx context.Context, _ *sdk.CallToolRequest, in ForkIn) (*sdk.CallToolResult, Sprite, error) {
-	sp, err := t.sp.Fork(ctx, in.Sprite, in.NewName, in.Checkpoint)
-	if err != nil {
-		return nil, Sprite{}, fail(err)
-	}
-	return nil, sp, nil
+	return result(t.sp.Fork(ctx, in.Sprite, in.NewName, in.Checkpoint))
 }
 
 type URLIn struct {
@@ -379,11 +372,7 @@ func (t *tools) url(ctx context.Context, _ *sdk.CallToolRequest, in URLIn) (*sdk
 	if in.TTLS > 0 {
 		ttl = time.Duration(in.TTLS) * time.Second
 	}
-	u, err := t.sp.URL(ctx, in.Sprite, in.Port, ttl)
-	if err != nil {
-		return nil, URL{}, fail(err)
-	}
-	return nil, u, nil
+	return result(t.sp.URL(ctx, in.Sprite, in.Port, ttl))
 }
 
 type SpriteIn struct {
