@@ -265,7 +265,7 @@ func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
 	if spec.Net != nil {
 		netMode = "sandbox" // gVisor's netstack on the veth end in the sprite's namespace
 	}
-	flags := []string{
+	cmd := exec.Command(d.Runsc, append([]string{
 		"--root", d.StateRoot,
 		"--platform", d.Platform,
 		"--network", netMode,
@@ -275,9 +275,7 @@ func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
 		// them by default, whatever the mount flags say; the elevation is to
 		// root of the gVisor kernel, not of the host.
 		"--allow-suid",
-	}
-	flags = append(flags, platformFlags(d.Platform, spec.CPUs)...)
-	cmd := exec.Command(d.Runsc, append(flags, args...)...)
+	}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -296,24 +294,6 @@ func (d *Driver) run(ctx context.Context, spec vmm.Spec, args ...string) error {
 		<-exited
 		return context.Cause(ctx)
 	}
-}
-
-// platformFlags are the runsc flags of a sandbox of cpus CPUs (0: no
-// quota) on platform.
-//
-// systrap's fast path has a sentry thread and the stub threads spin while
-// they wait for each other instead of sleeping: it pays where a CPU is to
-// spare, and gVisor leaves it off with one CPU. But runsc counts at least
-// two CPUs for a sandbox whose quota is one (--cpu-num-from-quota), so a
-// one-CPU sprite spun: ~12.6 ms of CPU per exec of `true` against ~9 ms
-// without, charged to the sprite's quota (back to back, its cgroup was
-// throttled in most periods, stalls of 35-45 ms: the slow tail of the
-// round trips) and metered as its use.
-func platformFlags(platform string, cpus int) []string {
-	if platform == "systrap" && cpus == 1 {
-		return []string{"--systrap-disable-fast-path"}
-	}
-	return nil
 }
 
 // diagnose returns the tail of the console log for an error.
