@@ -182,7 +182,10 @@ func fastSpawn(argv0 string, argv []string, attr *syscall.ProcAttr) (pid int, er
 		return 0, e, true // EAGAIN: the process limit
 	}
 	if prog.failed != 0 {
-		// The child exited with 127; the reaper reaps it.
+		// The child has exited (127). Reap it, as ForkExec does (a
+		// reaper waiting for any child may have: then ECHILD).
+		var ws syscall.WaitStatus
+		syscall.Wait4(int(p), &ws, 0, nil)
 		err := syscall.Errno(prog.errno)
 		if err == 0 {
 			err = syscall.EINVAL

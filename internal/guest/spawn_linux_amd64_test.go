@@ -86,6 +86,11 @@ func TestFastSpawn(t *testing.T) {
 		t.Errorf("chdir to a missing folder: %v, want ENOENT", err)
 	}
 
+	// The failed children are reaped.
+	if pid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil); err != syscall.ECHILD {
+		t.Errorf("after the failed spawns: wait4 = %d, %v; want no child left", pid, err)
+	}
+
 	if os.Getuid() == 0 {
 		attr := &syscall.ProcAttr{Dir: "/", Sys: &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534, 27}}}}
 		out, _, err := spawnOut(t, attr, "/bin/sh", "-c", "id -u; id -g; id -G")
