@@ -122,3 +122,35 @@ func TestFastSpawnable(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSpawn: spawn and reap a program, through the fast path and
+// through syscall.ForkExec. Under gVisor (copy the test binary into a
+// sprite: go test -c) the difference is the ~70 system calls of Go's
+// child; on a host it is a few microseconds.
+func BenchmarkSpawn(b *testing.B) {
+	prog := os.Getenv("SPAWN_PROG")
+	if prog == "" {
+		prog = "/bin/true"
+	}
+	null, _ := os.Open(os.DevNull)
+	defer null.Close()
+	attr := &syscall.ProcAttr{Dir: "/", Files: []uintptr{null.Fd(), null.Fd(), null.Fd()}, Sys: &syscall.SysProcAttr{Setpgid: true}}
+	for _, bc := range []struct {
+		name  string
+		spawn func() (int, error)
+	}{
+		{"fast", func() (int, error) { pid, err, _ := fastSpawn(prog, []string{prog}, attr); return pid, err }},
+		{"ForkExec", func() (int, error) { return syscall.ForkExec(prog, []string{prog}, attr) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				pid, err := bc.spawn()
+				if err != nil {
+					b.Fatal(err)
+				}
+				var ws syscall.WaitStatus
+				syscall.Wait4(pid, &ws, 0, nil)
+			}
+		})
+	}
+}
