@@ -115,6 +115,12 @@ func checkDevSprite(t *testing.T, d *daemon, name string) {
 		venv = "python3 -m venv --without-pip /tmp/venv && /tmp/venv/bin/python -c 'import sys; assert sys.prefix == \"/tmp/venv\"' && python3 -m pip --version"
 	}
 	d.ok("exec", name, "--", "sh", "-c", venv)
+	// The locale: C.UTF-8 as before, its data now read from the locale
+	// archive (one file to map instead of twelve), and listed once.
+	out = d.ok("exec", name, "--", "sh", "-c", `echo "$LANG"; locale charmap; printf '\303\251' | wc -m; locale -a; localedef --list-archive`)
+	if want := "C.UTF-8\nUTF-8\n1\nC\nC.utf8\nPOSIX\nC.utf8\n"; out != want {
+		t.Errorf("dev sprite's locale:\n%s\nwant:\n%s", out, want)
+	}
 	// sudo: passwordless for sprite, and root's powers with it.
 	if out := d.ok("exec", name, "--", "sudo", "-n", "id", "-u"); out != "0\n" {
 		t.Errorf("sudo -n id -u: %q", out)

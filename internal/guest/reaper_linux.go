@@ -56,7 +56,7 @@ func (r *Reaper) Start(argv0 string, argv []string, attr *syscall.ProcAttr) (int
 	defer r.mu.Unlock()
 	var pid int
 	err := r.Limit.Fork(func() (err error) {
-		pid, err = syscall.ForkExec(argv0, argv, attr)
+		pid, err = spawn(argv0, argv, attr)
 		return err
 	})
 	if err != nil {

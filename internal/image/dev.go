@@ -149,6 +149,15 @@ func populateDev(b *builder) error {
 	}
 
 	b.phase("users and configuration")
+	// Every command runs with LANG=C.UTF-8, and Debian keeps that locale
+	// as a folder of twelve files: a program that calls setlocale (bash,
+	// python, git...) opens, maps and closes each one, ~60 system calls
+	// that cost 1-3 ms of every start under gVisor. The same compiled
+	// data in a locale archive is one open and one map; `locale -a` and
+	// what programs see are unchanged (locale-gen adds to this archive).
+	if err := b.chroot("localedef", "--add-to-archive", "/usr/lib/locale/C.utf8"); err != nil {
+		return err
+	}
 	if err := b.chroot("useradd", "-m", "-u", "1000", "-U", "-G", "sudo", "-s", "/bin/bash", "sprite"); err != nil {
 		return err
 	}

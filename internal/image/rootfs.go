@@ -62,7 +62,7 @@ var rootDefs = map[string]rootDef{
 
 // recipeRevision changes whenever a built-in recipe changes in a way its
 // pins and package list do not show.
-const recipeRevision = "2026-11-29.1"
+const recipeRevision = "2026-11-30.1"
 
 // RecipeKey identifies what building the built-in image name makes today:
 // tests that cache an image rebuild it when the key changes.
