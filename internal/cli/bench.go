@@ -66,10 +66,12 @@ func newMetric(name, unit string, samples []float64, target float64, better stri
 	return m
 }
 
-// targets per backend on the project's machines (TCG for QEMU).
+// targets per backend on the project's machines (TCG for QEMU). The exec
+// round trip's is issue 15's, 5 ms on both backends: under TCG it is the
+// KVM expectation, not met by emulation.
 var targets = map[string]map[string]float64{
-	"qemu":   {"create_to_first_exec": 800, "exec_round_trip": 10, "stdout_throughput": 50},
-	"gvisor": {"create_to_first_exec": 300, "exec_round_trip": 10, "stdout_throughput": 50},
+	"qemu":   {"create_to_first_exec": 800, "exec_round_trip": 5, "stdout_throughput": 50},
+	"gvisor": {"create_to_first_exec": 300, "exec_round_trip": 5, "stdout_throughput": 50},
 }
 
 func newBench(e *env) *cobra.Command {
