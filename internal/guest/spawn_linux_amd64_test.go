@@ -68,15 +68,36 @@ func TestFastSpawn(t *testing.T) {
 		t.Errorf("process group %q: not its own", first[2])
 	}
 	// The signals the exec'd program starts with, read by one that
-	// changes neither its mask nor what it ignores.
-	out, _, err = spawnOut(t, &syscall.ProcAttr{Dir: "/"}, "/bin/grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status")
+	// changes neither its mask nor what it ignores: none blocked (the
+	// spawning thread blocks SIGUSR1), and ignored what this process was
+	// started with ignored, as after syscall.ForkExec.
+	sigs := func(out string) map[string]string {
+		m := map[string]string{}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok {
+				m[k] = strings.TrimSpace(v)
+			}
+		}
+		return m
+	}
+	grep := []string{"/bin/grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"}
+	out, _, err = spawnOut(t, &syscall.ProcAttr{Dir: "/"}, grep...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if f := strings.Fields(l); len(f) != 2 || strings.Trim(f[1], "0") != "" {
-			t.Errorf("%s: want no signal blocked or ignored", l)
-		}
+	got := sigs(out)
+	r, w, _ := os.Pipe()
+	pid, err := syscall.ForkExec(grep[0], grep, &syscall.ProcAttr{Dir: "/", Files: []uintptr{0, w.Fd(), w.Fd()}})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := bufio.NewReader(r).ReadString(0)
+	r.Close()
+	syscall.Wait4(pid, nil, 0, nil)
+	want := sigs(ref)
+	if strings.Trim(got["SigBlk"], "0") != "" || got["SigIgn"] != want["SigIgn"] || len(got) != 2 {
+		t.Errorf("signals of the spawned program %v, want none blocked and ignored as after ForkExec %v", got, want)
 	}
 
 	if _, _, err := spawnOut(t, &syscall.ProcAttr{Dir: dir}, dir+"/missing"); !errors.Is(err, syscall.ENOENT) {
