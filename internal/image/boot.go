@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/wisp-sh/wisp/internal/errdefs"
+	"github.com/wisp-sh/wisp/internal/storage"
 )
 
 // Boot supplies sprites with their boot files: the kernel (fetched on first
@@ -59,25 +59,14 @@ func (b *Boot) imported(name, p string) (string, error) {
 	if info.Path != p {
 		return "", fmt.Errorf("image %q changed while being imported into the pool: %w", name, errdefs.ErrUnavailable)
 	}
-	dst := filepath.Join(b.Pool, fmt.Sprintf("%s-%d.ext4", name, info.BuiltAt.UnixNano()))
 	b.importMu.Lock()
 	defer b.importMu.Unlock()
-	if _, err := os.Stat(dst); err == nil {
-		return dst, nil
-	}
-	if err := os.MkdirAll(b.Pool, 0o700); err != nil {
-		return "", err
-	}
-	if err := b.Clone(p, dst); err != nil {
-		return "", fmt.Errorf("import image %q into the storage pool: %w", name, err)
-	}
-	old, _ := filepath.Glob(filepath.Join(b.Pool, name+"-*.ext4"))
-	for _, o := range old {
-		if o != dst {
-			os.Remove(o)
+	return storage.Current(b.Pool, fmt.Sprintf("%s-%d.ext4", name, info.BuiltAt.UnixNano()), name+"-*.ext4", func(dst string) error {
+		if err := b.Clone(p, dst); err != nil {
+			return fmt.Errorf("import image %q into the storage pool: %w", name, err)
 		}
-	}
-	return dst, nil
+		return nil
+	})
 }
 
 // sameFilesystem reports whether a and b are on one filesystem (where a

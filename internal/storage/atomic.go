@@ -114,3 +114,27 @@ func MoveFile(src, dst string) error {
 	}
 	return SyncDir(filepath.Dir(src))
 }
+
+// Current returns dir/name, the one version a folder keeps of something
+// (an image imported into the pool, the agent binary of a build): make
+// writes it the first time; then the folder's other files matching glob,
+// older versions, are removed. Callers serialise their calls.
+func Current(dir, name, glob string, make func(dst string) error) (string, error) {
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	if err := make(p); err != nil {
+		return "", err
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, glob))
+	for _, o := range old {
+		if o != p {
+			os.Remove(o)
+		}
+	}
+	return p, nil
+}

@@ -57,26 +57,10 @@ func (d *Driver) agentBuild(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	name := fmt.Sprintf("%s-%d-%d", agentFile, fi.Size(), fi.ModTime().UnixNano())
-	build := filepath.Join(d.AgentCache, name)
 	d.agentMu.Lock()
 	defer d.agentMu.Unlock()
-	if _, err := os.Stat(build); err == nil {
-		return build, nil
-	}
-	if err := os.MkdirAll(d.AgentCache, 0o700); err != nil {
-		return "", err
-	}
-	if err := copyOver(path, build); err != nil {
-		return "", err
-	}
-	old, _ := filepath.Glob(filepath.Join(d.AgentCache, agentFile+"-*"))
-	for _, o := range old {
-		if o != build {
-			os.Remove(o)
-		}
-	}
-	return build, nil
+	name := fmt.Sprintf("%s-%d-%d", agentFile, fi.Size(), fi.ModTime().UnixNano())
+	return storage.Current(d.AgentCache, name, agentFile+"-*", func(dst string) error { return copyOver(path, dst) })
 }
 
 // copyOver copies src to dst (read-only, executable), replacing dst.
