@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -35,6 +37,7 @@ type Client struct {
 	conn  *relay
 	guard *guardConn
 	sess  *yamux.Session
+	inUse atomic.Int64 // streams opened and not yet closed by the host
 }
 
 // Connect performs the handshake on conn and starts multiplexing. Hello is
@@ -147,32 +150,43 @@ func (c *Client) Close() error {
 }
 
 // Park prepares the session to outlive its connection, before the VMM
-// that holds the guest's end saves the guest and exits: it waits until no
-// stream is open (a call in flight would hang while the sprite sleeps),
-// stops the host's writes and waits until the VMM has taken every byte
-// written, until ctx ends. Reads go on; once the connection ends they
-// wait for Attach. On an error the session cannot be kept: Unpark (the
-// VMM goes on) or Close it.
+// that holds the guest's end saves the guest and exits. It refuses while
+// a stream is in use (a call in flight would hang while the sprite
+// sleeps), waits until the guest has closed its side of the streams the
+// host closed, stops the host's writes and waits until the VMM has taken
+// every byte written, until ctx ends. Reads go on; once the connection
+// ends they wait for Attach. On an error the session cannot be kept:
+// Unpark (the VMM goes on) or Close it.
 func (c *Client) Park(ctx context.Context) error {
-	for c.sess.NumStreams() > 0 {
+	busy := func() error {
+		if n := c.inUse.Load(); n > 0 {
+			return fmt.Errorf("%w: park: %d streams in use", ErrAgent, n)
+		}
 		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: park: %d streams in use: %w", ErrAgent, c.sess.NumStreams(), context.Cause(ctx))
 		case <-c.sess.CloseChan():
 			return fmt.Errorf("%w: park: session closed", ErrAgent)
+		default:
+		}
+		return nil
+	}
+	for c.sess.NumStreams() > 0 {
+		if err := busy(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: park: %d streams closing: %w", ErrAgent, c.sess.NumStreams(), context.Cause(ctx))
 		case <-time.After(time.Millisecond):
 		}
 	}
 	if err := c.conn.park(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrAgent, err)
 	}
+	if err := busy(); err != nil {
+		return err
+	}
 	if n := c.sess.NumStreams(); n > 0 {
 		return fmt.Errorf("%w: park: %d streams opened meanwhile", ErrAgent, n)
-	}
-	select {
-	case <-c.sess.CloseChan():
-		return fmt.Errorf("%w: park: session closed", ErrAgent)
-	default:
 	}
 	return nil
 }
@@ -199,8 +213,9 @@ func (c *Client) Err() error { return c.guard.Err() }
 
 // Stream is one request's stream. Reads are framed and bounded.
 type Stream struct {
-	s  *yamux.Stream
-	br *bufio.Reader
+	s       *yamux.Stream
+	br      *bufio.Reader
+	release func() // once: the stream is no longer in use
 }
 
 // Open opens a stream and sends req as its first frame.
@@ -216,19 +231,24 @@ func (c *Client) Open(ctx context.Context, req proto.Request) (*Stream, error) {
 	if err := c.waitForRoom(ctx); err != nil {
 		return nil, err
 	}
+	c.inUse.Add(1)
+	var once sync.Once
+	release := func() { once.Do(func() { c.inUse.Add(-1) }) }
 	s, err := c.sess.OpenStream()
 	if err != nil {
+		release()
 		return nil, fmt.Errorf("%w: open stream: %w", ErrAgent, err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		s.SetWriteDeadline(dl)
 	}
 	if err := proto.WriteJSON(s, proto.TRequest, req); err != nil {
+		release()
 		s.Close()
 		return nil, fmt.Errorf("%w: send request: %w", ErrAgent, err)
 	}
 	s.SetWriteDeadline(time.Time{})
-	return &Stream{s: s, br: bufio.NewReaderSize(s, 64<<10)}, nil
+	return &Stream{s: s, br: bufio.NewReaderSize(s, 64<<10), release: release}, nil
 }
 
 // streamWait is how long Open waits at MaxStreams for a stream to go: a
@@ -272,7 +292,10 @@ func (s *Stream) WriteFrame(t byte, p []byte) error { return proto.WriteFrame(s.
 func (s *Stream) SetDeadline(t time.Time) error { return s.s.SetDeadline(t) }
 
 // Close closes the stream both ways.
-func (s *Stream) Close() error { return s.s.Close() }
+func (s *Stream) Close() error {
+	s.release()
+	return s.s.Close()
+}
 
 // Response reads one TResponse frame and converts a guest error into a Go
 // error that wraps ErrAgent.
