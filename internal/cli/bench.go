@@ -223,13 +223,20 @@ func runBench(ctx context.Context, e *env, backend, img string, runs, disk int) 
 	}
 
 	// Exec round trip.
-	var rtt []float64
-	for range runs * 10 {
-		t0 := time.Now()
-		if _, err := benchExec(ctx, c, name, "true"); err != nil {
-			return rep, err
+	execTrue := func() ([]float64, error) {
+		var out []float64
+		for range runs * 10 {
+			t0 := time.Now()
+			if _, err := benchExec(ctx, c, name, "true"); err != nil {
+				return nil, err
+			}
+			out = append(out, ms(time.Since(t0)))
 		}
-		rtt = append(rtt, ms(time.Since(t0)))
+		return out, nil
+	}
+	rtt, err := execTrue()
+	if err != nil {
+		return rep, err
 	}
 	progress("exec round trip p50 %.1f ms", quantile(rtt, 0.5))
 
@@ -238,13 +245,9 @@ func runBench(ctx context.Context, e *env, backend, img string, runs, disk int) 
 	// them, about a second after it starts, and the round trips above
 	// mostly fall in that second.
 	time.Sleep(time.Until(createdAt.Add(settleAfter)))
-	var settled []float64
-	for range runs * 10 {
-		t0 := time.Now()
-		if _, err := benchExec(ctx, c, name, "true"); err != nil {
-			return rep, err
-		}
-		settled = append(settled, ms(time.Since(t0)))
+	settled, err := execTrue()
+	if err != nil {
+		return rep, err
 	}
 	progress("exec round trip, settled, p50 %.1f ms", quantile(settled, 0.5))
 

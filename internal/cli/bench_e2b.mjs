@@ -10,6 +10,15 @@ const settle = Number(process.env.SETTLE_MS || 2500)
 const out = { create: [], create_to_first_run: [], run_true: [], run_true_settled: [] }
 const ms = t0 => Number(process.hrtime.bigint() - t0) / 1e6
 
+// runTrue times 10 commands.run('true') in sbx into samples.
+async function runTrue (sbx, samples) {
+  for (let j = 0; j < 10; j++) {
+    const t1 = process.hrtime.bigint()
+    await sbx.commands.run('true')
+    samples.push(ms(t1))
+  }
+}
+
 // One untimed round first: the SDK's client sets itself up at its first
 // calls, a cost of the Node process rather than of a create.
 const warm = await Sandbox.create({ metadata })
@@ -22,18 +31,10 @@ for (let i = 0; i < runs; i++) {
   try {
     await sbx.commands.run('true')
     out.create_to_first_run.push(ms(t0))
-    for (let j = 0; j < 10; j++) {
-      const t1 = process.hrtime.bigint()
-      await sbx.commands.run('true')
-      out.run_true.push(ms(t1))
-    }
+    await runTrue(sbx, out.run_true)
     const wait = settle - ms(t0)
     if (wait > 0) await new Promise(resolve => setTimeout(resolve, wait))
-    for (let j = 0; j < 10; j++) {
-      const t1 = process.hrtime.bigint()
-      await sbx.commands.run('true')
-      out.run_true_settled.push(ms(t1))
-    }
+    await runTrue(sbx, out.run_true_settled)
   } finally {
     await sbx.kill()
   }
