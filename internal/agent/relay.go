@@ -85,7 +85,7 @@ func (r *relay) Write(p []byte) (int, error) {
 
 // park stops writes once the one in progress is done, and waits until the
 // peer has read every byte written, for as long as ctx lets it. On an
-// error writes stay stopped: the caller unparks or closes.
+// error writes may be stopped: the caller unparks or closes.
 func (r *relay) park(ctx context.Context) error {
 	select {
 	case r.wsem <- struct{}{}:
